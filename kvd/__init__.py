@@ -1,0 +1,3 @@
+"""kvd: the kv daemon."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,67 @@
+"""`kvd` command line: start, stop, status (CONTRACT.md is the reference for every flag)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kvd import __version__, config, daemon
+from kvd.server import BindError
+from shared.errors import KvError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kvd", description="The kv daemon.")
+    parser.add_argument("--version", action="version", version=f"kvd {__version__}")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{start,stop,status}")
+
+    start = sub.add_parser("start", help="start a node (detached unless --foreground)")
+    start.add_argument("--foreground", action="store_true", help="stay attached, log to stderr")
+    start.add_argument("--name", help="node name, unique in the cluster (default HOST:PORT)")
+    start.add_argument("--bind", help="address to listen on (default 127.0.0.1)")
+    start.add_argument("--port", type=int, help="client port (default 7700)")
+    start.add_argument("--gossip-port", type=int, help="gossip PUB port (default port + 1)")
+    start.add_argument("--join", action="append", default=[], metavar="HOST:PORT",
+                       help="a member's client port to join; repeatable")
+    start.add_argument("--data-dir", type=Path, help="data folder (default: one per node "
+                       "under the user data dir)")
+    start.add_argument("--fsync", choices=config.FSYNC_POLICIES, help="log fsync policy")
+    start.add_argument("--config", type=Path, help="TOML config (default kvd.toml in the "
+                       "user config dir)")
+    start.add_argument("--log-level", choices=config.LOG_LEVELS)
+
+    stop = sub.add_parser("stop", help="stop a detached node gracefully")
+    which = stop.add_mutually_exclusive_group()
+    which.add_argument("--port", type=int)
+    which.add_argument("--name")
+    which.add_argument("--data-dir", type=Path)
+
+    status = sub.add_parser("status", help="exit 0 if the node answers, 3 if not")
+    status.add_argument("--host", default="127.0.0.1")
+    status.add_argument("--port", type=int, default=7700)
+    status.add_argument("--json", action="store_true")
+    return parser
+
+
+START_KEYS = ("name", "bind", "port", "gossip_port", "join", "data_dir", "fsync", "log_level")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    try:
+        if args.action == "start":
+            cfg = config.load(args.config, {k: getattr(args, k) for k in START_KEYS})
+            if args.foreground:
+                return daemon.run_foreground(cfg)
+            return daemon.start_detached(cfg, argv[argv.index("start") + 1 :])
+        if args.action == "stop":
+            port = args.port if (args.port or args.name or args.data_dir) else 7700
+            return daemon.stop(port, args.name, args.data_dir)
+        return daemon.status(args.host, args.port, args.json)
+    except (KvError, BindError) as exc:
+        print(f"kvd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

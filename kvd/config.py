@@ -1,0 +1,107 @@
+"""Configuration: embedded defaults, then the TOML file, then command-line flags (flags win).
+
+The TOML keys are the flags' long names (`port`, `gossip_port` or `gossip-port`, `fsync`, ...)
+plus `max_value_size`. Paths come from platformdirs, so XDG_* variables move them.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import platformdirs
+
+from shared.errors import KvError
+
+APP = "kv"
+FSYNC_POLICIES = ("always", "everysec", "no")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(KvError):
+    code = "CONFIG"
+
+
+@dataclass
+class Config:
+    name: str | None = None
+    bind: str = "127.0.0.1"
+    port: int = 7700
+    gossip_port: int | None = None
+    join: list[str] = field(default_factory=list)
+    data_dir: Path | None = None
+    fsync: str = "everysec"
+    log_level: str = "info"
+    max_value_size: int = 16 * 1024 * 1024
+    cluster: str = "kv"
+
+    def resolve(self) -> Config:
+        """Fill in the defaults that depend on other settings; check the values."""
+        if self.fsync not in FSYNC_POLICIES:
+            choices = ", ".join(FSYNC_POLICIES)
+            raise ConfigError(f"fsync must be one of {choices}, not {self.fsync!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port {self.port} is out of range (1-65535)")
+        if self.gossip_port is None:
+            self.gossip_port = self.port + 1
+        if self.name is None:
+            host = socket.gethostname() if self.bind in ("0.0.0.0", "*", "::") else self.bind
+            self.name = f"{host}:{self.port}"
+        if self.data_dir is None:
+            self.data_dir = data_root() / safe_name(self.name)
+        self.data_dir = Path(self.data_dir).expanduser().resolve()
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"{self.connect_host}:{self.port}"
+
+    @property
+    def connect_host(self) -> str:
+        """Where a local client reaches this node (a wildcard bind is reached on loopback)."""
+        return "127.0.0.1" if self.bind in ("0.0.0.0", "*", "::") else self.bind
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def data_root() -> Path:
+    return Path(platformdirs.user_data_dir(APP)) / "nodes"
+
+
+def log_path(name: str) -> Path:
+    return Path(platformdirs.user_log_dir(APP)) / f"{safe_name(name)}.log"
+
+
+def default_config_file() -> Path:
+    return Path(platformdirs.user_config_dir(APP)) / "kvd.toml"
+
+
+def load(path: Path | None, overrides: dict) -> Config:
+    """Defaults < TOML file < overrides (the flags that were given, None meaning not given)."""
+    values: dict = {}
+    file = path or default_config_file()
+    if path is not None and not file.exists():
+        raise ConfigError(f"config file {file} does not exist")
+    if file.exists():
+        try:
+            raw = tomllib.loads(file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {file}: {exc}") from None
+        known = {f.name for f in fields(Config)}
+        for key, value in raw.items():
+            attr = key.replace("-", "_")
+            if attr not in known:
+                raise ConfigError(f"unknown key {key!r} in {file} — keys are the flags' names")
+            values[attr] = value
+    values.update({k: v for k, v in overrides.items() if v is not None and v != []})
+    try:
+        return Config(**values).resolve()
+    except TypeError as exc:
+        raise ConfigError(f"bad configuration: {exc}") from None

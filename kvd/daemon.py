@@ -1,0 +1,201 @@
+"""The daemon's life: run in the foreground, detach, stop and report status.
+
+A data dir belongs to one kvd at a time: `LOCK` is held with flock for the life of the
+process (the kernel drops it if the process dies, so a crash never leaves a stale lock), and
+`kvd.pid` says who holds it, so `kvd stop` can find the process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kvd.config import Config, data_root, log_path
+from kvd.node import Node
+from kvd.server import Server
+from kvsh.client import Client
+from shared.errors import KvError, Unreachable
+
+log = logging.getLogger("kvd")
+PID_FILE = "kvd.pid"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0
+
+
+class StartupError(KvError):
+    code = "STARTUP"
+
+
+class DataDirLock:
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise StartupError(
+                f"data dir {data_dir} is held by another kvd (pid {holder}) — stop it first "
+                "(kvd stop --data-dir ...) or use another --data-dir"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run_foreground(cfg: Config) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code."""
+    setup_logging(cfg.log_level)
+    assert cfg.data_dir is not None and cfg.name is not None
+    lock = DataDirLock(cfg.data_dir)
+    pid_file = cfg.data_dir / PID_FILE
+    try:
+        node = Node(cfg.name, cfg.address, max_value=cfg.max_value_size)
+        node.info_sources.append(
+            lambda: {"pid": os.getpid(), "data_dir": str(cfg.data_dir), "port": cfg.port}
+        )
+        server = Server(node, cfg.bind, cfg.port, open_log(cfg, node))
+        pid_file.write_text(json.dumps({"pid": os.getpid(), "name": cfg.name, "port": cfg.port}))
+        server.install_signal_handlers()
+        log.info("%s serving on tcp://%s:%d (data %s)", cfg.name, cfg.bind, cfg.port, cfg.data_dir)
+        try:
+            server.run()
+        finally:
+            server.close()
+        log.info("%s stopped", cfg.name)
+        return 0
+    finally:
+        pid_file.unlink(missing_ok=True)
+        lock.release()
+
+
+def open_log(cfg: Config, node: Node):
+    """The durability layer for this node (kvd.wal), or no log at all."""
+    from kvd.server import NullLog
+
+    return NullLog()
+
+
+def start_detached(cfg: Config, argv: list[str]) -> int:
+    """Run `kvd start --foreground ARGV` in its own session; return once it answers PING."""
+    assert cfg.name is not None
+    path = log_path(cfg.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as out:
+        offset = out.tell()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kvd", "start", "--foreground", *argv],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    with Client(cfg.connect_host, cfg.port, timeout=0.5) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                print(_last_error(path, offset) or f"kvd: exited with {proc.returncode}",
+                      file=sys.stderr)
+                return proc.returncode or 1
+            try:
+                if client.info().get("pid") == proc.pid:
+                    print(f"{cfg.name} started on tcp://{cfg.address} (pid {proc.pid}, "
+                          f"data {cfg.data_dir}, log {path})")
+                    return 0
+            except Unreachable:
+                client.reset()
+                time.sleep(0.05)
+    print(f"kvd: {cfg.name} did not answer within {START_TIMEOUT_S:g}s — see {path}",
+          file=sys.stderr)
+    return 1
+
+
+def _last_error(path: Path, offset: int) -> str | None:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        lines = [ln.decode(errors="replace") for ln in f.read().splitlines()]
+    errors = [ln for ln in lines if ln.startswith("kvd:")]
+    return errors[-1] if errors else (lines[-1] if lines else None)
+
+
+def find_pid(port: int | None, name: str | None, data_dir: Path | None) -> tuple[int, str] | None:
+    """(pid, name) of a running kvd, found by its data dir, name or port."""
+    candidates = [data_dir] if data_dir else sorted(data_root().glob("*"))
+    for folder in candidates:
+        try:
+            meta = json.loads((folder / PID_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        matches = data_dir or (name and meta["name"] == name) or (port and meta["port"] == port)
+        if matches and _alive(meta["pid"]):
+            return meta["pid"], meta["name"]
+    if port and not name and not data_dir:
+        try:
+            with Client("127.0.0.1", port, timeout=2) as client:
+                info = client.info()
+            return int(info["pid"]), str(info["name"])
+        except (Unreachable, KeyError):
+            return None
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop(port: int | None, name: str | None, data_dir: Path | None) -> int:
+    found = find_pid(port, name, data_dir)
+    if found is None:
+        what = data_dir or name or f"port {port}"
+        print(f"kvd: no running kvd found for {what} — check with: kvd status", file=sys.stderr)
+        return 1
+    pid, node_name = found
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            print(f"{node_name} stopped (pid {pid})")
+            return 0
+        time.sleep(0.05)
+    print(f"kvd: {node_name} (pid {pid}) did not stop within {STOP_TIMEOUT_S:g}s", file=sys.stderr)
+    return 1
+
+
+def status(host: str, port: int, as_json: bool) -> int:
+    try:
+        with Client(host, port, timeout=2) as client:
+            info = client.info()
+    except Unreachable as exc:
+        if as_json:
+            print(json.dumps({"status": "down", "address": f"{host}:{port}", "error": str(exc)}))
+        else:
+            print(f"kvd: {exc}", file=sys.stderr)
+        return 3
+    if as_json:
+        print(json.dumps({"status": "up", **info}, default=str))
+    else:
+        print(f"{info['name']} up {info['uptime_s']}s at {host}:{port}: {info['keys']} keys, "
+              f"{info['members']} member(s), fsync {info.get('fsync')}, digest {info['digest']}")
+    return 0

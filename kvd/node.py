@@ -1,0 +1,162 @@
+"""The node: one kvd's state and its write path, with no sockets and no clock of its own.
+
+The server hands it requests and the time; it answers with reply values and leaves behind, in
+`changes`, every entry it applied this turn (for the log, the peers and WATCH). Everything here
+is deterministic given its inputs, which is what lets tests drive it with a fake clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kvd import __version__
+from kvd.hlc import HybridClock
+from kvd.store import Entry, Store
+from kvd.watch import WatchHub
+from shared.commands import Command, Kind, lookup, parse
+from shared.errors import KvError, TooLarge
+
+MAX_KEY = 64 * 1024
+DEFAULT_MAX_VALUE = 16 * 1024 * 1024
+
+
+@dataclass
+class Context:
+    """Who asked, and when: what a handler may need beyond its arguments."""
+
+    now: int  # wall-clock ms
+    client: bytes = b""
+    request_id: int = 0
+    events: list = field(default_factory=list)  # WATCH events owed right away
+
+
+@dataclass(slots=True)
+class Change:
+    """One applied write: what it replaced is kept so a failed log append can undo it."""
+
+    key: bytes
+    entry: Entry
+    previous: Entry | None
+
+
+class Node:
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        clock: HybridClock | None = None,
+        max_value: int = DEFAULT_MAX_VALUE,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.address = address
+        self.clock = clock or HybridClock()
+        self.max_value = max_value
+        self.store = Store()
+        self.watches = WatchHub()
+        self.changes: list[Change] = []
+        self.counters: Counter[str] = Counter()
+        self.info_sources: list[Callable[[], dict]] = []
+        self._monotonic = monotonic
+        self._started = monotonic()
+        self._commands: dict[bytes, Command] = {}
+
+    # -- the write path -------------------------------------------------------------------
+
+    def write(self, key: bytes, value: bytes | None, expires_at: int = 0) -> Entry:
+        """A local write or deletion, stamped now; always wins over what the node has seen."""
+        entry = Entry(value, self.clock.now(), self.name, expires_at)
+        self.apply(key, entry)
+        return entry
+
+    def apply(self, key: bytes, entry: Entry) -> bool:
+        """Merge an entry (local or from a peer); record it if it won."""
+        previous = self.store.lookup(key)
+        if not self.store.merge(key, entry):
+            return False
+        self.changes.append(Change(key, entry, previous))
+        return True
+
+    def take_changes(self) -> list[Change]:
+        changes, self.changes = self.changes, []
+        return changes
+
+    def undo(self, changes: list[Change]) -> None:
+        """Roll back changes the log refused, newest first, so memory matches the disk."""
+        for change in reversed(changes):
+            self.store.remove(change.key)
+            if change.previous is not None:
+                self.store.merge(change.key, change.previous)
+
+    # -- requests -------------------------------------------------------------------------
+
+    def execute(self, argv: list[bytes], ctx: Context) -> object:
+        """Run one command; returns the reply value, or the KvError to send back."""
+        from kvd.handlers import HANDLERS  # handlers import Node for typing
+
+        try:
+            command = self._command(argv[0])
+            if max(map(len, argv)) > MAX_KEY or command.mutating:
+                self._check_sizes(command, argv)
+            call = parse(command, argv[1:])
+            self.counters["commands"] += 1
+            return HANDLERS[command.name](self, call, ctx)
+        except KvError as exc:
+            self.counters["errors"] += 1
+            self.counters[f"error_{exc.code}"] += 1
+            return exc
+
+    def _command(self, raw: bytes) -> Command:
+        command = self._commands.get(raw)
+        if command is None:
+            command = lookup(raw)  # raises UnknownCommand: unknown names are not cached
+            self._commands[raw] = command
+        return command
+
+    def _check_sizes(self, command: Command, argv: list[bytes]) -> None:
+        kinds = _arg_kinds(command, len(argv) - 1)
+        for kind, arg in zip(kinds, argv[1:], strict=False):
+            if kind is Kind.VALUE and len(arg) > self.max_value:
+                raise TooLarge(
+                    f"value of {len(arg)} bytes is over the limit of {self.max_value} "
+                    "(config key max_value_size)"
+                )
+            if kind is not Kind.VALUE and len(arg) > MAX_KEY:
+                raise TooLarge(f"argument of {len(arg)} bytes is over the {MAX_KEY}-byte limit")
+
+    # -- introspection ---------------------------------------------------------------------
+
+    def uptime_s(self) -> int:
+        return int(self._monotonic() - self._started)
+
+    def info(self, now: int) -> dict:
+        self.store.expire_due(now)
+        info = {
+            "name": self.name,
+            "version": __version__,
+            "address": self.address,
+            "uptime_s": self.uptime_s(),
+            "keys": self.store.live_count,
+            "tombstones": self.store.tombstones,
+            "digest": f"{self.store.digest:016x}",
+            "members": 1,
+            "watchers": len(self.watches),
+            "commands_processed": self.counters["commands"],
+            "errors": self.counters["errors"],
+        }
+        for source in self.info_sources:
+            info.update(source())
+        return info
+
+
+def _arg_kinds(command: Command, n: int) -> list[Kind]:
+    """The kind of each of `n` raw arguments, options and their values counted as STRING."""
+    args = command.args
+    if command.repeat:
+        head, tail = args[: len(args) - command.repeat], args[-command.repeat :]
+        return [a.kind for a in head] + [tail[i % len(tail)].kind for i in range(n - len(head))]
+    return [a.kind for a in args[:n]] + [Kind.STRING] * max(0, n - len(args))
+

@@ -1,0 +1,259 @@
+"""The socket layer of kvd: the only module of the daemon that imports zmq.
+
+One thread owns everything. Each turn of the loop drains every message already queued on the
+ROUTER (up to MAX_DRAIN), runs them through the node, commits the turn's writes to the log in
+one go (one fsync covers the whole turn under `--fsync always`: group commit), and only then
+sends the replies. Draining before replying is what makes pipelined load cheap: one poll, one
+log flush, one fsync per turn instead of per request.
+
+Bad input never stops the loop: a frame that does not decode gets an error reply (request id 0)
+and is counted; a peer that fails the ZeroMQ handshake (garbage bytes on the port) is counted
+from the socket monitor.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Protocol
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from kvd.hlc import wall_ms
+from kvd.node import Change, Context, Node
+from shared import codec
+from shared.errors import KvError, ProtocolError, StorageError
+
+log = logging.getLogger("kvd.server")
+
+MAX_DRAIN = 4096  # messages per turn: bounds the latency one busy client can add to others
+TICK_S = 0.1  # housekeeping period (expiry reclaim, everysec fsync)
+EXPIRE_PER_TICK = 10_000
+
+
+class Log(Protocol):
+    """What the server needs from durability (kvd.wal provides the real one)."""
+
+    def append(self, changes: list[Change]) -> None: ...
+    def commit(self) -> None: ...
+    def tick(self, now: float) -> None: ...
+    def close(self) -> None: ...
+    def info(self) -> dict: ...
+
+
+class NullLog:
+    """No durability: for tests of the loop and for `--fsync` benchmarks' baseline."""
+
+    def append(self, changes: list[Change]) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
+    def tick(self, now: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def info(self) -> dict:
+        return {"fsync": "off"}
+
+
+@dataclass(slots=True)
+class Pending:
+    """A reply already encoded whose writes are not yet in the log."""
+
+    index: int  # in the turn's outgoing list
+    batch: bool
+    replies: list[tuple[int, object, bool]]  # (request id, value, wrote)
+
+
+class BindError(KvError):
+    code = "BIND"
+
+
+class Server:
+    def __init__(self, node: Node, bind: str, port: int, log_: Log | None = None,
+                 max_message: int | None = None) -> None:
+        self.node = node
+        self.log = log_ or NullLog()
+        self.counters: Counter[str] = Counter()
+        self._stopping = False
+        self._ctx = zmq.Context.instance()
+        self._router = self._ctx.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.LINGER, 1000)
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._router.setsockopt(zmq.SNDHWM, 100_000)
+        self._router.setsockopt(zmq.RCVHWM, 100_000)
+        # A hostile client cannot make us buffer more than one maximal request.
+        self._router.setsockopt(zmq.MAXMSGSIZE, max_message or node.max_value + 1024 * 1024)
+        self._monitor = self._router.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            | zmq.EVENT_ACCEPTED
+        )
+        try:
+            self._router.bind(f"tcp://{bind}:{port}")
+        except zmq.ZMQError as exc:
+            self.close()
+            if exc.errno == zmq.EADDRINUSE:
+                raise BindError(
+                    f"port {port} on {bind} is in use — stop what holds it or pick --port"
+                ) from None
+            raise BindError(f"cannot listen on {bind}:{port}: {exc.strerror}") from None
+        node.info_sources.append(self._info)
+
+    def _info(self) -> dict:
+        info = {
+            "bad_frames": self.counters["bad_frames"],
+            "bad_handshakes": self.counters["bad_handshakes"],
+            "connections_accepted": self.counters["accepted"],
+            "dropped_replies": self.counters["dropped_replies"],
+        }
+        info.update(self.log.info())
+        return info
+
+    def stop(self, *_: object) -> None:
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        next_tick = time.monotonic()
+        while not self._stopping:
+            timeout = max(0.0, next_tick - time.monotonic())
+            ready = dict(poller.poll(timeout * 1000))
+            if self._router in ready:
+                self._turn()
+            if self._monitor in ready:
+                self._drain_monitor()
+            if time.monotonic() >= next_tick:
+                self._housekeeping()
+                next_tick = time.monotonic() + TICK_S
+        log.info("stopping: flushing the log")
+
+    def _turn(self) -> None:
+        node, router = self.node, self._router
+        ctx = Context(now=wall_ms())
+        out: list[list[bytes]] = []
+        pending: list[Pending] = []  # replies that depend on this turn's log commit
+        for _ in range(MAX_DRAIN):
+            try:
+                frames = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._handle(frames, ctx, out, pending)
+        changes = node.take_changes()
+        if changes:
+            self._commit(changes, out, pending)
+        for client, rid, event in ctx.events:
+            out.append([client, codec.encode_event(rid, event)])
+        for frames in out:
+            self._send(frames)
+
+    def _handle(self, frames: list[bytes], ctx: Context, out: list, pending: list) -> None:
+        client = frames[0]
+        if len(frames) != 2:
+            self.counters["bad_frames"] += 1
+            err = ProtocolError(f"expected one body frame, got {len(frames) - 1}")
+            out.append([client, codec.encode_reply(0, err)])
+            return
+        try:
+            msg = codec.decode(frames[1])
+        except KvError as exc:
+            self.counters["bad_frames"] += 1
+            out.append([client, codec.encode_reply(0, exc)])
+            return
+        ctx.client = client
+        if isinstance(msg, codec.Request):
+            before = len(self.node.changes)
+            ctx.request_id = msg.request_id
+            value = self.node.execute(msg.argv, ctx)
+            out.append([client, codec.encode_reply(msg.request_id, value)])
+            if len(self.node.changes) != before:
+                pending.append(Pending(len(out) - 1, False, [(msg.request_id, value, True)]))
+        elif isinstance(msg, list) and msg and isinstance(msg[0], codec.Request):
+            self._handle_batch(client, msg, ctx, out, pending)
+        elif isinstance(msg, codec.Cancel):
+            self.node.watches.cancel(client, msg.request_id)
+        else:
+            self.counters["bad_frames"] += 1
+            err = ProtocolError("clients send REQUEST, BATCH or CANCEL messages")
+            out.append([client, codec.encode_reply(0, err)])
+
+    def _handle_batch(self, client: bytes, batch: list, ctx: Context, out: list,
+                      pending: list) -> None:
+        node = self.node
+        start = len(node.changes)
+        replies = []
+        for req in batch:
+            ctx.request_id = req.request_id
+            before = len(node.changes)
+            value = node.execute(req.argv, ctx)
+            replies.append((req.request_id, value, len(node.changes) != before))
+        out.append([client, codec.encode_batch_reply([(rid, v) for rid, v, _ in replies])])
+        if len(node.changes) != start:
+            pending.append(Pending(len(out) - 1, True, replies))
+
+    def _commit(self, changes: list[Change], out: list, pending: list) -> None:
+        """Log the turn's writes; if the log refuses, undo them and fail those replies."""
+        try:
+            self.log.append(changes)
+            self.log.commit()
+        except StorageError as exc:
+            log.error("%s", exc)
+            self.node.undo(changes)
+            for p in pending:
+                failed = [(rid, exc if wrote else v) for rid, v, wrote in p.replies]
+                out[p.index][1] = (
+                    codec.encode_batch_reply(failed) if p.batch
+                    else codec.encode_reply(*failed[0])
+                )
+            return
+        for change in changes:
+            for client, rid, event in self.node.watches.record(change.key, change.entry):
+                out.append([client, codec.encode_event(rid, event)])
+
+    def _send(self, frames: list[bytes]) -> None:
+        try:
+            self._router.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            self.counters["dropped_replies"] += 1
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            self.counters["dropped_replies"] += 1
+            self.node.watches.drop_client(frames[0])  # the client went away
+
+    def _drain_monitor(self) -> None:
+        while True:
+            try:
+                event = parse_monitor_message(self._monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self.counters["accepted"] += 1
+            else:
+                self.counters["bad_handshakes"] += 1
+
+    def _housekeeping(self) -> None:
+        self.node.store.expire_due(wall_ms(), EXPIRE_PER_TICK)
+        self.log.tick(time.monotonic())
+
+    def close(self) -> None:
+        self.log.close()
+        self._router.disable_monitor()
+        self._monitor.close(linger=0)
+        self._router.close()
+

@@ -1,0 +1,185 @@
+"""The in-memory store: keys to versioned entries, merged by last-writer-wins.
+
+Invariants:
+- Every entry carries what replication needs: a hybrid-clock `stamp`, the `origin` node and an
+  absolute expiry (`expires_at`, Unix ms, 0 for none). A deletion is a tombstone entry
+  (`value is None`) with its own stamp, so a late, older write cannot bring a key back.
+- `merge()` is the only way in: an entry replaces the stored one only if its (stamp, origin)
+  is greater. Applying the same entries in any order gives the same store.
+- Keys live in `NBUCKETS` buckets by a stable hash. A SCAN cursor is a bucket index, so a key
+  that exists for the whole scan is returned (its bucket never changes). Anti-entropy compares
+  the per-bucket digests and exchanges only the buckets that differ.
+- The digest is the XOR of a 64-bit hash of every live (key, value, expiry), kept incrementally
+  per bucket and overall: equal digests mean equal data, and reading it costs nothing.
+- Expired entries are invisible at once (reads check the time) and reclaimed by
+  `expire_due()` from a heap, turned into tombstones with the same stamp: no full scans.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import heapq
+import struct
+import zlib
+from collections.abc import Iterator
+
+NBUCKETS = 1024  # part of the anti-entropy protocol: every node must use the same number
+_HASH_HEADER = struct.Struct(">IQ")
+
+
+class Entry:
+    __slots__ = ("value", "stamp", "origin", "expires_at")
+
+    def __init__(self, value: bytes | None, stamp: int, origin: str, expires_at: int = 0) -> None:
+        self.value = value
+        self.stamp = stamp
+        self.origin = origin
+        self.expires_at = expires_at
+
+    def __repr__(self) -> str:
+        return f"Entry({self.value!r}, {self.stamp}, {self.origin!r}, {self.expires_at})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Entry) and self.version == other.version and (
+            self.value, self.expires_at) == (other.value, other.expires_at)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def version(self) -> tuple[int, str]:
+        """What last-writer-wins compares: the stamp, ties broken by origin name."""
+        return (self.stamp, self.origin)
+
+    def live(self, now: int) -> bool:
+        return self.value is not None and (self.expires_at == 0 or self.expires_at > now)
+
+
+def bucket_of(key: bytes) -> int:
+    return zlib.crc32(key) & (NBUCKETS - 1)
+
+
+def entry_hash(key: bytes, value: bytes, expires_at: int) -> int:
+    data = _HASH_HEADER.pack(len(key), expires_at) + key + value
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def matcher(pattern: bytes | None):
+    """A predicate for a glob; plain `prefix*` patterns skip the regex engine."""
+    if pattern is None or pattern == b"*":
+        return None
+    body = pattern[:-1]
+    if pattern.endswith(b"*") and not any(c in body for c in b"*?[\\"):
+        return lambda key: key.startswith(body)
+    return lambda key: fnmatch.fnmatchcase(key, pattern)
+
+
+class Store:
+    def __init__(self) -> None:
+        self._buckets: list[dict[bytes, Entry]] = [{} for _ in range(NBUCKETS)]
+        self.bucket_digests: list[int] = [0] * NBUCKETS
+        self.digest = 0
+        self.live_count = 0  # live values, counting expired ones not yet reclaimed
+        self.tombstones = 0
+        self._expiry: list[tuple[int, bytes]] = []  # heap of (expires_at, key)
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._buckets)
+
+    def lookup(self, key: bytes) -> Entry | None:
+        """The stored entry, tombstone or expired included: what merging compares against."""
+        return self._buckets[zlib.crc32(key) & (NBUCKETS - 1)].get(key)
+
+    def get(self, key: bytes, now: int) -> Entry | None:
+        """The live entry for a key, or None."""
+        entry = self._buckets[zlib.crc32(key) & (NBUCKETS - 1)].get(key)
+        if entry is None or entry.value is None:
+            return None
+        if entry.expires_at and entry.expires_at <= now:
+            return None
+        return entry
+
+    def merge(self, key: bytes, entry: Entry) -> bool:
+        """Last-writer-wins: store `entry` if it is newer than what is there. True if stored."""
+        b = zlib.crc32(key) & (NBUCKETS - 1)
+        bucket = self._buckets[b]
+        old = bucket.get(key)
+        if old is not None and (old.stamp, old.origin) >= (entry.stamp, entry.origin):
+            return False
+        bucket[key] = entry
+        self._account(b, key, old, -1)
+        self._account(b, key, entry, +1)
+        if entry.expires_at and entry.value is not None:
+            heapq.heappush(self._expiry, (entry.expires_at, key))
+        return True
+
+    def _account(self, b: int, key: bytes, entry: Entry | None, sign: int) -> None:
+        if entry is None:
+            return
+        if entry.value is None:
+            self.tombstones += sign
+            return
+        h = entry_hash(key, entry.value, entry.expires_at)
+        self.bucket_digests[b] ^= h
+        self.digest ^= h
+        self.live_count += sign
+
+    def remove(self, key: bytes) -> Entry | None:
+        """Forget a key entirely (tombstone collection); not a deletion, which is a merge."""
+        b = bucket_of(key)
+        old = self._buckets[b].pop(key, None)
+        self._account(b, key, old, -1)
+        return old
+
+    def expire_due(self, now: int, limit: int = 1 << 62) -> int:
+        """Turn up to `limit` expired values into tombstones; returns how many."""
+        heap, done = self._expiry, 0
+        while heap and heap[0][0] <= now and done < limit:
+            expires_at, key = heapq.heappop(heap)
+            b = bucket_of(key)
+            entry = self._buckets[b].get(key)
+            if entry is None or entry.value is None or entry.expires_at != expires_at:
+                continue  # overwritten since: a stale heap item
+            tomb = Entry(None, entry.stamp, entry.origin, 0)
+            self._buckets[b][key] = tomb
+            self._account(b, key, entry, -1)
+            self._account(b, key, tomb, +1)
+            done += 1
+        return done
+
+    def next_expiry(self) -> int | None:
+        return self._expiry[0][0] if self._expiry else None
+
+    def items(self) -> Iterator[tuple[bytes, Entry]]:
+        """Every stored entry, tombstones included (for snapshots and repair)."""
+        for bucket in self._buckets:
+            yield from bucket.items()
+
+    def bucket_items(self, b: int) -> list[tuple[bytes, Entry]]:
+        return list(self._buckets[b].items())
+
+    def keys(self, pattern: bytes | None, now: int) -> list[bytes]:
+        match = matcher(pattern)
+        return [
+            k
+            for bucket in self._buckets
+            for k, e in bucket.items()
+            if e.live(now) and (match is None or match(k))
+        ]
+
+    def scan(
+        self, cursor: int, pattern: bytes | None, count: int, now: int
+    ) -> tuple[int, list[bytes]]:
+        """Whole buckets from `cursor` until `count` keys are found or the budget is spent."""
+        match = matcher(pattern)
+        found: list[bytes] = []
+        b = max(0, cursor)
+        budget = max(256, count * 10)  # empty buckets are cheap; small stores finish in one call
+        while b < NBUCKETS and len(found) < count and budget > 0:
+            found.extend(
+                k for k, e in self._buckets[b].items()
+                if e.live(now) and (match is None or match(k))
+            )
+            b += 1
+            budget -= 1
+        return (0 if b >= NBUCKETS else b), found

@@ -1,0 +1,3 @@
+from kvsh.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,278 @@
+"""The kv Python client: the socket layer of the client side (the only kvsh module with zmq).
+
+    from kvsh.client import connect
+    with connect("127.0.0.1", 7700, timeout=5) as kv:
+        kv.set("greeting", "hello", ex=60)
+        kv.get("greeting")          # b"hello"
+        kv.pipeline([["SET", "a", "1"], ["GET", "a"]])  # one BATCH on the wire
+        for event in kv.watch("user:"):  # change events until you break out
+            ...
+
+Keys and values are bytes; `str` arguments are UTF-8 encoded. Every call is bounded by the
+timeout. Errors: `ServerError` (an error reply; `.code` is the server's stable code),
+`Unreachable` (refused or down) and its subclass `Timeout` (no answer in time).
+A DEALER socket lets several requests be in flight; replies are matched by request id, and a
+late reply to a request that timed out is recognised and dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from shared import codec
+from shared.codec import Reply, ReplyKind
+from shared.errors import ServerError, Timeout, Unreachable
+
+Arg = str | bytes | int | float
+BATCH_BYTES = 1024 * 1024  # split pipelines into BATCH messages of about this size
+
+
+def _b(arg: Arg) -> bytes:
+    if isinstance(arg, bytes):
+        return arg
+    return str(arg).encode("utf-8", "surrogateescape")
+
+
+def value_of(reply: Reply) -> Any:
+    """A reply's Python value; an error reply raises ServerError."""
+    if reply.kind is ReplyKind.ERROR:
+        code, message = reply.value  # type: ignore[misc]
+        raise ServerError(str(code), str(message))
+    return reply.value
+
+
+class Client:
+    def __init__(self, host: str = "127.0.0.1", port: int = 7700, timeout: float = 5.0) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self.endpoint = f"tcp://{host}:{port}"
+        self._ctx = zmq.Context.instance()
+        self._ids = itertools.count(1)
+        self._sock: zmq.Socket | None = None
+        self.last_rtt: float | None = None
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _socket(self) -> zmq.Socket:
+        if self._sock is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 100_000)
+            sock.setsockopt(zmq.RCVHWM, 100_000)
+            sock.setsockopt(zmq.RECONNECT_IVL, 100)
+            monitor = sock.get_monitor_socket(
+                zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_CONNECT_RETRIED
+            )
+            try:
+                sock.connect(self.endpoint)
+                self._await_handshake(monitor)
+            except BaseException:
+                monitor.close(linger=0)
+                sock.close(linger=0)
+                raise
+            sock.disable_monitor()
+            monitor.close(linger=0)
+            self._sock = sock
+        return self._sock
+
+    def _await_handshake(self, monitor: zmq.Socket) -> None:
+        """Fail fast on a refused connection, as redis-cli does, instead of timing out."""
+        deadline = time.monotonic() + self.timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not monitor.poll(left * 1000):
+                break
+            event = parse_monitor_message(monitor.recv_multipart())["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                return
+            if event == zmq.EVENT_CONNECT_RETRIED:
+                raise Unreachable(
+                    f"cannot connect to {self.host}:{self.port} (refused) — is kvd running? "
+                    "Start one with: kvd start"
+                )
+        raise Timeout(f"no answer from {self.host}:{self.port} within {self.timeout:g}s")
+
+    def reset(self) -> None:
+        """Drop the socket (and anything queued on it); the next call reconnects."""
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def close(self) -> None:
+        self.reset()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests --------------------------------------------------------------------------
+
+    def execute(self, *argv: Arg) -> Reply:
+        """Send one command; return the typed reply (error replies included, not raised)."""
+        rid = next(self._ids)
+        sock = self._socket()
+        started = time.monotonic()
+        sock.send(codec.encode_request(rid, [_b(a) for a in argv]))
+        reply = self._await({rid})[rid]
+        self.last_rtt = time.monotonic() - started
+        return reply
+
+    def call(self, *argv: Arg) -> Any:
+        """Send one command; return its value or raise ServerError."""
+        return value_of(self.execute(*argv))
+
+    def pipeline(self, commands: Iterable[Iterable[Arg]], batch: bool = True) -> list[Reply]:
+        """Send many commands at once; replies come back in order.
+
+        With `batch` (the default) the commands travel as BATCH messages of about
+        BATCH_BYTES each, answered by one BATCH_REPLY each: one message per batch
+        instead of one per command.
+        """
+        sock = self._socket()
+        ids: list[int] = []
+        group: list[tuple[int, list[bytes]]] = []
+        size = 0
+        for command in commands:
+            argv = [_b(a) for a in command]
+            rid = next(self._ids)
+            ids.append(rid)
+            if not batch:
+                sock.send(codec.encode_request(rid, argv))
+                continue
+            group.append((rid, argv))
+            size += sum(len(a) for a in argv) + 8
+            if size >= BATCH_BYTES or len(group) >= codec.MAX_BATCH:
+                sock.send(codec.encode_batch(group))
+                group, size = [], 0
+        if group:
+            sock.send(codec.encode_batch(group))
+        replies = self._await(set(ids))
+        return [replies[rid] for rid in ids]
+
+    def _await(self, wanted: set[int]) -> dict[int, Reply]:
+        sock = self._sock
+        assert sock is not None
+        got: dict[int, Reply] = {}
+        deadline = time.monotonic() + self.timeout
+        while len(got) < len(wanted):
+            left = deadline - time.monotonic()
+            if left <= 0 or not sock.poll(left * 1000):
+                self.reset()  # whatever is still queued would only confuse the next call
+                raise Timeout(
+                    f"no reply from {self.host}:{self.port} within {self.timeout:g}s — "
+                    "is kvd running? (kvd status)"
+                )
+            msg = codec.decode(sock.recv())
+            for reply in msg if isinstance(msg, list) else [msg]:
+                if isinstance(reply, Reply) and reply.request_id in wanted:
+                    got[reply.request_id] = reply
+                elif isinstance(reply, Reply) and reply.request_id == 0 and reply.is_error:
+                    value_of(reply)  # the server could not even read our request: raise it
+                # anything else is a late reply to a request that already timed out
+        return got
+
+    # -- WATCH -----------------------------------------------------------------------------
+
+    def watch(self, prefix: Arg, since: int | None = None, poll_s: float = 0.5
+              ) -> Iterator[dict]:
+        """Yield change events under `prefix` (dicts: key, value, deleted, origin, cursor).
+
+        The first item is the server's acknowledgement (`watching`, `cursor`, `history`).
+        Closing the iterator (or breaking out of the loop) cancels the stream on the server.
+        """
+        argv = ["WATCH", prefix] + ([] if since is None else ["FROM", since])
+        rid = next(self._ids)
+        sock = self._socket()
+        sock.send(codec.encode_request(rid, [_b(a) for a in argv]))
+        try:
+            yield value_of(self._await({rid})[rid])
+            while True:
+                if not sock.poll(poll_s * 1000):
+                    continue
+                msg = codec.decode(sock.recv())
+                if isinstance(msg, codec.Event) and msg.request_id == rid:
+                    yield msg.event
+        finally:
+            if self._sock is not None:
+                self._sock.send(codec.encode_cancel(rid), zmq.NOBLOCK)
+
+    # -- the command API -------------------------------------------------------------------
+
+    def ping(self, message: Arg | None = None) -> Any:
+        return self.call("PING") if message is None else self.call("PING", message)
+
+    def get(self, key: Arg) -> bytes | None:
+        return self.call("GET", key)
+
+    def set(self, key: Arg, value: Arg, ex: int | None = None, px: int | None = None,
+            nx: bool = False, xx: bool = False) -> bool:
+        """True when set; False when NX/XX was not met."""
+        argv: list[Arg] = ["SET", key, value]
+        if ex is not None:
+            argv += ["EX", ex]
+        if px is not None:
+            argv += ["PX", px]
+        if nx:
+            argv.append("NX")
+        if xx:
+            argv.append("XX")
+        return self.call(*argv) == "OK"
+
+    def delete(self, *keys: Arg) -> int:
+        return self.call("DEL", *keys)
+
+    def mget(self, *keys: Arg) -> list[bytes | None]:
+        return self.call("MGET", *keys)
+
+    def mset(self, mapping: dict[Arg, Arg]) -> None:
+        self.call("MSET", *[x for kv in mapping.items() for x in kv])
+
+    def exists(self, *keys: Arg) -> int:
+        return self.call("EXISTS", *keys)
+
+    def expire(self, key: Arg, seconds: int) -> bool:
+        return self.call("EXPIRE", key, seconds) == 1
+
+    def ttl(self, key: Arg) -> int:
+        return self.call("TTL", key)
+
+    def keys(self, pattern: Arg = "*") -> list[bytes]:
+        return self.call("KEYS", pattern)
+
+    def scan(self, cursor: int = 0, match: Arg | None = None, count: int | None = None
+             ) -> tuple[int, list[bytes]]:
+        argv: list[Arg] = ["SCAN", cursor]
+        if match is not None:
+            argv += ["MATCH", match]
+        if count is not None:
+            argv += ["COUNT", count]
+        next_cursor, keys = self.call(*argv)
+        return int(next_cursor), keys
+
+    def scan_iter(self, match: Arg | None = None, count: int = 100) -> Iterator[bytes]:
+        cursor = 0
+        while True:
+            cursor, keys = self.scan(cursor, match, count)
+            yield from keys
+            if cursor == 0:
+                return
+
+    def dbsize(self) -> int:
+        return self.call("DBSIZE")
+
+    def info(self) -> dict:
+        return self.call("INFO")
+
+    def members(self) -> list[dict]:
+        return self.call("MEMBERS")
+
+
+def connect(host: str = "127.0.0.1", port: int = 7700, timeout: float = 5.0) -> Client:
+    """A client for one kvd; the connection is made (and checked) on first use."""
+    return Client(host, port, timeout)

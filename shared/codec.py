@@ -1,0 +1,253 @@
+"""The message codec: bytes on the wire to typed messages and back.
+
+Every kv message is one ZeroMQ frame holding a msgpack array that starts with the protocol
+version and the message type (PROTOCOL.md has the full spec):
+
+    REQUEST      [version, 1, request_id, [name, arg, ...]]
+    REPLY        [version, 2, request_id, kind, value]
+    BATCH        [version, 3, [[request_id, [name, arg, ...]], ...]]
+    BATCH_REPLY  [version, 4, [[request_id, kind, value], ...]]
+    EVENT        [version, 5, request_id, {event}]
+    CANCEL       [version, 6, request_id]
+
+Anything that does not decode into one of these raises `ProtocolError`, and nothing else.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import msgpack
+
+from shared.errors import KvError, ProtocolError, VersionError
+
+PROTOCOL_VERSION = 1
+MAX_BATCH = 10_000  # requests in one BATCH; more is a protocol error, not a memory bill
+
+
+class MsgType(enum.IntEnum):
+    """ONLY APPEND: the numbers are the protocol."""
+
+    REQUEST = 1
+    REPLY = 2
+    BATCH = 3
+    BATCH_REPLY = 4
+    EVENT = 5
+    CANCEL = 6
+
+
+class ReplyKind(enum.IntEnum):
+    """ONLY APPEND: the numbers are the protocol."""
+
+    STATUS = 0  # a short text: OK, PONG
+    BYTES = 1
+    INT = 2
+    NIL = 3
+    LIST = 4
+    MAP = 5
+    ERROR = 6  # value is [code, message]
+
+
+_KIND_OF_TYPE: dict[type, ReplyKind] = {
+    str: ReplyKind.STATUS,
+    bytes: ReplyKind.BYTES,
+    int: ReplyKind.INT,
+    bool: ReplyKind.INT,
+    type(None): ReplyKind.NIL,
+    list: ReplyKind.LIST,
+    tuple: ReplyKind.LIST,
+    dict: ReplyKind.MAP,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    request_id: int
+    argv: list[bytes]  # the command name first
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    request_id: int
+    kind: ReplyKind
+    value: object
+
+    @property
+    def is_error(self) -> bool:
+        return self.kind is ReplyKind.ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    request_id: int
+    event: dict
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    request_id: int
+
+
+Message = Request | list[Request] | Reply | list[Reply] | Event | Cancel
+
+
+def kind_of(value: object) -> ReplyKind:
+    if isinstance(value, KvError):
+        return ReplyKind.ERROR
+    kind = _KIND_OF_TYPE.get(type(value))
+    if kind is None:
+        raise TypeError(f"no reply kind for {type(value).__name__}")
+    return kind
+
+
+def _wire_value(value: object) -> object:
+    if isinstance(value, KvError):
+        return [value.code, value.message]
+    return value
+
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def pack(obj: object) -> bytes:
+    return _packer.pack(obj)
+
+
+def encode_request(request_id: int, argv: list[bytes]) -> bytes:
+    return _packer.pack([PROTOCOL_VERSION, MsgType.REQUEST, request_id, argv])
+
+
+def encode_batch(requests: list[tuple[int, list[bytes]]]) -> bytes:
+    return _packer.pack([PROTOCOL_VERSION, MsgType.BATCH, requests])
+
+
+def encode_reply(request_id: int, value: object) -> bytes:
+    return _packer.pack(
+        [PROTOCOL_VERSION, MsgType.REPLY, request_id, kind_of(value), _wire_value(value)]
+    )
+
+
+def encode_batch_reply(replies: list[tuple[int, object]]) -> bytes:
+    body = [[rid, kind_of(v), _wire_value(v)] for rid, v in replies]
+    return _packer.pack([PROTOCOL_VERSION, MsgType.BATCH_REPLY, body])
+
+
+def encode_event(request_id: int, event: dict) -> bytes:
+    return _packer.pack([PROTOCOL_VERSION, MsgType.EVENT, request_id, event])
+
+
+def encode_cancel(request_id: int) -> bytes:
+    return _packer.pack([PROTOCOL_VERSION, MsgType.CANCEL, request_id])
+
+
+def unpack(frame: bytes) -> object:
+    """msgpack to Python, with every decoder failure folded into ProtocolError."""
+    try:
+        return msgpack.unpackb(frame, raw=False, strict_map_key=False, use_list=True)
+    except Exception as exc:  # msgpack raises a zoo of types; all mean "not a kv frame"
+        raise ProtocolError(f"frame is not valid msgpack ({type(exc).__name__})") from None
+
+
+def decode(frame: bytes) -> Message:
+    """One frame to one message, or ProtocolError / VersionError."""
+    msg = unpack(frame)
+    if not isinstance(msg, list) or len(msg) < 3:
+        raise ProtocolError("frame is not a kv message: expected [version, type, ...]")
+    version, mtype = msg[0], msg[1]
+    if version != PROTOCOL_VERSION:
+        raise VersionError(
+            f"protocol version {version!r} is not spoken here (this side speaks "
+            f"{PROTOCOL_VERSION}) — use a kvsh/kvd of the same release"
+        )
+    decoder = _DECODERS.get(mtype) if isinstance(mtype, int) else None
+    if decoder is None:
+        raise ProtocolError(f"unknown message type {mtype!r}")
+    return decoder(msg)
+
+
+def _request_id(value: object) -> int:
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise ProtocolError("request id must be a non-negative integer")
+    return value
+
+
+def _argv(value: object) -> list[bytes]:
+    if not isinstance(value, list) or not value:
+        raise ProtocolError("command must be a non-empty array of strings")
+    out = []
+    for item in value:
+        if type(item) is bytes:
+            out.append(item)
+        elif type(item) is str:
+            out.append(item.encode("utf-8", "surrogateescape"))
+        else:
+            raise ProtocolError("command arguments must be byte strings")
+    return out
+
+
+def _decode_request(msg: list) -> Request:
+    if len(msg) != 4:
+        raise ProtocolError("REQUEST has 4 fields: [version, type, id, argv]")
+    return Request(_request_id(msg[2]), _argv(msg[3]))
+
+
+def _decode_batch(msg: list) -> list[Request]:
+    items = msg[2]
+    if len(msg) != 3 or not isinstance(items, list) or not items or len(items) > MAX_BATCH:
+        raise ProtocolError(f"BATCH carries 1 to {MAX_BATCH} [id, argv] pairs")
+    out = []
+    for item in items:
+        if not isinstance(item, list) or len(item) != 2:
+            raise ProtocolError("BATCH items are [id, argv] pairs")
+        out.append(Request(_request_id(item[0]), _argv(item[1])))
+    return out
+
+
+def _reply(rid: object, kind: object, value: object) -> Reply:
+    try:
+        rkind = ReplyKind(kind)
+    except ValueError:
+        raise ProtocolError(f"unknown reply kind {kind!r}") from None
+    if rkind is ReplyKind.ERROR and not (isinstance(value, list) and len(value) == 2):
+        raise ProtocolError("an ERROR reply carries [code, message]")
+    return Reply(_request_id(rid), rkind, value)
+
+
+def _decode_reply(msg: list) -> Reply:
+    if len(msg) != 5:
+        raise ProtocolError("REPLY has 5 fields: [version, type, id, kind, value]")
+    return _reply(msg[2], msg[3], msg[4])
+
+
+def _decode_batch_reply(msg: list) -> list[Reply]:
+    if len(msg) != 3 or not isinstance(msg[2], list):
+        raise ProtocolError("BATCH_REPLY carries a list of [id, kind, value]")
+    out = []
+    for item in msg[2]:
+        if not isinstance(item, list) or len(item) != 3:
+            raise ProtocolError("BATCH_REPLY items are [id, kind, value]")
+        out.append(_reply(*item))
+    return out
+
+
+def _decode_event(msg: list) -> Event:
+    if len(msg) != 4 or not isinstance(msg[3], dict):
+        raise ProtocolError("EVENT has 4 fields: [version, type, id, event]")
+    return Event(_request_id(msg[2]), msg[3])
+
+
+def _decode_cancel(msg: list) -> Cancel:
+    if len(msg) != 3:
+        raise ProtocolError("CANCEL has 3 fields: [version, type, id]")
+    return Cancel(_request_id(msg[2]))
+
+
+_DECODERS = {
+    MsgType.REQUEST: _decode_request,
+    MsgType.REPLY: _decode_reply,
+    MsgType.BATCH: _decode_batch,
+    MsgType.BATCH_REPLY: _decode_batch_reply,
+    MsgType.EVENT: _decode_event,
+    MsgType.CANCEL: _decode_cancel,
+}
