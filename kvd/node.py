@@ -35,11 +35,16 @@ class Context:
 
 @dataclass(slots=True)
 class Change:
-    """One applied write: what it replaced is kept so a failed log append can undo it."""
+    """One applied write: what it replaced is kept so a failed log append can undo it.
+
+    `seq` is the write's number in its origin's sequence (1, 2, ... per origin node; 0 when
+    not known, e.g. a snapshot record): replication uses it to find gaps.
+    """
 
     key: bytes
     entry: Entry
     previous: Entry | None
+    seq: int = 0
 
 
 class Node:
@@ -58,6 +63,7 @@ class Node:
         self.store = Store()
         self.watches = WatchHub()
         self.changes: list[Change] = []
+        self.seq = 0  # how many local writes this node has originated (its gossip sequence)
         self.counters: Counter[str] = Counter()
         self.info_sources: list[Callable[[], dict]] = []
         self._monotonic = monotonic
@@ -69,15 +75,16 @@ class Node:
     def write(self, key: bytes, value: bytes | None, expires_at: int = 0) -> Entry:
         """A local write or deletion, stamped now; always wins over what the node has seen."""
         entry = Entry(value, self.clock.now(), self.name, expires_at)
-        self.apply(key, entry)
+        self.seq += 1
+        self.apply(key, entry, self.seq)
         return entry
 
-    def apply(self, key: bytes, entry: Entry) -> bool:
+    def apply(self, key: bytes, entry: Entry, seq: int = 0) -> bool:
         """Merge an entry (local or from a peer); record it if it won."""
         previous = self.store.lookup(key)
         if not self.store.merge(key, entry):
             return False
-        self.changes.append(Change(key, entry, previous))
+        self.changes.append(Change(key, entry, previous, seq))
         return True
 
     def take_changes(self) -> list[Change]:
@@ -86,6 +93,7 @@ class Node:
 
     def undo(self, changes: list[Change]) -> None:
         """Roll back changes the log refused, newest first, so memory matches the disk."""
+        self.seq -= sum(1 for c in changes if c.seq and c.entry.origin == self.name)
         for change in reversed(changes):
             self.store.remove(change.key)
             if change.previous is not None:
