@@ -14,7 +14,7 @@ from shared.errors import KvError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvd", description="The kv daemon.")
     parser.add_argument("--version", action="version", version=f"kvd {__version__}")
-    sub = parser.add_subparsers(dest="action", required=True, metavar="{start,stop,status}")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{start,stop,status,bench}")
 
     start = sub.add_parser("start", help="start a node (detached unless --foreground)")
     start.add_argument("--foreground", action="store_true", help="stay attached, log to stderr")
@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--host", default="127.0.0.1")
     status.add_argument("--port", type=int, default=7700)
     status.add_argument("--json", action="store_true")
+
+    bench = sub.add_parser("bench", help="load a running node or cluster; report throughput "
+                           "and latency")
+    from kvd.bench import add_arguments  # the bench's flags live with the bench
+
+    add_arguments(bench)
     return parser
 
 
@@ -56,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.foreground:
                 return daemon.run_foreground(cfg)
             return daemon.start_detached(cfg, argv[argv.index("start") + 1 :])
+        if args.action == "bench":
+            from kvd.bench import main as bench_main
+
+            return bench_main(args)
         if args.action == "stop":
             port = args.port if (args.port or args.name or args.data_dir) else 7700
             return daemon.stop(port, args.name, args.data_dir)

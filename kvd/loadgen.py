@@ -1,0 +1,173 @@
+"""The load generator behind `kvd bench`: one client process's socket layer (it imports zmq).
+
+A worker owns one DEALER connected to one endpoint and keeps up to `pipeline` requests in
+flight: whenever replies free slots, it refills them at once. With `batch`, the refill travels
+as one BATCH message (the protocol-level coalescing of PROTOCOL.md), otherwise as one REQUEST
+message per command. `pipeline=1` is the sequential mode: one request, one round trip.
+
+It speaks the kv wire protocol directly instead of going through kvsh.client because the
+bench must cost the server as little client CPU as possible on a machine where both share two
+cores: replies are only unpacked, not turned into Reply objects. The raw ceiling server in
+bench/ speaks the same messages, so every target is driven by exactly this code.
+
+Latency is measured per request, from the moment its message is handed to ZeroMQ to the moment
+its reply is read, in nanoseconds.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from array import array
+from dataclasses import dataclass
+
+import msgpack
+import zmq
+
+from shared.codec import MsgType, ReplyKind
+
+REPLY_TIMEOUT_MS = 10_000
+PROGRESS_EVERY = 1024  # replies between two updates of the shared progress counter
+_REQUEST, _BATCH = int(MsgType.REQUEST), int(MsgType.BATCH)
+_REPLY, _BATCH_REPLY = int(MsgType.REPLY), int(MsgType.BATCH_REPLY)
+_ERROR = int(ReplyKind.ERROR)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one client sends: `requests` commands drawn from `ops` over `keyspace` keys."""
+
+    ops: str  # "set", "get" or "mixed" (half and half)
+    requests: int
+    pipeline: int = 1
+    batch: bool = True
+    keyspace: int = 100_000
+    value_size: int = 100
+    seed: int = 0
+
+
+@dataclass
+class ClientResult:
+    done: int
+    errors: int
+    started: float  # time.perf_counter(), comparable across processes on one machine
+    finished: float
+    latencies_ns: array  # one per reply, in arrival order
+
+
+def key_of(n: int) -> bytes:
+    """Key number n as 16 bytes (the size the targets are stated for)."""
+    return b"key:%012d" % n
+
+
+class Commands:
+    """An endless stream of argv lists for a workload; deterministic per seed."""
+
+    def __init__(self, w: Workload) -> None:
+        self._rand = random.Random(w.seed)
+        self._value = b"v" * w.value_size
+        self._keyspace = w.keyspace
+        self._ops = w.ops
+
+    def next(self) -> list[bytes]:
+        n = self._rand.randrange(self._keyspace)
+        op = self._ops
+        if op == "mixed":
+            op = "set" if n & 1 else "get"
+        if op == "set":
+            return [b"SET", key_of(n), self._value]
+        return [b"GET", key_of(n)]
+
+
+def connect(endpoint: str) -> tuple[zmq.Context, zmq.Socket]:
+    """A DEALER that has seen the server answer a PING (so timing starts on a live link)."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.connect(endpoint)
+    sock.send(msgpack.packb([1, _REQUEST, 0, [b"PING"]]))
+    if not sock.poll(REPLY_TIMEOUT_MS):
+        sock.close()
+        ctx.term()
+        raise TimeoutError(f"no answer from {endpoint} within {REPLY_TIMEOUT_MS / 1000:g}s")
+    sock.recv()
+    return ctx, sock
+
+
+def run(sock: zmq.Socket, w: Workload, progress=None) -> ClientResult:
+    """Drive one workload to completion on a connected socket.
+
+    `progress`, when given, is a shared counter (multiprocessing.Value) bumped now and then.
+    """
+    commands = Commands(w)
+    pack = msgpack.Packer(use_bin_type=True).pack
+    unpack = msgpack.unpackb
+    clock = time.perf_counter_ns
+    inflight: dict[int, int] = {}
+    lat = array("q")
+    sent = done = errors = reported = 0
+    rid = 0
+    window, total, batch = max(1, w.pipeline), w.requests, w.batch
+    started = time.perf_counter()
+    while done < total:
+        free = min(window - len(inflight), total - sent)
+        if free > 0:
+            now = clock()
+            if batch and free > 1:
+                items = []
+                for _ in range(free):
+                    rid += 1
+                    items.append([rid, commands.next()])
+                    inflight[rid] = now
+                sock.send(pack([1, _BATCH, items]))
+            else:
+                for _ in range(free):
+                    rid += 1
+                    sock.send(pack([1, _REQUEST, rid, commands.next()]))
+                    inflight[rid] = clock()
+            sent += free
+        if not sock.poll(REPLY_TIMEOUT_MS):
+            raise TimeoutError(f"no reply within {REPLY_TIMEOUT_MS / 1000:g}s "
+                               f"({len(inflight)} requests in flight)")
+        while True:
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            now = clock()
+            msg = unpack(frame)
+            if msg[1] == _REPLY:
+                lat.append(now - inflight.pop(msg[2]))
+                errors += msg[3] == _ERROR
+                done += 1
+            elif msg[1] == _BATCH_REPLY:
+                for item in msg[2]:
+                    lat.append(now - inflight.pop(item[0]))
+                    errors += item[1] == _ERROR
+                done += len(msg[2])
+        if progress is not None and done - reported >= PROGRESS_EVERY:
+            with progress.get_lock():
+                progress.value += done - reported
+            reported = done
+    finished = time.perf_counter()
+    if progress is not None and done > reported:
+        with progress.get_lock():
+            progress.value += done - reported
+    return ClientResult(done, errors, started, finished, lat)
+
+
+def worker(endpoint: str, w: Workload, start, progress, results) -> None:
+    """Entry point of one client process: connect, wait for the start signal, run, report."""
+    ctx, sock = connect(endpoint)
+    try:
+        start.wait()
+        result = run(sock, w, progress)
+        results.put((result.done, result.errors, result.started, result.finished,
+                     result.latencies_ns.tobytes()))
+    except Exception as exc:  # the parent must hear about it instead of waiting forever
+        results.put(exc)
+    finally:
+        sock.close()
+        ctx.term()

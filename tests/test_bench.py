@@ -1,0 +1,78 @@
+"""The bench runs on a tiny workload. Never a performance check: figures are not asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from array import array
+
+from kvd.bench import endpoints_of, percentile, split, summarise
+from kvd.loadgen import Workload
+from tests.procs import ROOT, env_for
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = array("q", range(1, 101))
+    assert [percentile(values, p) for p in (50, 90, 99, 100)] == [50, 90, 99, 100]
+    assert percentile([], 50) == 0.0
+
+
+def test_split_spreads_requests_evenly() -> None:
+    assert split(10, 3) == [4, 3, 3]
+    assert sum(split(7, 7)) == 7
+
+
+def test_endpoints_pair_hosts_and_ports() -> None:
+    assert endpoints_of(None, [1, 2]) == ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"]
+    assert endpoints_of(["a", "b"], [5]) == ["tcp://a:5", "tcp://b:5"]
+
+
+def test_summarise_merges_clients() -> None:
+    w = Workload("set", 4, pipeline=2)
+    parts = [(2, 0, 10.0, 11.0, array("q", [1000, 3000]).tobytes()),
+             (2, 1, 10.5, 12.0, array("q", [2000, 4000]).tobytes())]
+    r = summarise("set", parts, w, 2)
+    assert (r.requests, r.errors, r.seconds, r.rps) == (4, 1, 2.0, 2.0)
+    assert (r.p50_us, r.max_us) == (2.0, 4.0)
+
+
+def test_kvd_bench_against_a_node(kvd, tmp_path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "kvd", "bench", "--port", str(kvd.port), "--clients", "2",
+         "--pipeline", "8", "--requests", "400", "--keyspace", "50", "--ops", "set,get,mixed",
+         "--json"],
+        capture_output=True, env=env_for(tmp_path), timeout=120, check=True)
+    doc = json.loads(out.stdout)
+    assert [r["op"] for r in doc["results"]] == ["set", "get", "mixed"]
+    assert all(r["requests"] == 400 and r["errors"] == 0 and r["rps"] > 0
+               for r in doc["results"])
+
+
+def test_kvd_bench_plain_output_when_piped(kvd, tmp_path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "kvd", "bench", "--port", str(kvd.port), "--clients", "1",
+         "--requests", "50", "--ops", "get", "--no-batch", "--pipeline", "4"],
+        capture_output=True, env=env_for(tmp_path), timeout=120, check=True, text=True)
+    assert "GET" in out.stdout and "\x1b[" not in out.stdout
+
+
+def test_kvd_bench_unreachable_exits_3(tmp_path) -> None:
+    from tests.procs import free_port
+
+    out = subprocess.run(
+        [sys.executable, "-m", "kvd", "bench", "--port", str(free_port()), "--requests", "5",
+         "--clients", "1"],
+        capture_output=True, env=env_for(tmp_path), timeout=120)
+    assert out.returncode == 3
+
+
+def test_suite_quick_run(tmp_path) -> None:
+    out = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+                         capture_output=True, env=env_for(tmp_path), timeout=240, cwd=ROOT)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    doc = json.loads(next(tmp_path.glob("*.json")).read_text())
+    targets = {r["target"] for r in doc["runs"]}
+    assert {"raw", "kvd-no", "kvd-everysec", "kvd-always"} <= targets
+    assert all(r["errors"] == 0 for r in doc["runs"])
+    assert "| target |" in (tmp_path / "latest.md").read_text()
