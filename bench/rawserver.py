@@ -2,7 +2,9 @@
 
 A ROUTER around a dict that speaks just enough of the kv protocol (REQUEST and BATCH of SET,
 GET and PING) for kv's load generator to drive it. No validation, no versions, no log, no
-replication: whatever kvd spends beyond this is the price of being a real store.
+replication: whatever kvd spends beyond this is the price of being a real store. Its socket
+calls are the cheapest pyzmq offers (plain int flags, two recv/send calls instead of the
+*_multipart helpers), the same ones kvd's loop uses, so the ceiling is not an easy one.
 
     python -m bench.rawserver PORT
 """
@@ -27,7 +29,8 @@ def serve(port: int) -> None:
     router.bind(f"tcp://127.0.0.1:{port}")
     data: dict[bytes, bytes] = {}
     pack, unpack = msgpack.Packer(use_bin_type=True).pack, msgpack.unpackb
-    recv, send = router.recv_multipart, router.send_multipart
+    recv, send = router.recv, router.send
+    sndmore = int(zmq.SNDMORE)
 
     def run(argv: list[bytes]) -> tuple[int, object]:
         name = argv[0]
@@ -41,17 +44,18 @@ def serve(port: int) -> None:
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     while True:
-        client, frame = recv()
-        msg = unpack(frame)
+        client = recv()
+        msg = unpack(recv())
+        send(client, sndmore)
         if msg[1] == REQUEST:
             kind, value = run(msg[3])
-            send([client, pack([1, REPLY, msg[2], kind, value])])
+            send(pack([1, REPLY, msg[2], kind, value]))
         else:
             out = []
             for rid, argv in msg[2]:
                 kind, value = run(argv)
                 out.append([rid, kind, value])
-            send([client, pack([1, BATCH_REPLY, out])])
+            send(pack([1, BATCH_REPLY, out]))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from kvd import __version__
 from kvd.hlc import HybridClock
 from kvd.store import Entry, Store
 from kvd.watch import WatchHub
-from shared.commands import Command, Kind, lookup, parse
+from shared.commands import Call, Command, Kind, lookup, parse
 from shared.errors import KvError, TooLarge
 
 MAX_KEY = 64 * 1024
@@ -59,7 +59,7 @@ class Node:
         self.name = name
         self.address = address
         self.clock = clock or HybridClock()
-        self.max_value = max_value
+        self.max_value = max_value  # a property: keeps the size-check floor in step
         self.store = Store()
         self.watches = WatchHub()
         self.changes: list[Change] = []
@@ -68,7 +68,16 @@ class Node:
         self.info_sources: list[Callable[[], dict]] = []
         self._monotonic = monotonic
         self._started = monotonic()
-        self._commands: dict[bytes, Command] = {}
+        self._routes: dict[bytes, tuple[Command, Callable, int]] = {}
+
+    @property
+    def max_value(self) -> int:
+        return self._max_value
+
+    @max_value.setter
+    def max_value(self, limit: int) -> None:
+        self._max_value = limit
+        self._size_floor = min(MAX_KEY, limit)
 
     # -- the write path -------------------------------------------------------------------
 
@@ -103,26 +112,36 @@ class Node:
 
     def execute(self, argv: list[bytes], ctx: Context) -> object:
         """Run one command; returns the reply value, or the KvError to send back."""
-        from kvd.handlers import HANDLERS  # handlers import Node for typing
-
         try:
-            command = self._command(argv[0])
-            if max(map(len, argv)) > MAX_KEY or command.mutating:
+            route = self._routes.get(argv[0])
+            if route is None:
+                route = self._route(argv[0])
+            command, handler, plain = route
+            # Every argument within both limits (the common case) needs no per-kind check.
+            if max(map(len, argv)) > self._size_floor:
                 self._check_sizes(command, argv)
-            call = parse(command, argv[1:])
+            if len(argv) - 1 == plain:  # all byte arguments, no options: nothing to parse
+                call = Call(command, tuple(argv[1:]), {})
+            else:
+                call = parse(command, argv[1:])
             self.counters["commands"] += 1
-            return HANDLERS[command.name](self, call, ctx)
+            return handler(self, call, ctx)
         except KvError as exc:
             self.counters["errors"] += 1
             self.counters[f"error_{exc.code}"] += 1
             return exc
 
-    def _command(self, raw: bytes) -> Command:
-        command = self._commands.get(raw)
-        if command is None:
-            command = lookup(raw)  # raises UnknownCommand: unknown names are not cached
-            self._commands[raw] = command
-        return command
+    def _route(self, raw: bytes) -> tuple[Command, Callable, int]:
+        """What a command name resolves to, cached per raw spelling (hot path: no lookups)."""
+        from kvd.handlers import HANDLERS  # handlers import Node for typing
+
+        command = lookup(raw)  # raises UnknownCommand: unknown names are not cached
+        plain = -1
+        if not command.repeat and all(a.kind is not Kind.INTEGER for a in command.args):
+            plain = len(command.args)
+        route = (command, HANDLERS[command.name], plain)
+        self._routes[raw] = route
+        return route
 
     def _check_sizes(self, command: Command, argv: list[bytes]) -> None:
         kinds = _arg_kinds(command, len(argv) - 1)

@@ -173,6 +173,12 @@ def _request_id(value: object) -> int:
 
 
 def _argv(value: object) -> list[bytes]:
+    if type(value) is list and value:
+        for item in value:
+            if type(item) is not bytes:
+                break
+        else:
+            return value  # the common case, every argument already bytes: no copy
     if not isinstance(value, list) or not value:
         raise ProtocolError("command must be a non-empty array of strings")
     out = []

@@ -1,0 +1,98 @@
+"""The fast paths of the request path give the same answers as the general ones."""
+
+from __future__ import annotations
+
+import msgpack
+import zmq
+
+from kvd.node import Context, Node
+from kvd.store import Entry, Store, entry_hash
+from shared import codec
+from shared.errors import KvError
+
+
+def run(node: Node, *argv: bytes) -> object:
+    return node.execute(list(argv), Context(now=1_000))
+
+
+def test_plain_and_parsed_calls_agree() -> None:
+    node = Node("a", "a:1")
+    assert run(node, b"SET", b"k", b"v") == "OK"
+    assert run(node, b"set", b"k2", b"v", b"EX", b"10") == "OK"  # options: the parser's path
+    assert run(node, b"GET", b"k") == b"v"
+    assert run(node, b"TTL", b"k2") == 10  # an INTEGER-free command still converts replies
+    assert run(node, b"PING") == "PONG" and run(node, b"PING", b"hi") == b"hi"
+    assert run(node, b"DBSIZE") == 2
+
+
+def test_errors_still_come_from_the_grammar() -> None:
+    node = Node("a", "a:1")
+    assert isinstance(run(node, b"GET"), KvError)
+    assert isinstance(run(node, b"SET", b"k"), KvError)
+    assert isinstance(run(node, b"NOPE"), KvError)
+    assert isinstance(run(node, b"EXPIRE", b"k", b"soon"), KvError)
+    assert node.counters["errors"] == 4
+
+
+def test_size_limits_hold_on_the_fast_path() -> None:
+    node = Node("a", "a:1", max_value=8)
+    assert run(node, b"SET", b"k", b"12345678") == "OK"
+    assert getattr(run(node, b"SET", b"k", b"123456789"), "code", None) == "TOO_LARGE"
+    node.max_value = 4  # the floor follows the limit
+    assert getattr(run(node, b"SET", b"k", b"12345"), "code", None) == "TOO_LARGE"
+    assert getattr(run(node, b"GET", b"x" * (64 * 1024 + 1)), "code", None) == "TOO_LARGE"
+
+
+def test_entry_hash_is_pinned() -> None:
+    # Nodes compare digests: the value must not depend on the process (no salted hashing).
+    assert entry_hash(b"key:000000000001", b"v" * 100, 0) == 2127725415106679277
+
+
+def test_digest_does_not_collapse_like_a_crc() -> None:
+    def digest(pairs: list[tuple[bytes, bytes]]) -> int:
+        s = Store()
+        for i, (k, v) in enumerate(pairs):
+            s.merge(k, Entry(v, i + 1, "a"))
+        return s.digest
+
+    assert digest([(b"k01", b"v"), (b"k10", b"v")]) != digest([(b"k00", b"v"), (b"k11", b"v")])
+
+
+def test_digest_is_order_free_and_tracks_overwrites() -> None:
+    a, b = Store(), Store()
+    entries = [(b"x", Entry(b"1", 1, "n")), (b"x", Entry(b"2", 2, "n")),
+               (b"y", Entry(None, 3, "n"))]
+    for k, e in entries:
+        a.merge(k, e)
+    for k, e in reversed(entries):
+        b.merge(k, e)
+    assert a.digest == b.digest != 0
+    c = Store()
+    c.merge(b"x", Entry(b"2", 2, "n"))
+    assert c.digest == a.digest and a.tombstones == 1 and a.live_count == 1
+
+
+def test_argv_of_bytes_passes_through_and_str_is_encoded() -> None:
+    req = codec.decode(codec.encode_request(3, [b"GET", b"k"]))
+    assert req == codec.Request(3, [b"GET", b"k"])
+    req = codec.decode(msgpack.packb([1, 1, 4, ["GET", "ké"]]))
+    assert req.argv == [b"GET", "ké".encode()]
+
+
+def test_server_survives_a_message_of_three_frames(kvd) -> None:
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(f"tcp://127.0.0.1:{kvd.port}")
+        sock.send_multipart([b"junk", codec.encode_request(1, [b"PING"])])
+        assert sock.poll(5000)
+        bad = codec.decode(sock.recv())
+        assert bad.request_id == 0 and bad.is_error
+        sock.send(codec.encode_request(2, [b"PING"]))
+        assert sock.poll(5000)
+        assert codec.decode(sock.recv()) == codec.Reply(2, codec.ReplyKind.STATUS, "PONG")
+    finally:
+        sock.close()
+    with kvd.client() as c:
+        assert c.info()["bad_frames"] == 1
