@@ -31,7 +31,7 @@ PROGRESS_EVERY = 1024  # replies between two updates of the shared progress coun
 _REQUEST, _BATCH = int(MsgType.REQUEST), int(MsgType.BATCH)
 _REPLY, _BATCH_REPLY = int(MsgType.REPLY), int(MsgType.BATCH_REPLY)
 _ERROR = int(ReplyKind.ERROR)
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # ints: pyzmq's enums cost per call
+_NOBLOCK = int(zmq.NOBLOCK)  # an int: pyzmq's Flag enum costs on every call
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,8 @@ def run(sock: zmq.Socket, w: Workload, progress=None) -> ClientResult:
     sent = done = errors = reported = 0
     rid = 0
     window, total, batch = max(1, w.pipeline), w.requests, w.batch
+    poller = zmq.Poller()  # one for the run: Socket.poll would build a new one per call
+    poller.register(sock, zmq.POLLIN)
     started = time.perf_counter()
     while done < total:
         free = min(window - len(inflight), total - sent)
@@ -129,11 +131,14 @@ def run(sock: zmq.Socket, w: Workload, progress=None) -> ClientResult:
                     sock.send(pack([1, _REQUEST, rid, commands.next()]))
                     inflight[rid] = clock()
             sent += free
-        if not sock.poll(REPLY_TIMEOUT_MS):
+        if not poller.poll(REPLY_TIMEOUT_MS):
             raise TimeoutError(f"no reply within {REPLY_TIMEOUT_MS / 1000:g}s "
                                f"({len(inflight)} requests in flight)")
-        while sock.get(_EVENTS) & _POLLIN:  # cheaper than ending each drain on zmq.Again
-            frame = sock.recv()
+        while True:  # drain; zmq.Again is cheaper than asking EVENTS (a poll(2)) each time
+            try:
+                frame = sock.recv(_NOBLOCK)
+            except zmq.Again:
+                break
             now = clock()
             msg = unpack(frame)
             if msg[1] == _REPLY:

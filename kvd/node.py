@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from kvd import __version__
 from kvd.hlc import HybridClock
-from kvd.store import Entry, Store
+from kvd.store import LOST, Entry, Store
 from kvd.watch import WatchHub
 from shared.commands import Call, Command, Kind, lookup, parse
 from shared.errors import KvError, TooLarge
@@ -90,10 +90,10 @@ class Node:
 
     def apply(self, key: bytes, entry: Entry, seq: int = 0) -> bool:
         """Merge an entry (local or from a peer); record it if it won."""
-        previous = self.store.lookup(key)
-        if not self.store.merge(key, entry):
+        previous = self.store.replace(key, entry)
+        if previous is LOST:
             return False
-        self.changes.append(Change(key, entry, previous, seq))
+        self.changes.append(Change(key, entry, previous, seq))  # type: ignore[arg-type]
         return True
 
     def take_changes(self) -> list[Change]:

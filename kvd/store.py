@@ -24,6 +24,8 @@ from collections.abc import Iterator
 
 NBUCKETS = 1024  # part of the anti-entropy protocol: every node must use the same number
 _MASK64 = (1 << 64) - 1
+_LOST = object()  # Store.replace: the stored entry won
+LOST = _LOST
 
 
 class Entry:
@@ -105,17 +107,22 @@ class Store:
 
     def merge(self, key: bytes, entry: Entry) -> bool:
         """Last-writer-wins: store `entry` if it is newer than what is there. True if stored."""
+        return self.replace(key, entry) is not _LOST
+
+    def replace(self, key: bytes, entry: Entry) -> Entry | None | object:
+        """`merge` that also returns what it replaced (None if nothing), or `LOST` if the
+        stored entry is newer: one bucket lookup for the write path instead of two."""
         b = zlib.crc32(key) & (NBUCKETS - 1)
         bucket = self._buckets[b]
         old = bucket.get(key)
         if old is not None and (old.stamp, old.origin) >= (entry.stamp, entry.origin):
-            return False
+            return _LOST
         bucket[key] = entry
         if old is not None:
             self._account(b, key, old, -1)
         if entry.value is None:
             self.tombstones += 1
-            return True
+            return old
         # _account's live branch, inlined: this is every SET's path.
         h = entry_hash(key, entry.value, entry.expires_at)
         self.bucket_digests[b] ^= h
@@ -123,7 +130,7 @@ class Store:
         self.live_count += 1
         if entry.expires_at:
             heapq.heappush(self._expiry, (entry.expires_at, key))
-        return True
+        return old
 
     def _account(self, b: int, key: bytes, entry: Entry | None, sign: int) -> None:
         if entry is None:
