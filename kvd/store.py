@@ -115,7 +115,10 @@ class Store:
         b = zlib.crc32(key) & (NBUCKETS - 1)
         bucket = self._buckets[b]
         old = bucket.get(key)
-        if old is not None and (old.stamp, old.origin) >= (entry.stamp, entry.origin):
+        if old is not None and (
+            old.stamp > entry.stamp
+            or (old.stamp == entry.stamp and old.origin >= entry.origin)
+        ):  # (stamp, origin) >= (stamp, origin), without building two tuples per write
             return _LOST
         bucket[key] = entry
         if old is not None:

@@ -78,7 +78,7 @@ class Command:
         return " ".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: kvd builds one per request, and frozen costs 2.5x
 class Call:
     """A parsed command: positional values converted by kind, options by token."""
 
