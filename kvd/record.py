@@ -1,0 +1,159 @@
+"""The log's record format: bytes in, entries out, and what a damaged file looks like. No I/O.
+
+A log file is a magic string followed by self-delimiting, checksummed records:
+
+    file:    | magic "KVWAL001" (8 bytes) | record | record | ... |
+
+    record:  0          4          8
+             +----------+----------+--------------------------------+
+             | crc32    | length   | payload (length bytes)         |
+             +----------+----------+--------------------------------+
+             crc32   CRC-32 (zlib/IEEE, big-endian) of the length field and the payload, so a
+                     flipped bit in the length is caught like one in the payload
+             length  payload size in bytes, big-endian uint32
+
+    payload: msgpack, one of
+             [key: bin, value: bin | nil, stamp: uint, origin: str, expires_at: uint, seq: uint]
+                 an entry exactly as replication sees it; a nil value is a deletion
+                 (tombstone); seq is the write's number in its origin's sequence, 0 if unknown
+             {origin: seq, ...}
+                 a checkpoint: the highest seq seen per origin, written at the top of a
+                 rewritten log so compaction does not forget the sequences
+
+Damage is classified by what follows it, not by guessing from the bytes themselves: if no
+valid record can be found anywhere after the damaged offset, the file simply ends inside a
+record (a crash mid-write, a "torn tail"), which is safe to cut off. If a valid record does
+follow, something in the middle of the log is corrupt, and dropping it silently could lose
+acknowledged writes: that needs an operator.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import msgpack
+
+from kvd.store import Entry
+
+MAGIC = b"KVWAL001"
+HEADER = struct.Struct(">II")  # crc32, length
+HEADER_SIZE = HEADER.size
+MAX_PAYLOAD = 1 << 30  # far above any legal record (64 KiB key + max value); a sanity bound
+_ENTRY_FIELDS = 6
+# First byte of a valid payload: a 6-array (entry) or a map (checkpoint). Resync uses it to
+# skip the CRC for almost every candidate offset.
+_PAYLOAD_LEADS = frozenset([0x90 | _ENTRY_FIELDS, 0xDE, 0xDF, *range(0x80, 0x90)])
+
+
+def frame(payload: bytes) -> bytes:
+    length = len(payload).to_bytes(4, "big")
+    return zlib.crc32(payload, zlib.crc32(length)).to_bytes(4, "big") + length + payload
+
+
+def encode_entry(key: bytes, entry: Entry, seq: int) -> bytes:
+    return frame(msgpack.packb(
+        [key, entry.value, entry.stamp, entry.origin, entry.expires_at, seq], use_bin_type=True
+    ))
+
+
+def encode_checkpoint(seqs: dict[str, int]) -> bytes:
+    return frame(msgpack.packb(seqs, use_bin_type=True))
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Where reading stopped early, and whether what follows makes it a torn tail."""
+
+    offset: int
+    reason: str
+    torn: bool  # nothing valid after it: a crash mid-write, safe to truncate
+    resume: int  # offset of the next valid record (the file size if torn)
+
+
+class Reader:
+    """Iterate the decoded payloads of a log held in memory; `end` and `damage` say how far
+    it got. `count` is the number of good records read."""
+
+    def __init__(self, data: bytes | memoryview, start: int = 0) -> None:
+        self.data = memoryview(data)
+        self.start = start
+        self.end = start
+        self.count = 0
+        self.damage: Damage | None = None
+
+    def __iter__(self) -> Iterator[list | dict]:
+        data, size, off = self.data, len(self.data), self.start
+        if off == 0:
+            off = self._check_magic()
+            if off == 0:
+                return
+        unpack_from, crc32, unpackb = HEADER.unpack_from, zlib.crc32, msgpack.unpackb
+        while off < size:
+            if size - off < HEADER_SIZE:
+                self._damaged(off, "the file ends inside a record header")
+                return
+            crc, length = unpack_from(data, off)
+            end = off + HEADER_SIZE + length
+            if end > size:
+                self._damaged(off, f"a record of {length} bytes runs past the end of the file")
+                return
+            if crc32(data[off + 4:end]) != crc:
+                self._damaged(off, "checksum mismatch")
+                return
+            try:
+                obj = unpackb(data[off + HEADER_SIZE:end], raw=False)
+            except ValueError as exc:  # every msgpack decoding error is a ValueError
+                self._damaged(off, f"a checksummed payload does not decode ({exc})")
+                return
+            if not (type(obj) is dict or (type(obj) is list and len(obj) == _ENTRY_FIELDS)):
+                self._damaged(off, "a checksummed payload is not a record")
+                return
+            off = self.end = end
+            self.count += 1
+            yield obj
+
+    def _check_magic(self) -> int:
+        head = bytes(self.data[:len(MAGIC)])
+        if head == MAGIC:
+            self.end = len(MAGIC)
+            return len(MAGIC)
+        if MAGIC.startswith(head):  # empty, or the header itself was torn
+            self.damage = Damage(0, "the file ends inside its header", True, len(self.data)) \
+                if head else None
+            return 0
+        resume = resync(self.data, 1)
+        self.damage = Damage(0, "not a kv log (bad magic)", False,
+                             len(self.data) if resume is None else resume)
+        return 0
+
+    def _damaged(self, off: int, reason: str) -> None:
+        resume = resync(self.data, off + 1)
+        self.damage = Damage(off, reason, resume is None,
+                             len(self.data) if resume is None else resume)
+
+
+def valid_at(data: memoryview, off: int) -> bool:
+    """Is there a complete record with a matching checksum at `off`?"""
+    size = len(data)
+    if size - off < HEADER_SIZE + 1 or data[off + HEADER_SIZE] not in _PAYLOAD_LEADS:
+        return False
+    crc, length = HEADER.unpack_from(data, off)
+    end = off + HEADER_SIZE + length
+    return end <= size and zlib.crc32(data[off + 4:end]) == crc
+
+
+def resync(data: memoryview, start: int) -> int | None:
+    """The first offset at or after `start` where a valid record begins, or None."""
+    for off in range(start, len(data) - HEADER_SIZE):
+        if valid_at(data, off):
+            return off
+    return None
+
+
+def entry_of(rec: list) -> tuple[bytes, Entry, int]:
+    """(key, entry, seq) from a decoded entry payload."""
+    key, value, stamp, origin, expires_at, seq = rec
+    return key, Entry(value, stamp, origin, expires_at), seq
