@@ -110,6 +110,22 @@ def fill(client: Client, start: int, n: int) -> float:
     return n / (time.perf_counter() - began)
 
 
+def one_by_one(client: Client, start: int, n: int) -> float:
+    """SET keys one request at a time: every write waits for its own commit."""
+    began = time.perf_counter()
+    for i in range(start, start + n):
+        client.call("SET", key(i), VALUE)
+    return n / (time.perf_counter() - began)
+
+
+def report(title: str, rates: dict[str, list[float]]) -> None:
+    base = statistics.median(rates["off"])
+    print(f"\n{title}:")
+    for p in POLICIES:
+        rate = statistics.median(rates[p])
+        print(f"  {p:9} {rate:10,.0f} ops/s   {rate / base:5.2f} x log off", flush=True)
+
+
 def throughput(home: Path, ops: int, rounds: int) -> None:
     daemons = {p: Daemon(home / "tp", p) for p in POLICIES}
     try:
@@ -120,11 +136,13 @@ def throughput(home: Path, ops: int, rounds: int) -> None:
             for p in POLICIES:
                 with daemons[p].client() as client:
                     rates[p].append(fill(client, r * ops, ops))
-        base = statistics.median(rates["off"])
-        print(f"\npipelined SET, {ops} per round, median of {rounds} interleaved rounds:")
-        for p in POLICIES:
-            rate = statistics.median(rates[p])
-            print(f"  {p:9} {rate:10,.0f} ops/s   {rate / base:5.2f} x log off")
+        report(f"pipelined SET, {ops} per round, median of {rounds} interleaved rounds", rates)
+        single: dict[str, list[float]] = {p: [] for p in POLICIES}
+        for r in range(rounds):
+            for p in POLICIES:
+                with daemons[p].client() as client:
+                    single[p].append(one_by_one(client, r * ops, ops // 20))
+        report(f"SET one at a time (one client, no pipelining), {ops // 20} per round", single)
     finally:
         for d in daemons.values():
             d.stop()

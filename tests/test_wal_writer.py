@@ -176,3 +176,25 @@ def test_info_fields() -> None:
                   "last_compaction_s", "replayed_records", "replay_s", "log_error"):
         assert field in info
     assert info["fsync"] == "always" and info["log_size"] > len(MAGIC)
+
+
+def test_the_everysec_thread_syncs_the_real_file(tmp_path: Path) -> None:
+    from kvd.wal import LogFile, Syncer
+    from tests.procs import wait_for
+
+    class Counting(LogFile):
+        syncs = 0
+
+        def sync(self) -> None:
+            super().sync()
+            Counting.syncs += 1
+
+    node = Node("n1", "127.0.0.1:1")
+    file = Counting(tmp_path / "kv.wal")
+    wal = WriteAheadLog(tmp_path, file, node.store, "everysec", syncer=Syncer(),
+                        clock=lambda: 0.0)
+    turn(node, wal, (b"a", b"1"))
+    wal.tick(1.0)
+    wait_for(lambda: Counting.syncs >= 1, deadline_s=10, what="the fsync thread")
+    wal.close()
+    assert Counting.syncs >= 2  # and once more on close
