@@ -168,8 +168,19 @@ class WriteAheadLog:
         if not changes:
             return
         data = b"".join([encode_entry(c.key, c.entry, c.seq) for c in changes])
-        committed = self.file.size
         self._check_syncer()
+        self._write(data)
+        self._dirty = True
+        self.records += len(changes)
+        seqs = self.seqs
+        for c in changes:
+            if c.seq > seqs.get(c.entry.origin, 0):
+                seqs[c.entry.origin] = c.seq
+        if self.rewrite is not None:
+            self.rewrite.add_tail(data, len(changes))
+
+    def _write(self, data: bytes) -> None:
+        committed = self.file.size
         try:
             self.file.write(data)
         except OSError as exc:
@@ -179,14 +190,6 @@ class WriteAheadLog:
                 self.file.sync()
             except OSError as exc:
                 self._refuse(exc, committed, "fsync of")
-        self._dirty = True
-        self.records += len(changes)
-        seqs = self.seqs
-        for c in changes:
-            if c.seq > seqs.get(c.entry.origin, 0):
-                seqs[c.entry.origin] = c.seq
-        if self.rewrite is not None:
-            self.rewrite.add_tail(data, len(changes))
 
     def tick(self, now: float) -> None:
         if self.policy == "everysec" and self._dirty and now - self._last_sync >= EVERYSEC_S:
@@ -277,22 +280,31 @@ class WriteAheadLog:
             return
         rewrite.flush()
         rewrite.sync()
-        old = self.file
-        rewrite.install(self.data_dir / LOG_NAME)
-        self.file = rewrite.file
+        rewrite.install(self.data_dir / LOG_NAME)  # from here on the new file is the log
+        self.rewrite = None
+        old, self.file = self.file, rewrite.file
         self.file.path = self.data_dir / LOG_NAME
         if self.syncer is not None:
             self.syncer.retarget(self.file)
         old.close()
-        sync_dir(self.data_dir)
-        self.rewrite = None
         self.records = rewrite.records
+        try:
+            sync_dir(self.data_dir)
+        except OSError as exc:
+            # Until the rename is durable a power cut could bring the old file back and
+            # lose what is appended to the new one: no more writes this run.
+            self.failed = f"fsync of {self.data_dir} after compaction failed: {exc}"
+            log.error("%s — refusing writes until restart", self.failed)
+            return
+        self._compacted(rewrite)
+
+    def _compacted(self, rewrite: Rewrite) -> None:
         elapsed = self.clock() - rewrite.started
         self.stats["log_compactions"] += 1  # type: ignore[operator]
         self.stats["last_compaction_at"] = self.wall() // 1000
         self.stats["last_compaction_s"] = round(elapsed, 3)
-        log.info("compacted the log to %d bytes (%d records) in %.2f s", self.file.size,
-                 self.records, elapsed)
+        log.info("compacted the log to %d bytes (%d records) in %.2f s; %d old tombstones "
+                 "left out", self.file.size, self.records, elapsed, rewrite.dropped_tombstones)
 
     def _abandon_rewrite(self, exc: OSError) -> None:
         """A rewrite that fails costs nothing: the old log is still complete."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 from pathlib import Path
 
@@ -140,3 +141,27 @@ def test_what_a_rewrite_keeps(tmp_path: Path) -> None:
     assert again.store.lookup(b"old-delete") is None  # older than tombstone_max_age
     assert again.seq == 3  # sequences survive through the checkpoint record
     assert recover(tmp_path, Node("n1", "x")).seqs == {"n1": 3, "n2": 9}
+
+
+def test_a_failed_rewrite_keeps_the_old_log_and_waits_before_trying_again(
+        tmp_path: Path) -> None:
+    node, wal = make(tmp_path, compaction_min_size=1000)
+    bloat(node, wal)
+    wal.start_rewrite()
+    assert wal.rewrite is not None
+
+    def disk_full(data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    wal.rewrite.file.write = disk_full  # type: ignore[method-assign]
+    for now in range(2000):
+        wal.tick(float(now))
+        if wal.rewrite is None:
+            break
+    assert "compaction failed" in wal.info()["log_error"]
+    assert not (tmp_path / REWRITE_NAME).exists()
+    wal.tick(10.0)
+    assert wal.rewrite is None  # not straight back into the same failure
+    node.write(b"after", b"1")
+    commit(node, wal)
+    assert state(reloaded(tmp_path)) == state(node)
