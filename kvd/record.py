@@ -9,7 +9,8 @@ A log file is a magic string followed by self-delimiting, checksummed records:
              | crc32    | length   | payload (length bytes)         |
              +----------+----------+--------------------------------+
              crc32   CRC-32 (zlib/IEEE, big-endian) of the length field and the payload, so a
-                     flipped bit in the length is caught like one in the payload
+                     flipped bit in the length is caught like one in the payload. (Not CRC32C:
+                     the standard library has no CRC32C, and zlib's runs in C at memory speed.)
              length  payload size in bytes, big-endian uint32
 
     payload: msgpack, one of
@@ -24,7 +25,9 @@ Damage is classified by what follows it, not by guessing from the bytes themselv
 valid record can be found anywhere after the damaged offset, the file simply ends inside a
 record (a crash mid-write, a "torn tail"), which is safe to cut off. If a valid record does
 follow, something in the middle of the log is corrupt, and dropping it silently could lose
-acknowledged writes: that needs an operator.
+acknowledged writes: that needs an operator. (The one way to fool this is a torn record whose
+value itself holds a complete, valid record; the node then refuses to start and `--repair`
+does what start-up would have done.)
 """
 
 from __future__ import annotations
@@ -169,7 +172,7 @@ def valid_at(data: memoryview, off: int) -> bool:
         return False
     crc, length = HEADER.unpack_from(data, off)
     end = off + HEADER_SIZE + length
-    return end <= size and zlib.crc32(data[off + 4:end]) == crc
+    return length < MAX_PAYLOAD and end <= size and zlib.crc32(data[off + 4:end]) == crc
 
 
 def resync(data: memoryview, start: int) -> int | None:

@@ -38,6 +38,12 @@ class LogCorrupt(KvError):
     code = "LOG_CORRUPT"
 
 
+class LogUnavailable(KvError):
+    """The log cannot be read or created (permissions, read-only or full file system)."""
+
+    code = "LOG_UNAVAILABLE"
+
+
 @dataclass
 class Replayed:
     """What a replay found: good records up to `end`, then maybe damage."""
@@ -166,13 +172,17 @@ def _handle_damage(path: Path, data: bytes | memoryview, result: Replayed, repai
 def open_log(data_dir: Path, node: Node, policy: str, repair: bool = False,
              **settings: object) -> WriteAheadLog:
     """Recover the node from its log, then open the log for appending."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    result = recover(data_dir, node, repair)
-    file = LogFile(data_dir / LOG_NAME)
-    if file.size == 0:
-        file.write(MAGIC)
-        file.sync()
-        sync_dir(data_dir)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        result = recover(data_dir, node, repair)
+        file = LogFile(data_dir / LOG_NAME)
+        if file.size == 0:
+            file.write(MAGIC)
+            file.sync()
+            sync_dir(data_dir)
+    except OSError as exc:
+        raise LogUnavailable(f"cannot use the log in {data_dir}: {exc.strerror or exc} — "
+                             "check the data dir's permissions and free space") from None
     wal = WriteAheadLog(data_dir, file, node.store, policy, records=result.records,
                         seqs=result.seqs, **settings)  # type: ignore[arg-type]
     wal.stats.update(replayed_records=result.records, replay_s=round(result.seconds, 3))

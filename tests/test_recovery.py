@@ -136,3 +136,11 @@ def test_a_leftover_rewrite_is_discarded(tmp_path: Path) -> None:
     node = fresh()
     assert recover(tmp_path, node).records == 5
     assert not (tmp_path / REWRITE_NAME).exists()
+
+
+def test_an_unreadable_log_is_one_clear_error(tmp_path: Path) -> None:
+    from kvd.recovery import LogUnavailable
+
+    (tmp_path / LOG_NAME).mkdir()  # a directory where the log should be: any OSError will do
+    with pytest.raises(LogUnavailable, match="cannot use the log in"):
+        open_log(tmp_path, fresh(), "always")
