@@ -6,8 +6,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from tests.procs import Kvd, env_for, free_port, run_kvsh
 
 
