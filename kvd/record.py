@@ -77,8 +77,9 @@ class Damage:
 
 
 class Reader:
-    """Iterate the decoded payloads of a log held in memory; `end` and `damage` say how far
-    it got. `count` is the number of good records read."""
+    """Iterate the decoded payloads of a log held in memory (entries as 6-tuples,
+    checkpoints as dicts); `end` and `damage` say how far it got, `count` how many good
+    records it read."""
 
     def __init__(self, data: bytes | memoryview, start: int = 0) -> None:
         self.data = memoryview(data)
@@ -154,9 +155,9 @@ class Reader:
             self.damage = Damage(0, "the file ends inside its header", True, len(self.data)) \
                 if head else None
             return 0
-        resume = resync(self.data, 1)
-        self.damage = Damage(0, "not a kv log (bad magic)", False,
-                             len(self.data) if resume is None else resume)
+        # No resync here: a foreign file is refused whatever it holds, and scanning a big one
+        # byte by byte would only delay saying so.
+        self.damage = Damage(0, "not a kv log (bad magic)", False, len(self.data))
         return 0
 
     def _damaged(self, off: int, reason: str) -> None:
