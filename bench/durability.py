@@ -155,6 +155,8 @@ def replay(home: Path, keys: int) -> float:
         with node.client() as client:
             fill(client, 0, keys)
             assert client.dbsize() == keys
+        assert node.proc is not None
+        filled_rss = rss_mb(node.proc.pid)
         node.stop()
         size = (home / "rp" / "everysec" / "kv.wal").stat().st_size
         wall = node.start()
@@ -167,7 +169,8 @@ def replay(home: Path, keys: int) -> float:
               f"log {size / 1e6:.0f} MB:")
         print(f"  replay_s (INFO)       {info['replay_s']:.2f} s  (goal <= 5 s for 1M)")
         print(f"  start to first PING   {wall:.2f} s")
-        print(f"  kvd RSS after start   {rss:.0f} MB")
+        print(f"  kvd RSS after start   {rss:.0f} MB  (after the writes, before the restart: "
+              f"{filled_rss:.0f} MB)")
         return rss
     finally:
         node.stop()
