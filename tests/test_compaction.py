@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import errno
 import itertools
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kvd.compaction import should_compact
 from kvd.hlc import HybridClock
@@ -165,3 +168,39 @@ def test_a_failed_rewrite_keeps_the_old_log_and_waits_before_trying_again(
     node.write(b"after", b"1")
     commit(node, wal)
     assert state(reloaded(tmp_path)) == state(node)
+
+
+actions = st.lists(st.one_of(
+    st.tuples(st.just("write"), st.integers(0, 40), st.one_of(st.none(), st.binary(max_size=8))),
+    st.tuples(st.just("step"), st.just(0), st.none()),
+), max_size=60)
+
+
+@settings(max_examples=60, deadline=None)
+@given(actions, st.sampled_from(["mid-rewrite", *STEPS[1:], "finished"]))
+def test_any_interleaving_of_writes_and_rewrite_slices_replays_the_same(
+        script: list, crash_after: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        node, wal = make(data_dir)
+        bloat(node, wal, keys=40, rounds=2)
+        wal.start_rewrite()
+        rewrite = wal.rewrite
+        assert rewrite is not None
+        for action, key, value in script:
+            if action == "write":
+                node.write(b"k%d" % key, value)
+                commit(node, wal)
+            elif wal.rewrite is not None and not rewrite.step():
+                continue
+        finish = {"flushed": 1, "synced": 2, "renamed": 3}.get(crash_after, 0)
+        if crash_after != "mid-rewrite":
+            while not rewrite.step():
+                pass
+        steps = [rewrite.flush, rewrite.sync, lambda: rewrite.install(data_dir / LOG_NAME)]
+        for action in steps[:finish]:
+            action()
+        if crash_after == "finished":
+            wal.tick(0.0)
+            assert wal.rewrite is None
+        assert state(reloaded(data_dir)) == state(node)
