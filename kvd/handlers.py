@@ -17,7 +17,7 @@ from shared.errors import SyntaxError_
 if TYPE_CHECKING:  # the node dispatches to handlers; handlers only need its type
     from kvd.node import Context, Node
 
-Handler = Callable[[Node, Call, Context], object]
+Handler = Callable[["Node", Call, "Context"], object]
 OK = "OK"
 
 
