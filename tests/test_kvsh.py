@@ -138,3 +138,26 @@ def test_a_hung_server_times_out_with_exit_3(kvd: Kvd) -> None:
         kvd.signal(signal.SIGCONT)
     assert result.returncode == 3
     assert b"within 0.5s" in result.stdout + result.stderr
+
+
+def test_watch_one_shot_streams_until_interrupted(kvd: Kvd) -> None:
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "kvsh", "--port", str(kvd.port), "--json",
+                             "-c", "WATCH user:"], stdout=subprocess.PIPE,
+                            env=env_for(kvd.home))
+    assert proc.stdout
+    try:
+        ack = json.loads(proc.stdout.readline())
+        assert ack["watching"] == "user:"
+        with kvd.client() as c:
+            c.set("user:7", "zoe")
+            c.set("elsewhere", "x")
+            c.delete("user:7")
+        first, second = json.loads(proc.stdout.readline()), json.loads(proc.stdout.readline())
+        assert (first["key"], first["value"]) == ("user:7", "zoe")
+        assert (second["key"], second["deleted"]) == ("user:7", True)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
