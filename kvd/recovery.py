@@ -75,7 +75,7 @@ def mapped(path: Path) -> Iterator[memoryview]:
                 view.release()
 
 
-def replay(data: bytes | memoryview, store: Store) -> Replayed:
+def replay(data: bytes | memoryview, store: Store, where: str = "the log") -> Replayed:
     """Merge every good record of `data` into `store`; stop at the first damage."""
     started = time.perf_counter()
     reader = Reader(data)
@@ -86,8 +86,9 @@ def replay(data: bytes | memoryview, store: Store) -> Replayed:
     seqs: dict[str, int] = {}
     origins: dict[str, str] = {}  # one str object per origin, not one per record
     merge, max_stamp = store.merge, 0
+    batches = reader.batches()
     try:
-        for batch in reader.batches():
+        for batch in batches:
             for rec in batch:
                 if type(rec) is dict:
                     for origin, seq in rec.items():
@@ -100,10 +101,15 @@ def replay(data: bytes | memoryview, store: Store) -> Replayed:
                     max_stamp = stamp
                 if seq > seqs.get(origin, 0):
                     seqs[origin] = seq
-    except (TypeError, ValueError) as exc:  # checksummed, yet not what we write: a bug
-        reader.damage = Damage(reader.batch_start, f"a record has the wrong shape ({exc})",
-                               False, reader.batch_start)
-        reader.end = reader.batch_start
+    except (TypeError, ValueError) as exc:
+        # Checksummed, so written whole, yet not what this version writes: a bug, not damage.
+        # Cutting the log would not help, and the store already holds part of the batch.
+        batches.close()
+        reader.data.release()  # the traceback must not keep the mapped file exported
+        raise LogCorrupt(
+            f"{where}: a record after offset {reader.batch_start} is intact but malformed "
+            f"({exc}) — written by another kvd version? Not repairable by --repair"
+        ) from None
     finally:
         if was_enabled:
             gc.enable()
@@ -137,7 +143,7 @@ def recover(data_dir: Path, node: Node, repair: bool = False) -> Replayed:
     if not path.exists():
         return Replayed()
     with mapped(path) as data:
-        result = replay(data, node.store)
+        result = replay(data, node.store, str(path))
         if result.damage is not None:
             _handle_damage(path, data, result, repair)
     node.clock.observe(result.max_stamp)
@@ -196,7 +202,7 @@ def check(data_dir: Path, repair: bool = False) -> tuple[int, list[str]]:
         return 0, [f"{path}: no log yet"]
     data = path.read_bytes()  # a copy: a repair truncates the file under it
     store = Store()
-    result = replay(data, store)
+    result = replay(data, store, str(path))
     lines = [f"{path}: {result.records} good records in {len(data)} bytes; "
              f"{store.live_count} values, {store.tombstones} tombstones"]
     damage = result.damage

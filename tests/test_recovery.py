@@ -144,3 +144,14 @@ def test_an_unreadable_log_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / LOG_NAME).mkdir()  # a directory where the log should be: any OSError will do
     with pytest.raises(LogUnavailable, match="cannot use the log in"):
         open_log(tmp_path, fresh(), "always")
+
+
+def test_an_intact_but_malformed_record_is_refused_even_with_repair(tmp_path: Path) -> None:
+    import msgpack
+
+    from kvd.record import frame
+
+    bad = frame(msgpack.packb([b"k", b"v", "not a stamp", "n1", 0, 1], use_bin_type=True))
+    (tmp_path / LOG_NAME).write_bytes(MAGIC + bad)
+    with pytest.raises(LogCorrupt, match="intact but malformed"):
+        recover(tmp_path, fresh(), repair=True)
