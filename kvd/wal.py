@@ -184,12 +184,12 @@ class WriteAheadLog:
         try:
             self.file.write(data)
         except OSError as exc:
-            self._refuse(exc, committed, "writing")
+            self._refuse(exc, committed, "writing", sticky=False)
         if self.policy == "always":
             try:
                 self.file.sync()
             except OSError as exc:
-                self._refuse(exc, committed, "fsync of")
+                self._refuse(exc, committed, "fsync of", sticky=True)
 
     def tick(self, now: float) -> None:
         if self.policy == "everysec" and self._dirty and now - self._last_sync >= EVERYSEC_S:
@@ -233,7 +233,7 @@ class WriteAheadLog:
 
     # -- errors ---------------------------------------------------------------------------
 
-    def _refuse(self, exc: OSError, committed: int, doing: str) -> None:
+    def _refuse(self, exc: OSError, committed: int, doing: str, sticky: bool) -> None:
         """Cut the file back to `committed` and raise. After a failed fsync, or if cutting
         back fails, what is on disk is unknown: stop writing until restart."""
         self.stats["log_errors"] += 1  # type: ignore[operator]
@@ -243,7 +243,7 @@ class WriteAheadLog:
             self.file.truncate(committed)
         except OSError as again:
             self.failed = f"{self.last_error}; cutting it back failed too: {again}"
-        if doing.startswith("fsync") and self.failed is None:
+        if sticky and self.failed is None:
             self.failed = self.last_error
         log.error("%s — the write was refused", self.failed or self.last_error)
         raise StorageError(f"{self.last_error} — the write was not applied") from None
