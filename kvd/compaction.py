@@ -12,8 +12,9 @@ rewrite either was committed after it started (so it is in the copied tail) or w
 the store when its bucket was walked (so it is in the snapshot); anything else in the file is
 older and loses. Entries are only ever applied between slices, never during one.
 
-The swap is crash-safe at every step: the rewrite goes to `kv.wal.rewrite`, is fsynced, then
-renamed over `kv.wal` (atomic), then the directory is fsynced. Before the rename a crash leaves
+The swap is crash-safe at every step: the rewrite goes to `kv.wal.rewrite`, is fsynced (the
+bulk by a helper thread, then the tail that arrived meanwhile by the loop), then renamed over
+`kv.wal` (atomic), then the directory is fsynced. Before the rename a crash leaves
 the old log complete (start-up deletes the leftover); after it, the new one is complete.
 
 What the rewrite keeps: every live value; expired values become tombstones (as the store's
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -52,8 +54,9 @@ def should_compact(size: int, live: int, min_size: int, ratio: float) -> bool:
 
 
 class Rewrite:
-    """One rewrite in progress: call `step()` until it returns True, then `flush()`, `sync()`
-    and `install()` — the steps are separate so tests can crash between any two."""
+    """One rewrite in progress: call `step()` until it returns True, `start_bulk_sync()`, wait
+    for `bulk_synced()`, then `flush()`, `sync()` and `install()` — separate steps, so tests
+    can crash between any two."""
 
     def __init__(self, path: Path, file: File, store: Store, seqs: dict[str, int],
                  now_ms: int, tombstone_max_age_ms: int, clock: Callable[[], float]) -> None:
@@ -68,6 +71,8 @@ class Rewrite:
         self.buf = bytearray(MAGIC + encode_checkpoint(seqs))
         self.records = 1
         self.dropped_tombstones = 0
+        self.bulk: threading.Thread | None = None
+        self.bulk_error: OSError | None = None
 
     def add_tail(self, data: bytes, records: int) -> None:
         """Records just committed to the live log."""
@@ -96,6 +101,29 @@ class Rewrite:
                 continue
             buf += encode_entry(key, entry, 0)
             self.records += 1
+
+    def start_bulk_sync(self) -> None:
+        """Write what is buffered and fsync it in a helper thread: the bulk of a big rewrite
+        (150 MB for a million keys) then reaches the disk without stalling the loop, which
+        goes on copying the tail into `buf`. Only that small tail is fsynced in the loop."""
+        self.flush()
+        self.bulk = threading.Thread(target=self._sync_bulk, name="kvd-rewrite-fsync",
+                                      daemon=True)
+        self.bulk.start()
+
+    def _sync_bulk(self) -> None:
+        try:
+            self.file.sync()
+        except OSError as exc:
+            self.bulk_error = exc
+
+    def bulk_synced(self) -> bool:
+        """True once the helper's fsync is done; raises the OSError if it failed."""
+        if self.bulk is None or self.bulk.is_alive():
+            return False
+        if self.bulk_error is not None:
+            raise self.bulk_error
+        return True
 
     def flush(self) -> None:
         if self.buf:

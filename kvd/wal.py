@@ -278,7 +278,12 @@ class WriteAheadLog:
         assert rewrite is not None
         if not rewrite.step():
             return
-        rewrite.flush()
+        if rewrite.bulk is None:
+            rewrite.start_bulk_sync()
+            return
+        if not rewrite.bulk_synced():
+            return
+        rewrite.flush()  # the tail that came in during the bulk fsync
         rewrite.sync()
         rewrite.install(self.data_dir / LOG_NAME)  # from here on the new file is the log
         self.rewrite = None

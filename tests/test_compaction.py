@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import itertools
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from kvd.node import Node
 from kvd.recovery import open_log, recover
 from kvd.store import Entry
 from kvd.wal import LOG_NAME, REWRITE_NAME, WriteAheadLog
+from tests.procs import wait_for
 
 NOW_MS = 10_000_000_000
 
@@ -39,6 +41,16 @@ def reloaded(tmp_path: Path) -> Node:
     node = Node("n1", "127.0.0.1:1", clock=HybridClock(lambda: NOW_MS))
     recover(tmp_path, node)
     return node
+
+
+def run_rewrite(wal: WriteAheadLog) -> None:
+    """Tick until a rewrite (started now if due) is swapped in: its slices, then the
+    helper thread's fsync, which is polled with a deadline."""
+    for _ in range(5000):  # the slices: one bucket per tick with the test clock
+        wal.tick(0.0)
+        if wal.rewrite is None or wal.rewrite.bulk is not None:
+            break
+    wait_for(lambda: wal.tick(0.0) or wal.rewrite is None, deadline_s=20, what="the swap")
 
 
 def state(node: Node) -> dict:
@@ -66,10 +78,7 @@ def test_the_log_compacts_itself_past_the_threshold(tmp_path: Path) -> None:
     node, wal = make(tmp_path, compaction_min_size=1000)
     bloat(node, wal)
     before = wal.file.size
-    for now in range(2000):  # bounded: 1024 buckets, one per tick
-        wal.tick(float(now))
-        if wal.stats["log_compactions"]:
-            break
+    run_rewrite(wal)
     assert wal.stats["log_compactions"] == 1
     assert wal.file.size < before / 3
     assert state(reloaded(tmp_path)) == state(node)
@@ -80,8 +89,9 @@ def test_writes_during_a_rewrite_are_kept(tmp_path: Path) -> None:
     node, wal = make(tmp_path)
     bloat(node, wal)
     wal.start_rewrite()
-    for i in itertools.count():
-        assert i < 5000
+    deadline = time.monotonic() + 30
+    for i in itertools.count():  # on through the slices and the helper's fsync, to the swap
+        assert time.monotonic() < deadline
         node.write(b"k%d" % (i % 400), b"during-%d" % i)  # overwrites and new keys
         if i % 7 == 0:
             node.write(b"k%d" % ((i * 13) % 300), None)
@@ -134,8 +144,7 @@ def test_what_a_rewrite_keeps(tmp_path: Path) -> None:
     node.apply(b"old-delete", Entry(None, old, "n2"), seq=9)
     commit(node, wal)
     wal.start_rewrite()
-    while wal.rewrite is not None:
-        wal.tick(0.0)
+    run_rewrite(wal)
     wal.close()
     again = reloaded(tmp_path)
     assert again.store.get(b"live", NOW_MS).value == b"v"
@@ -201,6 +210,5 @@ def test_any_interleaving_of_writes_and_rewrite_slices_replays_the_same(
         for action in steps[:finish]:
             action()
         if crash_after == "finished":
-            wal.tick(0.0)
-            assert wal.rewrite is None
+            run_rewrite(wal)
         assert state(reloaded(data_dir)) == state(node)
