@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvd.hlc import wall_ms
+from kvd.logfile import LogFile, sync_dir
 from kvd.node import Node
 from kvd.record import MAGIC, Damage, Reader
 from kvd.store import Entry, Store
-from kvd.wal import LOG_NAME, REWRITE_NAME, LogFile, WriteAheadLog, sync_dir
+from kvd.wal import LOG_NAME, REWRITE_NAME, WriteAheadLog
 from shared.errors import KvError
 
 log = logging.getLogger("kvd.recovery")

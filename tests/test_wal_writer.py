@@ -179,7 +179,7 @@ def test_info_fields() -> None:
 
 
 def test_the_everysec_thread_syncs_the_real_file(tmp_path: Path) -> None:
-    from kvd.wal import LogFile, Syncer
+    from kvd.logfile import LogFile, Syncer
     from tests.procs import wait_for
 
     class Counting(LogFile):
