@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kvd import __version__
-from kvd.hlc import HybridClock
+from kvd.hlc import LOGICAL_BITS, HybridClock
 from kvd.store import Entry, Store
 from kvd.watch import WatchHub
 from shared.commands import Command, Kind, lookup, parse
@@ -61,7 +61,8 @@ class Node:
         self.clock = clock or HybridClock()
         self.max_value = max_value
         self.store = Store()
-        self.watches = WatchHub()
+        # Cursors unique across restarts: this run counts from its boot time (see kvd.watch).
+        self.watches = WatchHub(first_cursor=(self.clock.now() >> LOGICAL_BITS) << 20)
         self.changes: list[Change] = []
         self.seq = 0  # how many local writes this node has originated (its gossip sequence)
         self.counters: Counter[str] = Counter()
