@@ -18,7 +18,8 @@ from pathlib import Path
 import platformdirs
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
-from prompt_toolkit.completion import ThreadedCompleter
+from prompt_toolkit.completion import CompleteEvent, ThreadedCompleter
+from prompt_toolkit.completion.base import get_common_complete_suffix
 from prompt_toolkit.history import FileHistory, History
 from prompt_toolkit.key_binding import KeyBindings
 from prompt_toolkit.keys import Keys
@@ -58,6 +59,31 @@ def key_bindings() -> KeyBindings:
         buffer.insert_text(data)
         if "\n" in data.rstrip("\n") or data.endswith("\n"):
             buffer.validate_and_handle()
+
+    @kb.add("tab")
+    def _tab(event) -> None:
+        """Tab completes at once: one candidate is inserted, several insert their common
+        part or cycle. Asked synchronously when no menu is up yet: a completion still
+        running in the background must not swallow the key."""
+        buffer = event.current_buffer
+        state = buffer.complete_state
+        if state is not None and state.current_completion is not None:
+            buffer.complete_next()
+            return
+        if state is not None and state.completions:
+            completions = list(state.completions)
+        else:  # none yet, or the background completion has not delivered any
+            completions = list(buffer.completer.get_completions(
+                buffer.document, CompleteEvent(completion_requested=True)))
+        if len(completions) == 1:
+            buffer.apply_completion(completions[0])
+        elif common := get_common_complete_suffix(buffer.document, completions):
+            buffer.insert_text(common)
+        elif state is not None and state.completions:
+            buffer.complete_next()
+        elif completions:
+            buffer.cancel_completion()
+            buffer.start_completion(select_first=False)
 
     return kb
 
