@@ -184,6 +184,9 @@ class Shell:
             return
         self._note(outcome)
         show(outcome, self.printer)
+        if isinstance(outcome.error, Unreachable):
+            self._say("the shell keeps working and reconnects when the node is back "
+                      "(or CONNECT to another)", dim=True)
 
     def _keys(self, argv: list[bytes]) -> Outcome | None:
         if self.printer.fmt != "rich":
@@ -197,8 +200,6 @@ class Shell:
         """Keep the link state and the key cache in step with what just happened."""
         if isinstance(outcome.error, Unreachable):
             self.link.lost(outcome.error.message)
-            self._say(f"✗ {self.link.address} is not answering — the shell keeps working and "
-                      "reconnects when it is back (or CONNECT to another node)", error=True)
             if self.monitor:
                 self.monitor.poke()
             return
@@ -260,10 +261,10 @@ class Shell:
         else:
             self.printer.text("".join(f"{c.syntax}  {c.summary}\n" for c in commands))
 
-    def _say(self, text: str, error: bool = False) -> None:
+    def _say(self, text: str, error: bool = False, dim: bool = False) -> None:
         if self.printer.fmt == "rich":
-            self.printer.console().print(text, style="bold red" if error else "green",
-                                         markup=False, highlight=False)
+            style = "dim" if dim else "bold red" if error else "green"
+            self.printer.console().print(text, style=style, markup=False, highlight=False)
         else:
             self.printer.text(("(error) " if error else "") + text + "\n")
 
