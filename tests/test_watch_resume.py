@@ -1,6 +1,5 @@
 """WATCH resumption: cursors unique across restarts, resets, heartbeats (pure), and a client
-that resumes
-after a daemon restart (real processes)."""
+that resumes after a daemon restart (real processes)."""
 
 from __future__ import annotations
 
