@@ -205,7 +205,8 @@ def info_table(info: dict) -> Table:
 
 
 def key_list(keys: list) -> RenderableType:
-    """KEYS: numbered like redis-cli when short, in columns (top to bottom) when long."""
+    """KEYS: sorted; numbered like redis-cli when short, in columns (top to bottom) when long."""
+    keys = sorted(keys, key=lambda k: k if isinstance(k, bytes) else str(k).encode())
     if len(keys) < COLUMNS_FROM:
         return rich_value(keys)
     cells = [show_bytes(k) if isinstance(k, bytes) else str(k) for k in keys]

@@ -13,6 +13,7 @@ fish-style suggestions, and a connection that can come and go. Invariants:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import platformdirs
@@ -271,4 +272,5 @@ class Shell:
 
 def repl(client: Client, printer) -> int:
     printer.pager = True
+    os.environ.setdefault("LESS", "FRX")  # as git does: colours through, quit if one screen
     return Shell(client, printer).run()
