@@ -119,7 +119,9 @@ class Shell:
                                                               SIDE_TIMEOUT_S))
 
     def _toolbar(self):
-        return toolbar.toolbar(self.session.default_buffer.document.text_before_cursor, self.link)
+        buffer = self.session.default_buffer
+        return toolbar.toolbar(buffer.document.text_before_cursor, self.link,
+                               rejected=buffer.validation_error is not None)
 
     def _message(self):
         if self.link.up is False:

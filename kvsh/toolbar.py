@@ -8,6 +8,7 @@ tested without a terminal; the REPL calls it on every redraw.
 from __future__ import annotations
 
 from kvsh.grammar import Role, all_commands, find, slot_at, syntax_parts, words
+from kvsh.lexer import classify
 from kvsh.link import LinkState
 from kvsh.validator import problem
 
@@ -59,7 +60,8 @@ def hint(line: str) -> Fragments:
         if i:
             out.append(("class:toolbar.syntax", " "))
         out.append(("class:toolbar.current" if i == part else "class:toolbar.syntax", text))
-    trouble = problem(line) if part == -1 else None
+    still_typing = classify(line)[-1][2] == "command.partial"
+    trouble = problem(line) if part == -1 and not still_typing else None
     if trouble:
         out.append(("class:toolbar.problem", f"  {trouble.split(' — ')[0]}"))
     else:
@@ -91,5 +93,10 @@ def connection(link: LinkState) -> Fragments:
             ("class:toolbar.link", f" {link.address} · {size} · rtt {rtt}")]
 
 
-def toolbar(line: str, link: LinkState) -> Fragments:
-    return hint(line) + [("", "\n")] + connection(link)
+REJECTED = "not sent: fix the line above (Ctrl-C clears it)"
+
+
+def toolbar(line: str, link: LinkState, rejected: bool = False) -> Fragments:
+    """Both lines; `rejected` when Enter was refused (the reason shows above the toolbar)."""
+    first = [("class:toolbar.problem", REJECTED)] if rejected else hint(line)
+    return first + [("", "\n")] + connection(link)

@@ -9,7 +9,7 @@ from prompt_toolkit.validation import ValidationError
 from kvsh.grammar import words
 from kvsh.lexer import KvLexer, classify
 from kvsh.link import LinkState
-from kvsh.toolbar import connection, current_part, hint
+from kvsh.toolbar import connection, current_part, hint, toolbar
 from kvsh.validator import KvValidator, problem
 
 
@@ -86,6 +86,13 @@ def test_the_hint_shows_the_syntax_with_the_current_part_marked():
         t for s, t in frags if "syntax" in s or "current" in s)
     assert any("unknown command" in t for _, t in hint("FROB "))
     assert "SCAN · SET" in hint("S")[0][1]
+    assert not any("unexpected" in t for _, t in hint("SET k v e"))  # an option being typed
+    assert any("unexpected 'BOGUS'" in t for _, t in hint("SET k v bogus "))
+
+
+def test_a_rejected_line_says_so_in_the_toolbar():
+    text = "".join(t for _, t in toolbar("GTE k", LinkState("h", 1, True, "n1"), rejected=True))
+    assert text.startswith("not sent")
 
 
 def test_the_connection_line_names_node_address_size_and_rtt():
