@@ -142,7 +142,11 @@ class Shell:
                     continue  # Ctrl-C clears the line
                 except EOFError:
                     break  # Ctrl-D quits
-                self.run_text(text)
+                try:
+                    self.run_text(text)
+                except KeyboardInterrupt:  # Ctrl-C while waiting for a reply, or mid-paste
+                    self.client.reset()  # a late reply must not meet the next request
+                    self._say("interrupted", dim=True)
         finally:
             if self.monitor:
                 self.monitor.stop()
