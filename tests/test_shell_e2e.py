@@ -63,3 +63,17 @@ def test_an_unknown_command_is_rejected_before_it_is_sent(shell):
     shell.send("Enter")
     shell.wait_for(lambda s: "unknown command 'FROB'" in s and "(error)" not in s,
                    what="a one-line hint, the line kept, nothing sent")
+
+
+def test_the_node_going_away_and_coming_back(kvd, shell):
+    kvd.stop()
+    shell.wait_for("unreachable", what="the toolbar noticing the node is gone")
+    shell.type("GET k")
+    shell.send("Enter")
+    shell.wait_for(lambda s: "(error) UNREACHABLE" in s and "reconnects" in s,
+                   what="one error line and the reconnect hint")
+    kvd.start()
+    shell.wait_for("● n1", what="the toolbar seeing the node back")
+    shell.type("PING")
+    shell.send("Enter")
+    shell.wait_for("PONG", what="commands working again")
