@@ -27,6 +27,7 @@ from prompt_toolkit.keys import Keys
 from prompt_toolkit.styles import Style
 
 from kvsh import lexer, render, toolbar
+from kvsh.cli import show
 from kvsh.client import Client
 from kvsh.completer import KvCompleter
 from kvsh.execute import Outcome, run_line, split
@@ -170,8 +171,6 @@ class Shell:
             self.run_line(line)
 
     def run_line(self, line: str) -> None:
-        from kvsh.cli import show
-
         try:
             argv = split(line)
         except KvError:
