@@ -125,3 +125,24 @@ def test_writes_invalidate_the_completion_cache(node):
     shell.run_line("SET cache:b 1")
     assert shell.keys.keys(b"cache:") == [b"cache:a", b"cache:b"]
     shell.keys.close()
+
+
+def test_ctrl_r_finds_an_old_line(node):
+    history = InMemoryHistory()
+    for line in ("SET search-me 7", "PING"):
+        history.append_string(line)
+    _, out = session(node.port, "\x12search-me\r\rGET search-me\r", history)
+    assert out.splitlines() == ["OK", "7"]
+
+
+def test_a_long_paste_runs_under_a_progress_bar_with_rich_output(node):
+    lines = "".join(f"SET bulk:{i} {i}\n" for i in range(250))
+    out = io.StringIO()
+    with create_pipe_input() as inp:
+        inp.send_text(PASTE_START + lines + PASTE_END)
+        inp.close()
+        Shell(Client("127.0.0.1", node.port), Printer("rich", out), history=InMemoryHistory(),
+              input=inp, output=DummyOutput(), monitor=False).run()
+    assert out.getvalue().count("OK") == 250
+    with node.client() as c:
+        assert c.get("bulk:249") == b"249"
