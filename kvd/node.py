@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from kvd import __version__
 from kvd.handlers import HANDLERS
-from kvd.hlc import LOGICAL_BITS, HybridClock
+from kvd.hlc import HybridClock
 from kvd.store import Entry, Store
 from kvd.watch import WatchHub
 from shared.commands import Command, Kind, lookup, parse
@@ -63,7 +63,7 @@ class Node:
         self.max_value = max_value
         self.store = Store()
         # Cursors unique across restarts: this run counts from its boot time (see kvd.watch).
-        self.watches = WatchHub(first_cursor=(self.clock.now() >> LOGICAL_BITS) << 20)
+        self.watches = WatchHub(first_cursor=self.clock.wall_ms() << 20)
         self.changes: list[Change] = []
         self.seq = 0  # how many local writes this node has originated (its gossip sequence)
         self.counters: Counter[str] = Counter()
