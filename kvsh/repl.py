@@ -14,6 +14,7 @@ fish-style suggestions, and a connection that can come and go. Invariants:
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import platformdirs
@@ -29,7 +30,7 @@ from prompt_toolkit.styles import Style
 from kvsh import lexer, render, toolbar
 from kvsh.cli import show
 from kvsh.client import Client
-from kvsh.completer import KvCompleter
+from kvsh.completer import KvCompleter, quote
 from kvsh.execute import Outcome, run_line, split
 from kvsh.grammar import all_commands, find
 from kvsh.keysource import KeySource
@@ -37,7 +38,7 @@ from kvsh.link import LinkState, Monitor
 from kvsh.progress import PASTE_PROGRESS_FROM, keys_by_scan, run_with_progress
 from kvsh.shellcmds import SHELL_COMMANDS
 from kvsh.validator import KvValidator
-from shared.commands import COMMANDS
+from shared.commands import COMMANDS, parse
 from shared.errors import KvError, Unreachable
 
 SIDE_TIMEOUT_S = 1.0  # completion and the monitor give up fast: typing must never wait
@@ -189,10 +190,34 @@ class Shell:
         if outcome is None:
             return
         self._note(outcome)
+        if outcome.events is not None:
+            self._watch(outcome)
+            return
         show(outcome, self.printer)
         if isinstance(outcome.error, Unreachable):
             self._say("the shell keeps working and reconnects when the node is back "
                       "(or CONNECT to another)", dim=True)
+
+    def _watch(self, outcome: Outcome) -> None:
+        """Show a WATCH until Ctrl-C, then say how to resume from where it stopped."""
+        assert outcome.reply is not None and outcome.events is not None
+        since = parse(COMMANDS["WATCH"], outcome.argv[1:]).options.get("FROM")
+        # Until an event arrives, resuming from FROM (not the ack's cursor) keeps a replay whole.
+        cursor = [outcome.reply.value["cursor"] if since is None  # type: ignore[index]
+                  else since]
+
+        def tracked(events):
+            try:
+                for event in events:
+                    cursor[0] = event.get("cursor", cursor[0])
+                    yield event
+            finally:
+                events.close()
+
+        show(replace(outcome, events=tracked(outcome.events)), self.printer)
+        prefix = outcome.argv[1].decode("utf-8", "surrogateescape")
+        self._say(f"stopped at cursor {cursor[0]} — resume with: WATCH {quote(prefix)} FROM "
+                  f"{cursor[0]}", dim=True)
 
     def _keys(self, argv: list[bytes]) -> Outcome | None:
         if self.printer.fmt != "rich":

@@ -51,6 +51,7 @@ def test_watch_shows_another_clients_write_and_ctrl_c_returns_to_the_prompt(kvd,
         c.set("order:9", "not watched")
     shell.wait_for('SET user:carol "hi"', what="the event written by another client")
     shell.send("C-c")
+    shell.wait_for("resume with: WATCH user: FROM", what="how to resume the watch")
     shell.type("PING")
     shell.send("Enter")
     screen = shell.wait_for("PONG", what="the prompt working again after Ctrl-C")
