@@ -78,3 +78,22 @@ def test_the_node_going_away_and_coming_back(kvd, shell):
     shell.type("PING")
     shell.send("Enter")
     shell.wait_for("PONG", what="commands working again")
+
+
+def test_watch_from_the_cursor_it_stopped_at_replays_what_was_missed(kvd, shell):
+    shell.type("WATCH user:")
+    shell.send("Enter")
+    shell.wait_for("watching 'user:'", what="the WATCH acknowledgement")
+    with kvd.client() as c:
+        c.set("user:1", "seen")
+    shell.wait_for('SET user:1 "seen"', what="the first event")
+    shell.send("C-c")
+    screen = shell.wait_for("resume with: ", what="the resume hint")
+    resume = screen.split("resume with: ")[1].splitlines()[0].strip()
+    with kvd.client() as c:
+        c.set("user:2", "missed")
+    shell.type(resume)
+    shell.send("Enter")
+    shell.wait_for(lambda s: "replaying what was missed" in s and 'SET user:2 "missed"' in s,
+                   what="the change made while not watching, replayed")
+    shell.send("C-c")
