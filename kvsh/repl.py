@@ -216,8 +216,7 @@ class Shell:
 
         show(replace(outcome, events=tracked(outcome.events)), self.printer)
         prefix = outcome.argv[1].decode("utf-8", "surrogateescape")
-        self._say(f"stopped at cursor {cursor[0]} — resume with: WATCH {quote(prefix)} FROM "
-                  f"{cursor[0]}", dim=True)
+        self._say(f"stopped; resume with: WATCH {quote(prefix)} FROM {cursor[0]}", dim=True)
 
     def _keys(self, argv: list[bytes]) -> Outcome | None:
         if self.printer.fmt != "rich":
