@@ -153,6 +153,7 @@ class Shell:
             if self.monitor:
                 self.monitor.stop()
             self.keys.close()
+            self.client.close()  # after CONNECT this is not the client the caller made
         return 0
 
     def _redraw(self) -> None:
