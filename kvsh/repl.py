@@ -60,7 +60,7 @@ def key_bindings() -> KeyBindings:
         data = event.data.replace("\r\n", "\n").replace("\r", "\n")
         buffer = event.current_buffer
         buffer.insert_text(data)
-        if "\n" in data.rstrip("\n") or data.endswith("\n"):
+        if "\n" in data:
             buffer.validate_and_handle()
 
     @kb.add("tab")
