@@ -20,11 +20,8 @@ from pathlib import Path
 import platformdirs
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
-from prompt_toolkit.completion import CompleteEvent, ThreadedCompleter
-from prompt_toolkit.completion.base import get_common_complete_suffix
+from prompt_toolkit.completion import ThreadedCompleter
 from prompt_toolkit.history import FileHistory, History
-from prompt_toolkit.key_binding import KeyBindings
-from prompt_toolkit.keys import Keys
 from prompt_toolkit.styles import Style
 
 from kvsh import lexer, render, toolbar
@@ -33,6 +30,7 @@ from kvsh.client import Client
 from kvsh.completer import KvCompleter, quote
 from kvsh.execute import Outcome, run_line, split
 from kvsh.grammar import all_commands, find
+from kvsh.keybindings import key_bindings
 from kvsh.keysource import KeySource
 from kvsh.link import LinkState, Monitor
 from kvsh.progress import PASTE_PROGRESS_FROM, keys_by_scan, run_with_progress
@@ -49,46 +47,6 @@ def history_path() -> Path:
     path = platformdirs.user_state_path("kvsh", appauthor=False)
     path.mkdir(parents=True, exist_ok=True)
     return path / "history"
-
-
-def key_bindings() -> KeyBindings:
-    kb = KeyBindings()
-
-    @kb.add(Keys.BracketedPaste)
-    def _paste(event) -> None:
-        """A paste of several lines runs them line by line, at once (the REPL splits them)."""
-        data = event.data.replace("\r\n", "\n").replace("\r", "\n")
-        buffer = event.current_buffer
-        buffer.insert_text(data)
-        if "\n" in data:
-            buffer.validate_and_handle()
-
-    @kb.add("tab")
-    def _tab(event) -> None:
-        """Tab completes at once: one candidate is inserted, several insert their common
-        part or cycle. Asked synchronously when no menu is up yet: a completion still
-        running in the background must not swallow the key."""
-        buffer = event.current_buffer
-        state = buffer.complete_state
-        if state is not None and state.current_completion is not None:
-            buffer.complete_next()
-            return
-        if state is not None and state.completions:
-            completions = list(state.completions)
-        else:  # none yet, or the background completion has not delivered any
-            completions = list(buffer.completer.get_completions(
-                buffer.document, CompleteEvent(completion_requested=True)))
-        if len(completions) == 1:
-            buffer.apply_completion(completions[0])
-        elif common := get_common_complete_suffix(buffer.document, completions):
-            buffer.insert_text(common)
-        elif state is not None and state.completions:
-            buffer.complete_next()
-        elif completions:
-            buffer.cancel_completion()
-            buffer.start_completion(select_first=False)
-
-    return kb
 
 
 class Shell:
