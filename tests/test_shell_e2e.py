@@ -36,7 +36,9 @@ def test_tab_completes_a_key_from_the_server(kvd, shell):
 
 
 def test_members_shows_a_table(shell):
-    screen = shell.type("MEMBERS") or shell.send("Enter") or shell.wait_for("1 member, 1 alive")
+    shell.type("MEMBERS")
+    shell.send("Enter")
+    screen = shell.wait_for("1 member, 1 alive", what="the MEMBERS table's caption")
     header = next((line for line in screen.splitlines() if "address" in line), "")
     assert "name" in header and "status" in header, screen
     assert any("n1" in line and "alive" in line for line in screen.splitlines()), screen
