@@ -172,9 +172,14 @@ def _records(rows: list[dict]) -> Table:
     return table
 
 
+_MEMBER_KEYS = {"name", "address", "status", "self", "last_seen_ms", "last_seen", "lag"}
+
+
 def members_table(rows: list[dict]) -> Table:
-    """MEMBERS: one row per node, status coloured, this node marked."""
-    table = Table("", "name", "address", "status", "last seen", "lag", title_justify="left")
+    """MEMBERS: one row per node, status coloured, this node marked; fields beyond the
+    contract's (whatever membership adds later) follow as extra columns."""
+    extra = list(dict.fromkeys(str(k) for r in rows for k in r if str(k) not in _MEMBER_KEYS))
+    table = Table("", "name", "address", "status", "last seen", "lag", *extra)
     for row in rows:
         status = str(row.get("status", "?"))
         table.add_row(
@@ -183,6 +188,7 @@ def members_table(rows: list[dict]) -> Table:
             Text(status, style=STATUS_STYLE.get(status, "")),
             _last_seen(row),
             _cell(row.get("lag", "")),
+            *[_cell(row.get(k)) for k in extra],
         )
     alive = sum(1 for r in rows if r.get("status") == "alive")
     table.caption = f"{len(rows)} member{'s' if len(rows) != 1 else ''}, {alive} alive"

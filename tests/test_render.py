@@ -64,6 +64,13 @@ def test_members_is_a_table_with_coloured_status():
     assert "\x1b[1;31mdead" in colours
 
 
+def test_members_shows_fields_it_does_not_know_as_extra_columns():
+    rows = [{**MEMBERS[0], "incarnation": 3}]
+    header = next(line for line in screen(rich(outcome("MEMBERS", rows))).splitlines()
+                  if "name" in line)
+    assert "incarnation" in header
+
+
 def test_info_is_a_table():
     text = screen(rich(outcome("INFO", {"name": "n1", "keys": 3, "digest": "00ff"})))
     assert "INFO" in text
