@@ -249,14 +249,17 @@ class Server:
             else:
                 self.counters["bad_handshakes"] += 1
 
-    def _housekeeping(self) -> None:
-        self.node.store.expire_due(wall_ms(), EXPIRE_PER_TICK)
+    def _watch_heartbeats(self) -> None:
         now = time.monotonic()
-        self.log.tick(now)
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_S
             for client, rid, event in self.node.watches.heartbeats():
                 self._send([client, codec.encode_event(rid, event)])
+
+    def _housekeeping(self) -> None:
+        self._watch_heartbeats()
+        self.node.store.expire_due(wall_ms(), EXPIRE_PER_TICK)
+        self.log.tick(time.monotonic())
 
     def close(self) -> None:
         self.log.close()
