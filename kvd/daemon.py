@@ -62,7 +62,7 @@ def setup_logging(level: str) -> None:
     )
 
 
-def run_foreground(cfg: Config) -> int:
+def run_foreground(cfg: Config, repair: bool = False) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
     setup_logging(cfg.log_level)
     assert cfg.data_dir is not None and cfg.name is not None
@@ -73,7 +73,7 @@ def run_foreground(cfg: Config) -> int:
         node.info_sources.append(
             lambda: {"pid": os.getpid(), "data_dir": str(cfg.data_dir), "port": cfg.port}
         )
-        server = Server(node, cfg.bind, cfg.port, open_log(cfg, node))
+        server = Server(node, cfg.bind, cfg.port, open_log(cfg, node, repair))
         pid_file.write_text(json.dumps({"pid": os.getpid(), "name": cfg.name, "port": cfg.port}))
         server.install_signal_handlers()
         log.info("%s serving on tcp://%s:%d (data %s)", cfg.name, cfg.bind, cfg.port, cfg.data_dir)
@@ -88,11 +88,20 @@ def run_foreground(cfg: Config) -> int:
         lock.release()
 
 
-def open_log(cfg: Config, node: Node):
-    """The durability layer for this node (kvd.wal), or no log at all."""
+def open_log(cfg: Config, node: Node, repair: bool = False):
+    """The durability layer for this node (kvd.wal), after replaying it; or no log at all."""
     from kvd.server import NullLog
 
-    return NullLog()
+    if not cfg.appendonly:
+        log.warning("appendonly = false: nothing is written to disk")
+        return NullLog()
+    from kvd.recovery import open_log as recover_and_open
+
+    assert cfg.data_dir is not None
+    return recover_and_open(
+        cfg.data_dir, node, cfg.fsync, repair, compaction_ratio=cfg.compaction_ratio,
+        compaction_min_size=cfg.compaction_min_size, tombstone_max_age_s=cfg.tombstone_max_age,
+    )
 
 
 def start_detached(cfg: Config, argv: list[str]) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kvd import __version__
+from kvd.handlers import HANDLERS
 from kvd.hlc import HybridClock
 from kvd.store import LOST, Entry, Store
 from kvd.watch import WatchHub
@@ -61,7 +62,8 @@ class Node:
         self.clock = clock or HybridClock()
         self.max_value = max_value  # a property: keeps the size-check floor in step
         self.store = Store()
-        self.watches = WatchHub()
+        # Cursors unique across restarts: this run counts from its boot time (see kvd.watch).
+        self.watches = WatchHub(first_cursor=self.clock.wall_ms() << 20)
         self.changes: list[Change] = []
         self.seq = 0  # how many local writes this node has originated (its gossip sequence)
         self.counters: Counter[str] = Counter()
@@ -133,8 +135,6 @@ class Node:
 
     def _route(self, raw: bytes) -> tuple[Command, Callable, int]:
         """What a command name resolves to, cached per raw spelling (hot path: no lookups)."""
-        from kvd.handlers import HANDLERS  # handlers import Node for typing
-
         command = lookup(raw)  # raises UnknownCommand: unknown names are not cached
         plain = -1
         if not command.repeat and all(a.kind is not Kind.INTEGER for a in command.args):

@@ -41,6 +41,7 @@ GC_THRESHOLD = 20_000  # allocations between young collections (CPython's defaul
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 _RCVMORE = int(zmq.RCVMORE)
+HEARTBEAT_S = 1.0  # WATCH heartbeats: a watcher that hears none for a few seconds resubscribes
 
 
 class Log(Protocol):
@@ -92,6 +93,7 @@ class Server:
         self.log = log_ or NullLog()
         self.counters: Counter[str] = Counter()
         self._stopping = False
+        self._next_heartbeat = 0.0
         self._ctx = zmq.Context.instance()
         self._router = self._ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 1000)
@@ -276,8 +278,16 @@ class Server:
             else:
                 self.counters["bad_handshakes"] += 1
 
+    def _watch_heartbeats(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + HEARTBEAT_S
+            for client, rid, event in self.node.watches.heartbeats():
+                self._send([client, codec.encode_event(rid, event)])
+
     def _housekeeping(self) -> None:
         self._drain_monitor()
+        self._watch_heartbeats()
         self.node.store.expire_due(wall_ms(), EXPIRE_PER_TICK)
         self.log.tick(time.monotonic())
 
