@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench import redisbench
 from bench.targets import Redis, Target
-from kvd.bench import Result, run_op
+from kvd.bench import Result, run_op, run_paired
 from kvd.loadgen import Workload
 
 VALUE_SIZE = 100
@@ -35,6 +35,7 @@ class Mode:
     redis: tuple[int, int] | None
     ops: tuple[str, ...] = ("set", "get")
     only: tuple[str, ...] = ()  # target labels; empty means all
+    paired: bool = False  # one client taking turns over the targets (kvd.loadgen.run_paired)
 
 
 def default_modes(scale: float = 1.0) -> list[Mode]:
@@ -42,7 +43,7 @@ def default_modes(scale: float = 1.0) -> list[Mode]:
         return max(50, int(x * scale))
 
     return [
-        Mode("sequential", 1, 1, False, n(4_000), (1, 1)),
+        Mode("sequential", 1, 1, False, n(4_000), (1, 1), paired=True),
         Mode("pipelined", 2, 32, False, n(60_000), None),  # vs Redis: its batched run
         Mode("batched", 2, 256, True, n(200_000), (50, 16)),
         Mode("8 clients", 8, 1, False, n(8_000), None, ("set",),
@@ -87,6 +88,12 @@ class Suite:
     def _round(self, rep: int, mode: Mode, op: str, say) -> None:
         targets = [t for t in self.targets if not mode.only or t.label in mode.only]
         shift = rep % len(targets)
+        if mode.paired and all(not hasattr(t, "endpoints") for t in targets):
+            w = Workload(op, mode.requests, 1, False, self.keyspace, VALUE_SIZE, seed=rep)
+            order = targets[shift:] + targets[:shift]
+            for t, r in zip(order, run_paired([t.endpoint for t in order], w), strict=True):
+                self._record(rep, t.label, mode, op, r, say)
+            targets = [t for t in targets if hasattr(t, "endpoints")]  # clusters go alone
         for t in targets[shift:] + targets[:shift]:
             w = Workload(op, mode.requests, mode.pipeline, mode.batch, self.keyspace,
                          VALUE_SIZE, seed=rep * 1000)

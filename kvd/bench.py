@@ -64,6 +64,21 @@ def summarise(op: str, parts: list[tuple], w: Workload, clients: int) -> Result:
                   *us, (ordered[-1] / 1000) if ordered else 0.0, clients, w.pipeline, w.batch)
 
 
+def run_paired(endpoints: list[str], w: Workload) -> list[Result]:
+    """One Result per endpoint from kvd.loadgen.run_paired, run in this process."""
+    from kvd import loadgen
+
+    conns = [loadgen.connect(e) for e in endpoints]
+    try:
+        parts = loadgen.run_paired([sock for _, sock in conns], w)
+    finally:
+        for ctx, sock in conns:
+            sock.close()
+            ctx.term()
+    return [summarise(w.ops, [(r.done, r.errors, r.started, r.finished,
+                               r.latencies_ns.tobytes())], w, 1) for r in parts]
+
+
 def split(total: int, n: int) -> list[int]:
     """`total` requests over `n` clients, as evenly as integers allow."""
     return [total // n + (1 if i < total % n else 0) for i in range(n)]

@@ -173,6 +173,34 @@ def run(sock: zmq.Socket, w: Workload, progress=None) -> ClientResult:
     return ClientResult(done, errors, started, finished, lat)
 
 
+def run_paired(socks: list[zmq.Socket], w: Workload) -> list[ClientResult]:
+    """Sequential requests taking turns over several servers: the same command to each in
+    a row, one at a time. Every server then sees the same moments of a noisy machine, so the
+    ratio of their latencies holds even when the absolute figures wander between runs."""
+    commands = Commands(w)
+    pack, unpack, clock = msgpack.Packer(use_bin_type=True).pack, msgpack.unpackb, \
+        time.perf_counter_ns
+    pollers = []
+    for sock in socks:
+        pollers.append(zmq.Poller())
+        pollers[-1].register(sock, zmq.POLLIN)
+    lats = [array("q") for _ in socks]
+    errors = [0] * len(socks)
+    for rid in range(1, w.requests + 1):
+        frame = pack([1, _REQUEST, rid, commands.take(1)[0]])
+        for i, sock in enumerate(socks):
+            t0 = clock()
+            sock.send(frame)
+            if not pollers[i].poll(REPLY_TIMEOUT_MS):
+                raise TimeoutError(f"no reply within {REPLY_TIMEOUT_MS / 1000:g}s")
+            msg = unpack(sock.recv())
+            lats[i].append(clock() - t0)
+            errors[i] += msg[3] == _ERROR
+    # Each server's busy time is what its own requests took: its throughput figure.
+    return [ClientResult(w.requests, e, 0.0, sum(lat) / 1e9, lat)
+            for lat, e in zip(lats, errors, strict=True)]
+
+
 def worker(endpoint: str, w: Workload, start, progress, results) -> None:
     """Entry point of one client process: connect, wait for the start signal, run, report."""
     ctx, sock = connect(endpoint)

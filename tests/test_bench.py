@@ -76,3 +76,13 @@ def test_suite_quick_run(tmp_path) -> None:
     assert {"raw", "kvd-no", "kvd-everysec", "kvd-always"} <= targets
     assert all(r["errors"] == 0 for r in doc["runs"])
     assert "| target |" in (tmp_path / "latest.md").read_text()
+
+
+def test_paired_run_times_each_server(kvd, kvd_factory) -> None:
+    from kvd.bench import run_paired
+
+    other = kvd_factory("n2")
+    w = Workload("mixed", 30, keyspace=10)
+    results = run_paired([f"tcp://127.0.0.1:{kvd.port}", f"tcp://127.0.0.1:{other.port}"], w)
+    assert [r.requests for r in results] == [30, 30]
+    assert all(r.errors == 0 and r.p50_us > 0 for r in results)
