@@ -1,0 +1,584 @@
+"""The cluster: membership, replication streams and anti-entropy tied into one sans-IO core.
+
+`Cluster` takes peer messages, the node's committed changes and the time, and returns `Out`s:
+what to publish on the gossip PUB socket, what to send to a peer's ROUTER (by address), and
+what to answer the peer whose request is being handled. kvd.peers moves the bytes; the tests'
+simulator (tests/sim.py) moves them in memory with a fake clock.
+
+Safety: every message must carry our cluster name (checked here) and protocol version (checked
+by the codec); gossip and heartbeats are taken only from known members, requests from anyone in
+the cluster (JOIN is how one becomes known). Anything else is dropped and counted; a malformed
+body is rejected before any of it is applied.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from kvd.antientropy import STEP_ENTRIES, Counters, Walk, collect, entry_to_wire, to_push
+from kvd.hlc import stamp_ms
+from kvd.membership import Member, Membership, Status, Timers
+from kvd.node import Change, Node
+from kvd.replication import INF, Replication, stable_from_wire
+from kvd.store import NBUCKETS, Entry
+from shared.codec import MsgType, Peer
+from shared.errors import ProtocolError
+
+
+class Dest(enum.Enum):
+    PUBLISH = "publish"  # to every subscriber of our gossip socket
+    REQUEST = "request"  # to the ROUTER of the member at `to` (host:port)
+    REPLY = "reply"  # back to whoever sent the request being handled
+
+
+@dataclass(frozen=True, slots=True)
+class Out:
+    dest: Dest
+    msg: Peer
+    to: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    cluster: str = "kv"
+    timers: Timers = field(default_factory=Timers)
+    sync_every_ms: int = 2000  # anti-entropy period
+    request_timeout_ms: int = 1500
+    gap_grace_ms: int = 1000  # how long a write may be in flight before we call it lost
+    catchup_chunk: int = 2000
+    gossip_chunk: int = 1000
+    gc_every_ms: int = 200
+    gc_buckets: int = 64  # buckets scanned per gc tick
+    tombstone_max_age_ms: int = 24 * 3600 * 1000
+    step_entries: int = STEP_ENTRIES
+
+
+@dataclass(slots=True)
+class Claim:
+    """What a member told us it holds of one origin's stream."""
+
+    seq: int  # the claim being watched
+    since: int  # ms, when it was made
+    latest: int  # the highest seq claimed
+
+
+def _wire_item(seq: int, key: bytes, e: Entry) -> list:
+    return [seq, key, e.value, e.stamp, e.expires_at]
+
+
+def _check(cond: bool, what: str) -> None:
+    if not cond:
+        raise ProtocolError(f"malformed peer message: {what}")
+
+
+def _entry(w: object, origin: str | None = None) -> tuple[int, bytes, Entry]:
+    """A wire item to (seq, key, entry): gossip items carry a seq, sync entries an origin."""
+    _check(isinstance(w, list) and len(w) == 5, "an entry is a 5-item array")
+    assert isinstance(w, list)
+    if origin is None:
+        key, value, stamp, org, exp = w
+        seq = 0
+    else:
+        seq, key, value, stamp, exp = w
+        org = origin
+    _check(type(seq) is int and type(key) is bytes and (value is None or type(value) is bytes)
+           and type(stamp) is int and type(org) is str and type(exp) is int
+           and stamp >= 0 and exp >= 0, "entry fields have the wrong types")
+    return seq, key, Entry(value, stamp, org, exp)
+
+
+def _field(body: dict, name: str, kind: type) -> object:
+    value = body.get(name)
+    _check(type(value) is kind, f"{name} must be {kind.__name__}")
+    return value
+
+
+class Cluster:
+    def __init__(self, node: Node, gossip: str, settings: Settings, now: int,
+                 seeds: list[str] | None = None, known: list[list] | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.node = node
+        self.s = settings
+        self.rng = rng or random.Random()
+        self.ms = Membership(node.name, node.address, gossip, now, settings.timers)
+        self.epoch = self.ms.me.incarnation
+        self.repl = Replication(node.name, self.epoch, node.seq + 1)
+        self.published = node.seq
+        self.counters: Counter[str] = Counter()
+        self.ae = Counters()
+        self.walk: Walk | None = None
+        self.sync_wanted: str | None = None
+        self.pending: dict[str, tuple[str, int]] = {}  # origin -> (member, sent ms)
+        self.claims: dict[str, dict[str, Claim]] = {}  # origin -> member -> what it holds
+        self.low_waters: dict[str, float] = {}
+        self.hears: dict[str, set[str]] = {}
+        for name, address, gossip_, *_ in known or []:
+            if name != node.name:
+                self.ms.add(name, address, gossip_, 0, now)
+        self.seeds = [a for a in dict.fromkeys((seeds or []) + [m.address for m in
+                      self.ms.others()]) if a != node.address]
+        self.welcomed = not self.seeds
+        self.next_join = now
+        self.next_heartbeat = now
+        self.next_sync = now + settings.sync_every_ms
+        self.next_gc = now
+        self.gc_cursor = 0
+        node.info_sources.append(lambda: self.info(self.ms.me.last_seen))
+
+    # -- messages out ---------------------------------------------------------------------
+
+    def _msg(self, mtype: MsgType, body: dict) -> Peer:
+        return Peer(mtype, self.s.cluster, self.node.name, body)
+
+    def _publish(self, mtype: MsgType, body: dict) -> Out:
+        return Out(Dest.PUBLISH, self._msg(mtype, body))
+
+    def _request(self, address: str, mtype: MsgType, body: dict) -> Out:
+        return Out(Dest.REQUEST, self._msg(mtype, body), address)
+
+    def _reply(self, mtype: MsgType, body: dict) -> Out:
+        return Out(Dest.REPLY, self._msg(mtype, body))
+
+    def gossip_endpoints(self) -> set[str]:
+        """Whose PUB sockets to subscribe to: every member that has not left."""
+        return {m.gossip for m in self.ms.others() if m.status is not Status.LEFT}
+
+    # -- the node's own writes --------------------------------------------------------------
+
+    def committed(self, changes: list[Change], now: int) -> list[Out]:
+        """Publish our own new writes (logged already), one message per chunk."""
+        mine = [c for c in changes if c.entry.origin == self.node.name and c.seq > self.published]
+        if not mine:
+            return []
+        items = []
+        for c in mine:
+            self.repl.local(c.seq, c.key, c.entry)
+            items.append(_wire_item(c.seq, c.key, c.entry))
+        self.published = mine[-1].seq
+        return self._gossip(self.node.name, self.epoch, self.repl.mine.base, items)
+
+    def _gossip(self, origin: str, epoch: int, base: int, items: list) -> list[Out]:
+        step = self.s.gossip_chunk
+        return [self._publish(MsgType.GOSSIP, {"origin": origin, "epoch": epoch, "base": base,
+                                               "items": items[i:i + step]})
+                for i in range(0, len(items), step)]
+
+    # -- messages in ------------------------------------------------------------------------
+
+    def receive(self, msg: Peer, now: int) -> list[Out]:
+        """One peer message; never raises for bad input (it is dropped and counted)."""
+        if msg.cluster != self.s.cluster:
+            self.counters["dropped_wrong_cluster"] += 1
+            return []
+        if msg.sender == self.node.name:
+            return []  # our own gossip, relayed back
+        known = self.ms.is_member(msg.sender)
+        if not known and msg.type not in _FROM_ANYONE:
+            self.counters["dropped_stranger"] += 1
+            return []
+        handler = _HANDLERS.get(msg.type)
+        if handler is None:
+            self.counters["dropped_malformed"] += 1
+            return []
+        try:
+            return handler(self, msg, now)
+        except ProtocolError:
+            self.counters["dropped_malformed"] += 1
+            return []
+
+    def count_bad(self, reason: str) -> None:
+        """Counted by the socket layer: frames that did not even decode."""
+        self.counters[f"dropped_{reason}"] += 1
+
+    def _on_join(self, msg: Peer, now: int) -> list[Out]:
+        b = msg.body
+        address, gossip = _field(b, "address", str), _field(b, "gossip", str)
+        inc = _field(b, "incarnation", int)
+        self.ms.add(msg.sender, address, gossip, inc, now)  # type: ignore[arg-type]
+        self.ms.heard_from(msg.sender, inc, now)  # type: ignore[arg-type]
+        members = [m.wire() for m in self.ms.members.values()]
+        return [self._reply(MsgType.WELCOME, {"members": members})]
+
+    def _on_welcome(self, msg: Peer, now: int) -> list[Out]:
+        self._learn(msg.sender, _field(msg.body, "members", list), now)  # type: ignore[arg-type]
+        if not self.welcomed:
+            self.welcomed = True
+            self.counters["joined"] += 1
+            return self._start_walk(msg.sender, now)  # like Clone: a snapshot, then updates
+        return []
+
+    def _learn(self, by: str, members: list, now: int) -> None:
+        for w in members:
+            _check(isinstance(w, list) and len(w) == 5, "a member is [name, address, gossip, "
+                   "incarnation, status]")
+            name, address, gossip, inc, status = w
+            _check(type(name) is str and type(address) is str and type(gossip) is str
+                   and type(inc) is int and status in _STATUS, "member fields")
+            if name != self.node.name and not self.ms.is_member(name) and \
+                    _STATUS[status] is not Status.LEFT:
+                self.ms.add(name, address, gossip, inc, now)
+            self.ms.claim(by, name, inc, _STATUS[status], now)
+
+    def _on_heartbeat(self, msg: Peer, now: int) -> list[Out]:
+        b, sender = msg.body, msg.sender
+        inc = _field(b, "incarnation", int)
+        stream = _field(b, "stream", list)
+        vector = _field(b, "vector", dict)
+        _check(len(stream) == 4 and all(type(x) is int for x in stream), "stream")  # type: ignore
+        self.ms.heard_from(sender, inc, now)  # type: ignore[arg-type]
+        self._learn(sender, _field(b, "members", list), now)  # type: ignore[arg-type]
+        epoch, base, seq, stamp = stream  # type: ignore[misc]
+        self.repl.mark(sender, epoch, base, seq, stamp)
+        self._claim(sender, sender, epoch, base, seq, now)
+        for origin, v in vector.items():  # type: ignore[union-attr]
+            _check(type(origin) is str and isinstance(v, list) and len(v) == 3
+                   and all(type(x) is int for x in v), "vector")
+            if origin != sender and self.ms.is_member(origin):
+                self._claim(sender, origin, *v, now)
+        self.low_waters[sender] = stable_from_wire(_field(b, "low", int))  # type: ignore
+        self.hears[sender] = set(_field(b, "hears", list))  # type: ignore[arg-type]
+        return []
+
+    def _claim(self, member: str, origin: str, epoch: int, base: int, seq: int,
+               now: int) -> None:
+        """`member` holds `origin`'s writes up to `seq`. A claim we still lack after the grace
+        period means lost messages (not just ones in flight): then we ask for them."""
+        if origin == self.node.name:
+            return
+        stream = self.repl.observe_epoch(origin, epoch, base)
+        if stream is None or seq <= stream.contiguous:
+            return
+        claims = self.claims.setdefault(origin, {})
+        claim = claims.get(member)
+        if claim is None:
+            claims[member] = Claim(seq, now, seq)
+            return
+        claim.latest = max(claim.latest, seq)
+        if claim.seq <= stream.contiguous:  # the watched claim was met: watch this one
+            claim.seq, claim.since = seq, now
+
+    def _on_gossip(self, msg: Peer, now: int) -> list[Out]:
+        b = msg.body
+        origin, epoch, base = _field(b, "origin", str), _field(b, "epoch", int), \
+            _field(b, "base", int)
+        raw = _field(b, "items", list)
+        items = [_entry(w, origin) for w in raw]  # type: ignore[arg-type, union-attr]
+        fresh = self._apply_stream(origin, epoch, base, items)  # type: ignore[arg-type]
+        stream = self.repl.streams.get(origin)  # type: ignore[arg-type]
+        if stream is not None and stream.ahead:
+            self._claim(msg.sender, origin, epoch, base, max(stream.ahead), now)  # type: ignore
+        if fresh and self._must_relay(origin, msg.sender):  # type: ignore[arg-type]
+            self.counters["relayed"] += len(fresh)
+            return self._gossip(origin, epoch, base,  # type: ignore[arg-type]
+                                [_wire_item(*item) for item in fresh])
+        return []
+
+    def _apply_stream(self, origin: str, epoch: int, base: int, items: list) -> list:
+        fresh = self.repl.receive(origin, epoch, base, items)
+        node = self.node
+        for seq, key, entry in fresh:
+            node.clock.observe(entry.stamp)
+            node.apply(key, entry, seq)
+        self.counters["received"] += len(fresh)
+        self.counters["duplicates"] += len(items) - len(fresh)
+        return fresh
+
+    def _must_relay(self, origin: str, sender: str) -> bool:
+        """Relay when a live member says it does not hear the origin directly."""
+        for m in self.ms.live():
+            if m.name in (self.node.name, origin, sender):
+                continue
+            hears = self.hears.get(m.name)
+            if hears is not None and origin not in hears:
+                return True
+        return False
+
+    def _on_catchup(self, msg: Peer, now: int) -> list[Out]:
+        b = msg.body
+        origin, epoch = _field(b, "origin", str), _field(b, "epoch", int)
+        first, last = _field(b, "first", int), _field(b, "last", int)
+        items = self.repl.serve(origin, epoch, first, last,  # type: ignore[arg-type]
+                                self.s.catchup_chunk)
+        self.counters["catchup_served"] += len(items or [])
+        stream = self.repl.streams.get(origin)  # type: ignore[arg-type]
+        base = stream.base if stream else 1
+        body = {"origin": origin, "epoch": epoch, "base": base, "gone": items is None,
+                "items": [_wire_item(*i) for i in items or []]}
+        return [self._reply(MsgType.CATCHUP_REPLY, body)]
+
+    def _on_catchup_reply(self, msg: Peer, now: int) -> list[Out]:
+        b = msg.body
+        origin, epoch, base = _field(b, "origin", str), _field(b, "epoch", int), \
+            _field(b, "base", int)
+        items = [_entry(w, origin) for w in _field(b, "items", list)]  # type: ignore
+        self.pending.pop(origin, None)  # type: ignore[arg-type]
+        fresh = self._apply_stream(origin, epoch, base, items)  # type: ignore[arg-type]
+        self.counters["catchup_received"] += len(fresh)
+        if _field(b, "gone", bool):
+            self.counters["catchup_gone"] += 1
+            self.claims.get(origin, {}).pop(msg.sender, None)  # type: ignore[arg-type]
+            return self._start_walk(msg.sender, now)
+        return self._ask_gaps(now, only=origin)  # type: ignore[arg-type]
+
+    def _on_leave(self, msg: Peer, now: int) -> list[Out]:
+        b = msg.body
+        inc, epoch, seq = _field(b, "incarnation", int), _field(b, "epoch", int), \
+            _field(b, "seq", int)
+        self.ms.left(msg.sender, inc, now)  # type: ignore[arg-type]
+        self.repl.finished(msg.sender, epoch, seq)  # type: ignore[arg-type]
+        stream = self.repl.streams.get(msg.sender)
+        if stream is not None and stream.epoch == epoch:
+            self._claim(msg.sender, msg.sender, epoch, stream.base, seq, now)  # type: ignore
+        return []
+
+    # -- anti-entropy -------------------------------------------------------------------------
+
+    def _start_walk(self, peer: str, now: int) -> list[Out]:
+        member = self.ms.get(peer)
+        if member is None:
+            return []
+        if self.walk is not None:
+            self.sync_wanted = peer
+            return []
+        self.walk = Walk(peer, now, now)
+        return [self._sync_step(member.address, 0)]
+
+    def _sync_step(self, address: str, cursor: int) -> Out:
+        return self._request(address, MsgType.SYNC,
+                             {"digests": self.node.store.bucket_digests, "cursor": cursor})
+
+    def _on_sync(self, msg: Peer, now: int) -> list[Out]:
+        digests, cursor = _field(msg.body, "digests", list), _field(msg.body, "cursor", int)
+        _check(len(digests) == NBUCKETS and 0 <= cursor < NBUCKETS, "digests")  # type: ignore
+        self.repl.mine.stable = self.node.clock.last
+        buckets, entries, nxt = collect(self.node.store, digests, cursor,  # type: ignore
+                                        self.s.step_entries)
+        body = {"buckets": buckets, "entries": entries, "next": nxt,
+                "progress": self.repl.progress() if cursor == 0 else {}}
+        return [self._reply(MsgType.SYNC_REPLY, body)]
+
+    def _on_sync_reply(self, msg: Peer, now: int) -> list[Out]:
+        walk = self.walk
+        if walk is None or walk.peer != msg.sender:
+            return []  # a late answer to a pass we gave up
+        b = msg.body
+        buckets, nxt = _field(b, "buckets", list), _field(b, "next", int)
+        _check(all(type(x) is int and 0 <= x < NBUCKETS for x in buckets), "buckets")  # type: ignore
+        entries = [_entry(w) for w in _field(b, "entries", list)]  # type: ignore[union-attr]
+        if walk.cursor == 0:
+            walk.progress = _progress(_field(b, "progress", dict))  # type: ignore[arg-type]
+        push = to_push(self.node.store, buckets, [entry_to_wire(k, e)  # type: ignore[arg-type]
+                                                  for _, k, e in entries])
+        walk.pulled += self._merge(entries)
+        walk.buckets += len(buckets)  # type: ignore[arg-type]
+        walk.pushed += len(push)
+        member = self.ms.get(walk.peer)
+        assert member is not None
+        out = [self._request(member.address, MsgType.SYNC_PUSH, {"entries": push})] if push \
+            else []
+        if nxt == -1:
+            return out + self._finish_walk(walk, now)
+        _check(type(nxt) is int and 0 < nxt < NBUCKETS, "next")  # type: ignore[operator]
+        walk.cursor, walk.sent = nxt, now  # type: ignore[assignment]
+        return [*out, self._sync_step(member.address, nxt)]  # type: ignore[arg-type]
+
+    def _finish_walk(self, walk: Walk, now: int) -> list[Out]:
+        self.walk = None
+        self.repl.adopt(walk.progress or {})
+        self._prune_claims()
+        ae = self.ae
+        ae.rounds += 1
+        ae.buckets_repaired += walk.buckets
+        ae.keys_pulled += walk.pulled
+        ae.keys_pushed += walk.pushed
+        ae.last_sync[walk.peer] = now
+        wanted, self.sync_wanted = self.sync_wanted, None
+        return self._start_walk(wanted, now) if wanted and wanted != walk.peer else []
+
+    def _prune_claims(self) -> None:
+        for origin, claims in self.claims.items():
+            stream = self.repl.streams.get(origin)
+            done = stream.contiguous if stream else 0
+            for m in [m for m, c in claims.items() if c.latest <= done]:
+                del claims[m]
+
+    def _on_sync_push(self, msg: Peer, now: int) -> list[Out]:
+        entries = [_entry(w) for w in _field(msg.body, "entries", list)]  # type: ignore
+        self._merge(entries)
+        return []
+
+    def _merge(self, entries: list) -> int:
+        node, won = self.node, 0
+        for _, key, entry in entries:
+            node.clock.observe(entry.stamp)
+            won += node.apply(key, entry, 0)
+        return won
+
+    # -- time -----------------------------------------------------------------------------
+
+    def tick(self, now: int) -> list[Out]:
+        out: list[Out] = []
+        self.ms.me.last_seen = now
+        if not self.welcomed and now >= self.next_join:
+            self.next_join = now + self.s.request_timeout_ms
+            out += [self._request(a, MsgType.JOIN, self._join_body()) for a in self.seeds]
+        self.ms.tick(now)
+        if now >= self.next_heartbeat:
+            self.next_heartbeat = now + self.s.timers.heartbeat_ms
+            out.append(self._heartbeat(now))
+        out += self._ask_gaps(now)
+        out += self._sync_tick(now)
+        if now >= self.next_gc:
+            self.next_gc = now + self.s.gc_every_ms
+            self.collect_tombstones(now)
+        return out
+
+    def _join_body(self) -> dict:
+        me = self.ms.me
+        return {"address": me.address, "gossip": me.gossip, "incarnation": me.incarnation}
+
+    def _heartbeat(self, now: int) -> Out:
+        me, node = self.ms.me, self.node
+        silent = self.s.timers.suspect_after_ms
+        hears = [m.name for m in self.ms.others() if now - m.last_seen <= silent]
+        low = self.low_water()
+        body = {"incarnation": me.incarnation, "members": [m.wire() for m in
+                self.ms.members.values()], "vector": self.repl.vector(),
+                "stream": [self.epoch, self.repl.mine.base, self.published, node.clock.now()],
+                "low": -1 if low == INF else int(low), "hears": hears}
+        return self._publish(MsgType.HEARTBEAT, body)
+
+    def _ask_gaps(self, now: int, only: str | None = None) -> list[Out]:
+        """Ask for writes someone claimed long enough ago that we still lack: one chunk in
+        flight per origin, to the member that claimed the most. `only` continues a catch-up
+        already under way (no grace: the range is known lost)."""
+        out = []
+        grace, timeout = self.s.gap_grace_ms, self.s.request_timeout_ms
+        for origin, claims in self.claims.items():
+            if only is not None and origin != only:
+                continue
+            stream = self.repl.streams.get(origin)
+            if stream is None:
+                continue
+            ripe = {m: c.latest for m, c in claims.items()
+                    if c.latest > stream.contiguous and self._reachable(m)
+                    and (only is not None or (c.seq > stream.contiguous
+                                              and now - c.since >= grace))}
+            pending = self.pending.get(origin)
+            if not ripe or (pending is not None and now - pending[1] < timeout):
+                continue
+            member = max(ripe, key=lambda m: ripe[m])
+            last = min(ripe[member], stream.contiguous + self.s.catchup_chunk)
+            self.pending[origin] = (member, now)
+            self.counters["catchup_requests"] += 1
+            body = {"origin": origin, "epoch": stream.epoch, "first": stream.contiguous + 1,
+                    "last": last}
+            out.append(self._request(self.ms.members[member].address, MsgType.CATCHUP, body))
+        return out
+
+    def _reachable(self, name: str) -> bool:
+        m = self.ms.get(name)
+        return m is not None and m.status in (Status.ALIVE, Status.SUSPECT)
+
+    def _sync_tick(self, now: int) -> list[Out]:
+        walk = self.walk
+        if walk is not None and now - walk.sent > 2 * self.s.request_timeout_ms:
+            self.walk = None
+            self.ae.aborted += 1
+        if now < self.next_sync or self.walk is not None:
+            return []
+        self.next_sync = now + self.s.sync_every_ms
+        peers = [m.name for m in self.ms.others() if m.status is Status.ALIVE]
+        return self._start_walk(self.rng.choice(peers), now) if peers else []
+
+    # -- tombstones ---------------------------------------------------------------------------
+
+    def low_water(self) -> float:
+        """A stamp at or below which we hold every write of every member that has not left."""
+        return self.repl.low_water([m.name for m in self.ms.others()
+                                    if m.status is not Status.LEFT])
+
+    def gc_horizon(self) -> float:
+        """Tombstones at or below this stamp are known to every member that has not left."""
+        horizon = self.low_water()
+        for m in self.ms.others():
+            if m.status is not Status.LEFT:
+                horizon = min(horizon, self.low_waters.get(m.name, 0))
+        return horizon
+
+    def collect_tombstones(self, now: int) -> int:
+        """Drop the tombstones every member has seen, or older than the maximum age, from the
+        next few buckets (a full sweep every NBUCKETS / gc_buckets ticks, no long pauses)."""
+        horizon, oldest = self.gc_horizon(), now - self.s.tombstone_max_age_ms
+        store, dropped = self.node.store, 0
+        for _ in range(self.s.gc_buckets):
+            b, self.gc_cursor = self.gc_cursor, (self.gc_cursor + 1) % NBUCKETS
+            for key, e in store.bucket_items(b):
+                if e.value is None and (e.stamp <= horizon or stamp_ms(e.stamp) < oldest):
+                    store.remove(key)
+                    dropped += 1
+        self.counters["tombstones_collected"] += dropped
+        return dropped
+
+    def leave(self, now: int) -> list[Out]:
+        """A graceful stop: tell everyone, on gossip and directly."""
+        self.ms.leave()
+        body = {"incarnation": self.ms.me.incarnation, "epoch": self.epoch,
+                "seq": self.published}
+        out = [self._publish(MsgType.LEAVE, body)]
+        out += [self._request(m.address, MsgType.LEAVE, body) for m in self.ms.live()
+                if m is not self.ms.me]
+        return out
+
+    # -- introspection ------------------------------------------------------------------------
+
+    def members_view(self, now: int) -> list[dict]:
+        return [self._member_row(m, now) for m in
+                sorted(self.ms.members.values(), key=lambda m: m.name)]
+
+    def _member_row(self, m: Member, now: int) -> dict:
+        is_me = m is self.ms.me
+        stream = self.repl.streams.get(m.name)
+        behind = 0 if is_me or stream is None else len(stream.ahead) + max(
+            [c.latest - stream.contiguous for c in self.claims.get(m.name, {}).values()] or [0])
+        return {"name": m.name, "address": m.address, "gossip": m.gossip,
+                "status": m.status.value, "self": is_me, "incarnation": m.incarnation,
+                "last_seen_ms": 0 if is_me else now - m.last_seen, "lag": max(0, behind)}
+
+    def info(self, now: int) -> dict:
+        counts = self.ms.counts()
+        info: dict = {"members": len(self.ms.members) - counts["members_left"], **counts,
+                      "cluster": self.s.cluster, "epoch": self.epoch}
+        info.update(self.ae.info(now))
+        info.update({k: v for k, v in sorted(self.counters.items())})
+        return info
+
+
+def _progress(raw: dict) -> dict:
+    out = {}
+    for origin, v in raw.items():
+        _check(type(origin) is str and isinstance(v, list) and len(v) == 5, "progress")
+        epoch, base, seq, stable, frozen = v
+        _check(all(type(x) is int for x in (epoch, base, seq, stable)) and type(frozen) is bool,
+               "progress")
+        out[origin] = [epoch, base, seq, stable_from_wire(stable), frozen]
+    return out
+
+
+_STATUS = {s.value: s for s in Status}
+_FROM_ANYONE = {MsgType.JOIN, MsgType.WELCOME}
+_HANDLERS = {
+    MsgType.JOIN: Cluster._on_join,
+    MsgType.WELCOME: Cluster._on_welcome,
+    MsgType.HEARTBEAT: Cluster._on_heartbeat,
+    MsgType.GOSSIP: Cluster._on_gossip,
+    MsgType.CATCHUP: Cluster._on_catchup,
+    MsgType.CATCHUP_REPLY: Cluster._on_catchup_reply,
+    MsgType.SYNC: Cluster._on_sync,
+    MsgType.SYNC_REPLY: Cluster._on_sync_reply,
+    MsgType.SYNC_PUSH: Cluster._on_sync_push,
+    MsgType.LEAVE: Cluster._on_leave,
+}
