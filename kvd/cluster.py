@@ -127,6 +127,7 @@ class Cluster:
         self.next_gc = now
         self.gc_cursor = 0
         node.info_sources.append(lambda: self.info(self.ms.me.last_seen))
+        node.members_source = self.members_view
 
     # -- messages out ---------------------------------------------------------------------
 

@@ -36,7 +36,8 @@ class Config:
     fsync: str = "everysec"
     log_level: str = "info"
     max_value_size: int = 16 * 1024 * 1024
-    cluster: str = "kv"
+    cluster: str = "kv"  # peers must carry the same name; guards against crossed wires
+    tombstone_max_age: int = 7 * 24 * 3600  # seconds; see README "Tombstones"
 
     def resolve(self) -> Config:
         """Fill in the defaults that depend on other settings; check the values."""

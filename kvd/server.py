@@ -9,6 +9,11 @@ log flush, one fsync per turn instead of per request.
 Bad input never stops the loop: a frame that does not decode gets an error reply (request id 0)
 and is counted; a peer that fails the ZeroMQ handshake (garbage bytes on the port) is counted
 from the socket monitor.
+
+The cluster (kvd.peers, when attached) rides the same loop: requests from other nodes arrive on
+the ROUTER next to client requests, gossip and replies on the peers' sockets; what they apply is
+committed to the log in the same turn as local writes, and our own writes of the turn are
+published as one gossip message after the commit.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from kvd.hlc import wall_ms
 from kvd.node import Change, Context, Node
+from kvd.peers import Peers
 from shared import codec
 from shared.errors import KvError, ProtocolError, StorageError
 
@@ -106,6 +112,14 @@ class Server:
                 ) from None
             raise BindError(f"cannot listen on {bind}:{port}: {exc.strerror}") from None
         node.info_sources.append(self._info)
+        self.poller = zmq.Poller()
+        self.poller.register(self._router, zmq.POLLIN)
+        self.poller.register(self._monitor, zmq.POLLIN)
+        self.peers: Peers | None = None
+
+    def attach(self, peers: Peers) -> None:
+        """Join the loop to a cluster: its sockets are polled and its messages handled here."""
+        self.peers = peers
 
     def _info(self) -> dict:
         info = {
@@ -127,36 +141,37 @@ class Server:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._router, zmq.POLLIN)
-        poller.register(self._monitor, zmq.POLLIN)
         next_tick = time.monotonic()
         while not self._stopping:
             timeout = max(0.0, next_tick - time.monotonic())
-            ready = dict(poller.poll(timeout * 1000))
-            if self._router in ready:
-                self._turn()
+            ready = dict(self.poller.poll(timeout * 1000))
+            if self._router in ready or (self.peers and len(ready) > (self._monitor in ready)):
+                self._turn(ready)
             if self._monitor in ready:
                 self._drain_monitor()
             if time.monotonic() >= next_tick:
                 self._housekeeping()
                 next_tick = time.monotonic() + TICK_S
         log.info("stopping: flushing the log")
+        if self.peers is not None:
+            self.peers.leave(wall_ms())
 
-    def _turn(self) -> None:
+    def _turn(self, ready: dict) -> None:
         node, router = self.node, self._router
         ctx = Context(now=wall_ms())
         out: list[list[bytes]] = []
         pending: list[Pending] = []  # replies that depend on this turn's log commit
-        for _ in range(MAX_DRAIN):
+        for _ in range(MAX_DRAIN if self._router in ready else 0):
             try:
                 frames = router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
             self._handle(frames, ctx, out, pending)
+        if self.peers is not None:
+            self.peers.drain(ready, ctx.now)
         changes = node.take_changes()
-        if changes:
-            self._commit(changes, out, pending)
+        if changes and self._commit(changes, out, pending) and self.peers is not None:
+            self.peers.route(self.peers.cluster.committed(changes, ctx.now))
         for client, rid, event in ctx.events:
             out.append([client, codec.encode_event(rid, event)])
         for frames in out:
@@ -187,6 +202,8 @@ class Server:
             self._handle_batch(client, msg, ctx, out, pending)
         elif isinstance(msg, codec.Cancel):
             self.node.watches.cancel(client, msg.request_id)
+        elif isinstance(msg, codec.Peer) and self.peers is not None:
+            self.peers.on_request(msg, ctx.now, lambda frame: out.append([client, frame]))
         else:
             self.counters["bad_frames"] += 1
             err = ProtocolError("clients send REQUEST, BATCH or CANCEL messages")
@@ -206,7 +223,7 @@ class Server:
         if len(node.changes) != start:
             pending.append(Pending(len(out) - 1, True, replies))
 
-    def _commit(self, changes: list[Change], out: list, pending: list) -> None:
+    def _commit(self, changes: list[Change], out: list, pending: list) -> bool:
         """Log the turn's writes; if the log refuses, undo them and fail those replies."""
         try:
             self.log.append(changes)
@@ -220,10 +237,11 @@ class Server:
                     codec.encode_batch_reply(failed) if p.batch
                     else codec.encode_reply(*failed[0])
                 )
-            return
+            return False
         for change in changes:
             for client, rid, event in self.node.watches.record(change.key, change.entry):
                 out.append([client, codec.encode_event(rid, event)])
+        return True
 
     def _send(self, frames: list[bytes]) -> None:
         try:
@@ -250,8 +268,12 @@ class Server:
     def _housekeeping(self) -> None:
         self.node.store.expire_due(wall_ms(), EXPIRE_PER_TICK)
         self.log.tick(time.monotonic())
+        if self.peers is not None:
+            self.peers.tick(wall_ms())
 
     def close(self) -> None:
+        if self.peers is not None:
+            self.peers.close()
         self.log.close()
         self._router.disable_monitor()
         self._monitor.close(linger=0)
