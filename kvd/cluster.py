@@ -554,7 +554,7 @@ class Cluster:
         info: dict = {"members": len(self.ms.members) - counts["members_left"], **counts,
                       "cluster": self.s.cluster, "epoch": self.epoch}
         info.update(self.ae.info(now))
-        info.update({k: v for k, v in sorted(self.counters.items())})
+        info.update({k: self.counters[k] for k in sorted({*COUNTERS, *self.counters})})
         return info
 
 
@@ -569,6 +569,9 @@ def _progress(raw: dict) -> dict:
     return out
 
 
+COUNTERS = ("received", "duplicates", "relayed", "catchup_requests", "catchup_received",
+            "catchup_served", "catchup_gone", "tombstones_collected", "dropped_wrong_cluster",
+            "dropped_stranger", "dropped_malformed", "dropped_bad_version", "dropped_requests")
 _STATUS = {s.value: s for s in Status}
 _FROM_ANYONE = {MsgType.JOIN, MsgType.WELCOME}
 _HANDLERS = {

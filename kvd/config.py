@@ -38,6 +38,7 @@ class Config:
     max_value_size: int = 16 * 1024 * 1024
     cluster: str = "kv"  # peers must carry the same name; guards against crossed wires
     tombstone_max_age: int = 7 * 24 * 3600  # seconds; see README "Tombstones"
+    gossip_hwm: int = 1000  # gossip messages queued per subscriber before PUB drops
 
     def resolve(self) -> Config:
         """Fill in the defaults that depend on other settings; check the values."""

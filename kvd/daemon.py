@@ -103,7 +103,7 @@ def open_cluster(cfg: Config, node: Node, server: Server) -> Peers:
     settings = Settings(cluster=cfg.cluster, tombstone_max_age_ms=cfg.tombstone_max_age * 1000)
     core = Cluster(node, f"{cfg.connect_host}:{cfg.gossip_port}", settings, wall_ms(),
                    seeds=cfg.join, known=load_members(cfg.data_dir))
-    return Peers(core, cfg.bind, cfg.gossip_port, cfg.data_dir, server.poller)
+    return Peers(core, cfg.bind, cfg.gossip_port, cfg.data_dir, server.poller, cfg.gossip_hwm)
 
 
 def open_log(cfg: Config, node: Node):

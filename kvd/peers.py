@@ -30,7 +30,6 @@ from shared.errors import KvError, VersionError
 log = logging.getLogger("kvd.peers")
 
 MEMBERS_FILE = "members.json"
-GOSSIP_HWM = 10_000  # messages; each carries up to Settings.gossip_chunk writes
 MAX_DRAIN = 2048  # peer messages per loop turn
 MAX_PEER_MESSAGE = 256 * 1024 * 1024
 
@@ -53,13 +52,15 @@ def save_members(data_dir: Path, members: list[list]) -> None:
 
 class Peers:
     def __init__(self, cluster: Cluster, bind: str, gossip_port: int, data_dir: Path | None,
-                 poller: zmq.Poller) -> None:
+                 poller: zmq.Poller, hwm: int = 1000) -> None:
+        """`hwm`: gossip messages (each up to Settings.gossip_chunk writes) queued per
+        subscriber; past it PUB drops and gap repair takes over, so memory stays bounded."""
         self.cluster = cluster
         self.data_dir = data_dir
         self._poller = poller
         ctx = zmq.Context.instance()
         self.pub = ctx.socket(zmq.PUB)
-        self.pub.setsockopt(zmq.SNDHWM, GOSSIP_HWM)
+        self.pub.setsockopt(zmq.SNDHWM, hwm)
         self.pub.setsockopt(zmq.LINGER, 1000)  # LEAVE gets out on a graceful stop
         try:
             self.pub.bind(f"tcp://{bind}:{gossip_port}")
@@ -71,7 +72,7 @@ class Peers:
             ) from None
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.setsockopt(zmq.RCVHWM, GOSSIP_HWM)
+        self.sub.setsockopt(zmq.RCVHWM, hwm)
         self.sub.setsockopt(zmq.MAXMSGSIZE, MAX_PEER_MESSAGE)
         self.sub.setsockopt(zmq.RECONNECT_IVL, 200)
         poller.register(self.sub, zmq.POLLIN)
@@ -124,7 +125,7 @@ class Peers:
         for out in outs:
             frame = codec.encode_peer(out.msg)
             if out.dest is Dest.PUBLISH:
-                self._send(self.pub, frame, "dropped_gossip")
+                self.pub.send(frame, zmq.NOBLOCK)  # never blocks: PUB drops silently
             elif out.dest is Dest.REQUEST:
                 self._send(self._dealer(out.to), frame, "dropped_requests")
             elif reply is not None:
@@ -133,8 +134,8 @@ class Peers:
     def _send(self, sock: zmq.Socket, frame: bytes, counter: str) -> None:
         try:
             sock.send(frame, zmq.NOBLOCK)
-        except zmq.Again:
-            self.cluster.counters[counter] += 1  # repaired later: catch-up or anti-entropy
+        except zmq.Again:  # the peer is down or slow: the request is retried on a timer
+            self.cluster.counters[counter] += 1
 
     def _dealer(self, address: str) -> zmq.Socket:
         sock = self.dealers.get(address)
