@@ -174,7 +174,7 @@ class Store:
         match = matcher(pattern)
         found: list[bytes] = []
         b = max(0, cursor)
-        budget = max(256, count * 10)  # empty buckets are cheap; small stores finish in one call
+        budget = max(NBUCKETS, count * 10)  # empty buckets are cheap: small stores take one call
         while b < NBUCKETS and len(found) < count and budget > 0:
             found.extend(
                 k for k, e in self._buckets[b].items()
