@@ -92,5 +92,5 @@ class Counters:
             "ae_buckets_repaired": self.buckets_repaired,
             "ae_keys_pulled": self.keys_pulled,
             "ae_keys_pushed": self.keys_pushed,
-            "ae_last_sync_ms_ago": {p: now - t for p, t in sorted(self.last_sync.items())},
+            "ae_last_sync_ms_ago": {p: max(0, now - t) for p, t in sorted(self.last_sync.items())},
         }

@@ -47,7 +47,8 @@ class Settings:
     timers: Timers = field(default_factory=Timers)
     sync_every_ms: int = 2000  # anti-entropy period
     request_timeout_ms: int = 1500
-    gap_grace_ms: int = 1000  # how long a write may be in flight before we call it lost
+    gap_grace_ms: int = 500  # how long a write may be in flight before we call it lost
+    join_retry_ms: int = 500
     catchup_chunk: int = 2000
     gossip_chunk: int = 1000
     gc_every_ms: int = 200
@@ -424,7 +425,7 @@ class Cluster:
         out: list[Out] = []
         self.ms.me.last_seen = now
         if not self.welcomed and now >= self.next_join:
-            self.next_join = now + self.s.request_timeout_ms
+            self.next_join = now + self.s.join_retry_ms
             out += [self._request(a, MsgType.JOIN, self._join_body()) for a in self.seeds]
         self.ms.tick(now)
         if now >= self.next_heartbeat:

@@ -6,8 +6,9 @@ The Harmony pattern of the ZeroMQ Guide, one socket kind per direction:
   LEAVE. PUB drops what a slow subscriber cannot take (past SNDHWM); gap repair makes up for it.
 - one SUB connected to every member's PUB (reconnects on its own when a member comes back).
 - one DEALER per peer, connected to its client ROUTER port, for requests (JOIN, CATCHUP, SYNC,
-  SYNC_PUSH, LEAVE) and their replies. IMMEDIATE: nothing queues for a peer that is down,
-  so a member that comes back is not flooded with stale requests.
+  SYNC_PUSH, LEAVE) and their replies. Requests queue (up to SNDHWM) while the connection is
+  being made, so the first JOIN is not lost; a stale request that reaches a peer late is
+  harmless (answers to a pass or catch-up no longer wanted are ignored, writes are LWW).
 
 Requests from peers arrive on our client ROUTER; kvd.server hands them to `on_request`.
 The member list is kept in `members.json` in the data dir, so a restarted node rejoins.
@@ -142,7 +143,6 @@ class Peers:
         if sock is None:
             sock = zmq.Context.instance().socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 500)
-            sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.SNDHWM, 1000)
             sock.setsockopt(zmq.RCVHWM, 1000)
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_PEER_MESSAGE)
