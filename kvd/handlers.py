@@ -8,13 +8,16 @@ sockets or files; writes go through `Node.write`, which records them for the log
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from kvd.node import Context, Node
 from kvd.store import NBUCKETS
 from shared.commands import COMMANDS, Call, lookup
 from shared.errors import SyntaxError_
 
-Handler = Callable[[Node, Call, Context], object]
+if TYPE_CHECKING:  # the node dispatches to handlers; handlers only need its type
+    from kvd.node import Context, Node
+
+Handler = Callable[["Node", Call, "Context"], object]
 OK = "OK"
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kvd import __version__
+from kvd.handlers import HANDLERS
 from kvd.hlc import HybridClock
 from kvd.store import Entry, Store
 from kvd.watch import WatchHub
@@ -104,8 +105,6 @@ class Node:
 
     def execute(self, argv: list[bytes], ctx: Context) -> object:
         """Run one command; returns the reply value, or the KvError to send back."""
-        from kvd.handlers import HANDLERS  # handlers import Node for typing
-
         try:
             command = self._command(argv[0])
             if max(map(len, argv)) > MAX_KEY or command.mutating:

@@ -5,7 +5,8 @@ Invariants:
   absolute expiry (`expires_at`, Unix ms, 0 for none). A deletion is a tombstone entry
   (`value is None`) with its own stamp, so a late, older write cannot bring a key back.
 - `merge()` is the only way in: an entry replaces the stored one only if its (stamp, origin)
-  is greater. Applying the same entries in any order gives the same store.
+  is greater (`_newer`, a total order). Applying the same entries in any order, any number of
+  times, gives the same store.
 - Keys live in `NBUCKETS` buckets by a stable hash. A SCAN cursor is a bucket index, so a key
   that exists for the whole scan is returned (its bucket never changes). Anti-entropy compares
   the per-bucket digests and exchanges only the buckets that differ.
@@ -53,6 +54,19 @@ class Entry:
 
     def live(self, now: int) -> bool:
         return self.value is not None and (self.expires_at == 0 or self.expires_at > now)
+
+
+def _newer(new: Entry, old: Entry) -> bool:
+    """Last-writer-wins as a total order, so every node picks the same winner.
+
+    Versions are unique per write in practice (an origin never reuses a stamp); should two
+    writes ever share one (a clock bug, a hand-made log), the data breaks the tie the same way
+    on every node instead of leaving the winner to arrival order.
+    """
+    if new.stamp != old.stamp or new.origin != old.origin:
+        return (new.stamp, new.origin) > (old.stamp, old.origin)
+    return (new.value is not None, new.value or b"", new.expires_at) > (
+        old.value is not None, old.value or b"", old.expires_at)
 
 
 def bucket_of(key: bytes) -> int:
@@ -104,7 +118,7 @@ class Store:
         b = zlib.crc32(key) & (NBUCKETS - 1)
         bucket = self._buckets[b]
         old = bucket.get(key)
-        if old is not None and (old.stamp, old.origin) >= (entry.stamp, entry.origin):
+        if old is not None and not _newer(entry, old):
             return False
         bucket[key] = entry
         self._account(b, key, old, -1)
