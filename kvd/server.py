@@ -88,6 +88,7 @@ class Server:
                  max_message: int | None = None) -> None:
         self.node = node
         self.log = log_ or NullLog()
+        self.peers: Peers | None = None
         self.counters: Counter[str] = Counter()
         self._stopping = False
         self._ctx = zmq.Context.instance()
@@ -115,7 +116,6 @@ class Server:
         self.poller = zmq.Poller()
         self.poller.register(self._router, zmq.POLLIN)
         self.poller.register(self._monitor, zmq.POLLIN)
-        self.peers: Peers | None = None
 
     def attach(self, peers: Peers) -> None:
         """Join the loop to a cluster: its sockets are polled and its messages handled here."""

@@ -158,3 +158,19 @@ def test_peer_messages_that_do_not_belong_are_dropped_and_counted(kvd, frame: by
         sock.close()
     with kvd.client() as c:
         assert c.ping() == "PONG" and c.dbsize() == 0
+
+
+def test_gossip_port_in_use_is_one_clear_line(kvd_factory, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tests.procs import env_for, free_port
+
+    first = kvd_factory("first")
+    done = subprocess.run(
+        [sys.executable, "-m", "kvd", "start", "--foreground", "--port", str(free_port()),
+         "--gossip-port", str(first.gossip_port), "--data-dir", str(tmp_path / "other")],
+        capture_output=True, text=True, env=env_for(tmp_path), timeout=60)
+    assert done.returncode != 0
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("kvd:")]
+    assert len(lines) == 1 and "gossip port" in lines[0], done.stderr

@@ -54,7 +54,7 @@ def assert_converged(net: SimNet, model: Model) -> None:
 op = st.tuples(
     st.integers(0, 2),  # node
     st.integers(0, 15),  # key
-    st.sampled_from(["set", "del", "ttl"]),
+    st.sampled_from(["set", "set", "del", "ttl", "restart"]),
     st.integers(0, 60),  # ms to let pass after it
 )
 
@@ -74,6 +74,9 @@ def test_random_writes_under_faults_converge_to_lww(ops, drop, dup, spread, cut,
     model = Model()
     for i, (who, k, kind, pause) in enumerate(ops):
         key, name = b"k%d" % k, f"n{who}"
+        if kind == "restart":  # a crash; it comes back with its data (as from its log)
+            net.restart(name, keep_data=True)
+            continue
         value = None if kind == "del" else b"v%d" % i
         expires = net.now + 100 if kind == "ttl" else 0
         model.record(key, net.write(name, key, value, expires))
