@@ -61,6 +61,7 @@ class Settings:
 class Claim:
     """What a member told us it holds of one origin's stream."""
 
+    epoch: int  # claims about an earlier epoch of the origin are void
     seq: int  # the claim being watched
     since: int  # ms, when it was made
     latest: int  # the highest seq claimed
@@ -255,8 +256,8 @@ class Cluster:
             return
         claims = self.claims.setdefault(origin, {})
         claim = claims.get(member)
-        if claim is None:
-            claims[member] = Claim(seq, now, seq)
+        if claim is None or claim.epoch != epoch:
+            claims[member] = Claim(epoch, seq, now, seq)
             return
         claim.latest = max(claim.latest, seq)
         if claim.seq <= stream.contiguous:  # the watched claim was met: watch this one
@@ -390,6 +391,9 @@ class Cluster:
     def _finish_walk(self, walk: Walk, now: int) -> list[Out]:
         self.walk = None
         self.repl.adopt(walk.progress or {})
+        for m in self.ms.others():
+            if m.status is Status.LEFT:  # it cannot vouch for its own stream any more
+                self.repl.vouch(m.name)
         self._prune_claims()
         ae = self.ae
         ae.rounds += 1
@@ -404,7 +408,8 @@ class Cluster:
         for origin, claims in self.claims.items():
             stream = self.repl.streams.get(origin)
             done = stream.contiguous if stream else 0
-            for m in [m for m, c in claims.items() if c.latest <= done]:
+            epoch = stream.epoch if stream else 0
+            for m in [m for m, c in claims.items() if c.latest <= done or c.epoch != epoch]:
                 del claims[m]
 
     def _on_sync_push(self, msg: Peer, now: int) -> list[Out]:
@@ -466,7 +471,8 @@ class Cluster:
             if stream is None:
                 continue
             ripe = {m: c.latest for m, c in claims.items()
-                    if c.latest > stream.contiguous and self._reachable(m)
+                    if c.epoch == stream.epoch and c.latest > stream.contiguous
+                    and self._reachable(m)
                     and (only is not None or (c.seq > stream.contiguous
                                               and now - c.since >= grace))}
             pending = self.pending.get(origin)
@@ -499,9 +505,11 @@ class Cluster:
     # -- tombstones ---------------------------------------------------------------------------
 
     def low_water(self) -> float:
-        """A stamp at or below which we hold every write of every member that has not left."""
+        """A stamp at or below which we hold every write of every member: one that left
+        counts until we hold its last write (its stream's stable stamp is then infinite)."""
+        streams = self.repl.streams
         return self.repl.low_water([m.name for m in self.ms.others()
-                                    if m.status is not Status.LEFT])
+                                    if m.status is not Status.LEFT or m.name in streams])
 
     def gc_horizon(self) -> float:
         """Tombstones at or below this stamp are known to every member that has not left."""

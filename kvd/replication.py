@@ -172,6 +172,14 @@ class Replication:
                 stream.stable = max(stream.stable, stable)
             self._advance(stream)
 
+    def vouch(self, origin: str) -> None:
+        """Unfreeze a stream no one else can unfreeze (its origin left): a completed pass
+        gave us what our peer held, which is as far as anyone can know."""
+        stream = self.streams.get(origin)
+        if stream is not None and stream.frozen:
+            stream.frozen = False
+            self._settle(stream)
+
     def progress(self) -> dict[str, list]:
         """What `adopt` takes: origin -> [epoch, base, contiguous, stable, frozen]."""
         return {o: [s.epoch, s.base, s.contiguous, _wire_stable(s.stable), s.frozen]

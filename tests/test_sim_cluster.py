@@ -196,3 +196,15 @@ def test_strangers_other_clusters_and_malformed_bodies_are_dropped_and_counted()
     c = core.counters
     assert (c["dropped_wrong_cluster"], c["dropped_stranger"], c["dropped_malformed"]) == (1, 1, 5)
     assert net.nodes["n0"].node.store.digest == before  # nothing half-applied
+
+
+def test_a_member_that_left_does_not_hold_back_collection() -> None:
+    net = cluster(3)
+    net.write("n2", b"from-n2", b"v")
+    net.run(3000)
+    n2 = net.nodes["n2"]
+    net._route(n2, n2.cluster.leave(net.now), None)
+    n2.up = False
+    net.write("n0", b"k", b"v")
+    net.write("n0", b"k", None)
+    assert net.run_until(lambda: all(x.node.store.tombstones == 0 for x in net.live()), 30_000)
