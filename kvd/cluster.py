@@ -116,6 +116,7 @@ class Cluster:
         self.pending: dict[str, tuple[str, int]] = {}  # origin -> (member, sent ms)
         self.claims: dict[str, dict[str, Claim]] = {}  # origin -> member -> what it holds
         self.low_waters: dict[str, float] = {}
+        self.acked: dict[str, int] = {}  # member -> how far it holds our current stream
         self.hears: dict[str, set[str]] = {}
         for name, address, gossip_, *_ in known or []:
             if name != node.name:
@@ -239,7 +240,9 @@ class Cluster:
         for origin, v in vector.items():  # type: ignore[union-attr]
             _check(type(origin) is str and isinstance(v, list) and len(v) == 3
                    and all(type(x) is int for x in v), "vector")
-            if origin != sender and self.ms.is_member(origin):
+            if origin == self.node.name and v[0] == self.epoch:
+                self.acked[sender] = v[2]
+            elif origin != sender and self.ms.is_member(origin):
                 self._claim(sender, origin, *v, now)
         self.low_waters[sender] = stable_from_wire(_field(b, "low", int))  # type: ignore
         self.hears[sender] = set(_field(b, "hears", list))  # type: ignore[arg-type]
@@ -550,13 +553,18 @@ class Cluster:
                 sorted(self.ms.members.values(), key=lambda m: m.name)]
 
     def _member_row(self, m: Member, now: int) -> dict:
+        """`lag`: how many of our writes the member had not acknowledged in its last heartbeat;
+        `behind`: how many of its writes we know of and do not hold yet."""
         is_me = m is self.ms.me
         stream = self.repl.streams.get(m.name)
-        behind = 0 if is_me or stream is None else len(stream.ahead) + max(
-            [c.latest - stream.contiguous for c in self.claims.get(m.name, {}).values()] or [0])
+        behind = 0 if is_me or stream is None else max(
+            [c.latest - stream.contiguous for c in self.claims.get(m.name, {}).values()]
+            + [len(stream.ahead)])
+        lag = 0 if is_me else self.published - self.acked.get(m.name, self.repl.mine.base - 1)
         return {"name": m.name, "address": m.address, "gossip": m.gossip,
                 "status": m.status.value, "self": is_me, "incarnation": m.incarnation,
-                "last_seen_ms": 0 if is_me else now - m.last_seen, "lag": max(0, behind)}
+                "last_seen_ms": 0 if is_me else max(0, now - m.last_seen),
+                "lag": max(0, lag), "behind": max(0, behind)}
 
     def info(self, now: int) -> dict:
         counts = self.ms.counts()

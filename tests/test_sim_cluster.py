@@ -208,3 +208,14 @@ def test_a_member_that_left_does_not_hold_back_collection() -> None:
     net.write("n0", b"k", b"v")
     net.write("n0", b"k", None)
     assert net.run_until(lambda: all(x.node.store.tombstones == 0 for x in net.live()), 30_000)
+
+
+def test_members_show_replication_lag_of_a_cut_off_member() -> None:
+    net = cluster(3)
+    net.faults = Faults(cut={frozenset(("n0", "n2")), frozenset(("n1", "n2"))})
+    for i in range(40):
+        net.write("n0", b"k%d" % i, b"v")
+    net.run(1000)
+    rows = {r["name"]: r for r in net.nodes["n0"].cluster.members_view(net.now)}
+    assert rows["n1"]["lag"] == 0 and rows["n2"]["lag"] == 40
+    assert rows["n2"]["last_seen_ms"] >= 800 and rows["n0"]["self"]
