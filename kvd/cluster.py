@@ -1,9 +1,10 @@
-"""The cluster: membership, replication streams and anti-entropy tied into one sans-IO core.
+"""The cluster: membership, replication streams and repair tied into one sans-IO core.
 
 `Cluster` takes peer messages, the node's committed changes and the time, and returns `Out`s:
 what to publish on the gossip PUB socket, what to send to a peer's ROUTER (by address), and
 what to answer the peer whose request is being handled. kvd.peers moves the bytes; the tests'
-simulator (tests/sim.py) moves them in memory with a fake clock.
+simulator (tests/sim.py) moves them in memory with a fake clock. Gap repair and anti-entropy
+live in kvd.repair (mixed in), the message bodies' checks in kvd.peerwire.
 
 Safety: every message must carry our cluster name (checked here) and protocol version (checked
 by the codec); gossip and heartbeats are taken only from known members, requests from anyone in
@@ -13,32 +14,20 @@ body is rejected before any of it is applied.
 
 from __future__ import annotations
 
-import enum
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from kvd.antientropy import STEP_ENTRIES, Counters, Walk, collect, entry_to_wire, to_push
+from kvd.antientropy import STEP_ENTRIES, Counters, Walk
 from kvd.hlc import stamp_ms
 from kvd.membership import Member, Membership, Status, Timers
 from kvd.node import Change, Node
+from kvd.peerwire import STATUS, Dest, Out, check, get_field, item_from_wire, wire_item
+from kvd.repair import Claim, Repair
 from kvd.replication import INF, Replication, stable_from_wire
-from kvd.store import NBUCKETS, Entry
+from kvd.store import NBUCKETS
 from shared.codec import MsgType, Peer
 from shared.errors import ProtocolError
-
-
-class Dest(enum.Enum):
-    PUBLISH = "publish"  # to every subscriber of our gossip socket
-    REQUEST = "request"  # to the ROUTER of the member at `to` (host:port)
-    REPLY = "reply"  # back to whoever sent the request being handled
-
-
-@dataclass(frozen=True, slots=True)
-class Out:
-    dest: Dest
-    msg: Peer
-    to: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,48 +46,7 @@ class Settings:
     step_entries: int = STEP_ENTRIES
 
 
-@dataclass(slots=True)
-class Claim:
-    """What a member told us it holds of one origin's stream."""
-
-    epoch: int  # claims about an earlier epoch of the origin are void
-    seq: int  # the claim being watched
-    since: int  # ms, when it was made
-    latest: int  # the highest seq claimed
-
-
-def _wire_item(seq: int, key: bytes, e: Entry) -> list:
-    return [seq, key, e.value, e.stamp, e.expires_at]
-
-
-def _check(cond: bool, what: str) -> None:
-    if not cond:
-        raise ProtocolError(f"malformed peer message: {what}")
-
-
-def _entry(w: object, origin: str | None = None) -> tuple[int, bytes, Entry]:
-    """A wire item to (seq, key, entry): gossip items carry a seq, sync entries an origin."""
-    _check(isinstance(w, list) and len(w) == 5, "an entry is a 5-item array")
-    assert isinstance(w, list)
-    if origin is None:
-        key, value, stamp, org, exp = w
-        seq = 0
-    else:
-        seq, key, value, stamp, exp = w
-        org = origin
-    _check(type(seq) is int and type(key) is bytes and (value is None or type(value) is bytes)
-           and type(stamp) is int and type(org) is str and type(exp) is int
-           and stamp >= 0 and exp >= 0, "entry fields have the wrong types")
-    return seq, key, Entry(value, stamp, org, exp)
-
-
-def _field(body: dict, name: str, kind: type) -> object:
-    value = body.get(name)
-    _check(type(value) is kind, f"{name} must be {kind.__name__}")
-    return value
-
-
-class Cluster:
+class Cluster(Repair):
     def __init__(self, node: Node, gossip: str, settings: Settings, now: int,
                  seeds: list[str] | None = None, known: list[list] | None = None,
                  rng: random.Random | None = None) -> None:
@@ -160,7 +108,7 @@ class Cluster:
         items = []
         for c in mine:
             self.repl.local(c.seq, c.key, c.entry)
-            items.append(_wire_item(c.seq, c.key, c.entry))
+            items.append(wire_item(c.seq, c.key, c.entry))
         self.published = mine[-1].seq
         return self._gossip(self.node.name, self.epoch, self.repl.mine.base, items)
 
@@ -199,15 +147,15 @@ class Cluster:
 
     def _on_join(self, msg: Peer, now: int) -> list[Out]:
         b = msg.body
-        address, gossip = _field(b, "address", str), _field(b, "gossip", str)
-        inc = _field(b, "incarnation", int)
+        address, gossip = get_field(b, "address", str), get_field(b, "gossip", str)
+        inc = get_field(b, "incarnation", int)
         self.ms.add(msg.sender, address, gossip, inc, now)  # type: ignore[arg-type]
         self.ms.heard_from(msg.sender, inc, now)  # type: ignore[arg-type]
         members = [m.wire() for m in self.ms.members.values()]
         return [self._reply(MsgType.WELCOME, {"members": members})]
 
     def _on_welcome(self, msg: Peer, now: int) -> list[Out]:
-        self._learn(msg.sender, _field(msg.body, "members", list), now)  # type: ignore[arg-type]
+        self._learn(msg.sender, get_field(msg.body, "members", list), now)  # type: ignore[arg-type]
         if not self.welcomed:
             self.welcomed = True
             self.counters["joined"] += 1
@@ -216,62 +164,44 @@ class Cluster:
 
     def _learn(self, by: str, members: list, now: int) -> None:
         for w in members:
-            _check(isinstance(w, list) and len(w) == 5, "a member is [name, address, gossip, "
+            check(isinstance(w, list) and len(w) == 5, "a member is [name, address, gossip, "
                    "incarnation, status]")
             name, address, gossip, inc, status = w
-            _check(type(name) is str and type(address) is str and type(gossip) is str
-                   and type(inc) is int and status in _STATUS, "member fields")
+            check(type(name) is str and type(address) is str and type(gossip) is str
+                   and type(inc) is int and status in STATUS, "member fields")
             if name != self.node.name and not self.ms.is_member(name) and \
-                    _STATUS[status] is not Status.LEFT:
+                    STATUS[status] is not Status.LEFT:
                 self.ms.add(name, address, gossip, inc, now)
-            self.ms.claim(by, name, inc, _STATUS[status], now)
+            self.ms.claim(by, name, inc, STATUS[status], now)
 
     def _on_heartbeat(self, msg: Peer, now: int) -> list[Out]:
         b, sender = msg.body, msg.sender
-        inc = _field(b, "incarnation", int)
-        stream = _field(b, "stream", list)
-        vector = _field(b, "vector", dict)
-        _check(len(stream) == 4 and all(type(x) is int for x in stream), "stream")  # type: ignore
+        inc = get_field(b, "incarnation", int)
+        stream = get_field(b, "stream", list)
+        vector = get_field(b, "vector", dict)
+        check(len(stream) == 4 and all(type(x) is int for x in stream), "stream")  # type: ignore
         self.ms.heard_from(sender, inc, now)  # type: ignore[arg-type]
-        self._learn(sender, _field(b, "members", list), now)  # type: ignore[arg-type]
+        self._learn(sender, get_field(b, "members", list), now)  # type: ignore[arg-type]
         epoch, base, seq, stamp = stream  # type: ignore[misc]
         self.repl.mark(sender, epoch, base, seq, stamp)
         self._claim(sender, sender, epoch, base, seq, now)
         for origin, v in vector.items():  # type: ignore[union-attr]
-            _check(type(origin) is str and isinstance(v, list) and len(v) == 3
+            check(type(origin) is str and isinstance(v, list) and len(v) == 3
                    and all(type(x) is int for x in v), "vector")
             if origin == self.node.name and v[0] == self.epoch:
                 self.acked[sender] = v[2]
             elif origin != sender and self.ms.is_member(origin):
                 self._claim(sender, origin, *v, now)
-        self.low_waters[sender] = stable_from_wire(_field(b, "low", int))  # type: ignore
-        self.hears[sender] = set(_field(b, "hears", list))  # type: ignore[arg-type]
+        self.low_waters[sender] = stable_from_wire(get_field(b, "low", int))  # type: ignore
+        self.hears[sender] = set(get_field(b, "hears", list))  # type: ignore[arg-type]
         return []
-
-    def _claim(self, member: str, origin: str, epoch: int, base: int, seq: int,
-               now: int) -> None:
-        """`member` holds `origin`'s writes up to `seq`. A claim we still lack after the grace
-        period means lost messages (not just ones in flight): then we ask for them."""
-        if origin == self.node.name:
-            return
-        stream = self.repl.observe_epoch(origin, epoch, base)
-        if stream is None or seq <= stream.contiguous:
-            return
-        claims = self.claims.setdefault(origin, {})
-        claim = claims.get(member)
-        if claim is None or claim.epoch != epoch:
-            claims[member] = Claim(epoch, seq, now, seq)
-            return
-        claim.latest = max(claim.latest, seq)
-        if claim.seq <= stream.contiguous:  # the watched claim was met: watch this one
-            claim.seq, claim.since = seq, now
 
     def _on_gossip(self, msg: Peer, now: int) -> list[Out]:
         b = msg.body
-        origin, epoch, base = _field(b, "origin", str), _field(b, "epoch", int), \
-            _field(b, "base", int)
-        raw = _field(b, "items", list)
-        items = [_entry(w, origin) for w in raw]  # type: ignore[arg-type, union-attr]
+        origin, epoch, base = get_field(b, "origin", str), get_field(b, "epoch", int), \
+            get_field(b, "base", int)
+        raw = get_field(b, "items", list)
+        items = [item_from_wire(w, origin) for w in raw]  # type: ignore[arg-type, union-attr]
         fresh = self._apply_stream(origin, epoch, base, items)  # type: ignore[arg-type]
         stream = self.repl.streams.get(origin)  # type: ignore[arg-type]
         if stream is not None and stream.ahead:
@@ -279,7 +209,7 @@ class Cluster:
         if fresh and self._must_relay(origin, msg.sender):  # type: ignore[arg-type]
             self.counters["relayed"] += len(fresh)
             return self._gossip(origin, epoch, base,  # type: ignore[arg-type]
-                                [_wire_item(*item) for item in fresh])
+                                [wire_item(*item) for item in fresh])
         return []
 
     def _apply_stream(self, origin: str, epoch: int, base: int, items: list) -> list:
@@ -302,130 +232,16 @@ class Cluster:
                 return True
         return False
 
-    def _on_catchup(self, msg: Peer, now: int) -> list[Out]:
-        b = msg.body
-        origin, epoch = _field(b, "origin", str), _field(b, "epoch", int)
-        first, last = _field(b, "first", int), _field(b, "last", int)
-        items = self.repl.serve(origin, epoch, first, last,  # type: ignore[arg-type]
-                                self.s.catchup_chunk)
-        self.counters["catchup_served"] += len(items or [])
-        stream = self.repl.streams.get(origin)  # type: ignore[arg-type]
-        base = stream.base if stream else 1
-        body = {"origin": origin, "epoch": epoch, "base": base, "gone": items is None,
-                "items": [_wire_item(*i) for i in items or []]}
-        return [self._reply(MsgType.CATCHUP_REPLY, body)]
-
-    def _on_catchup_reply(self, msg: Peer, now: int) -> list[Out]:
-        b = msg.body
-        origin, epoch, base = _field(b, "origin", str), _field(b, "epoch", int), \
-            _field(b, "base", int)
-        items = [_entry(w, origin) for w in _field(b, "items", list)]  # type: ignore
-        self.pending.pop(origin, None)  # type: ignore[arg-type]
-        fresh = self._apply_stream(origin, epoch, base, items)  # type: ignore[arg-type]
-        self.counters["catchup_received"] += len(fresh)
-        if _field(b, "gone", bool):
-            self.counters["catchup_gone"] += 1
-            self.claims.get(origin, {}).pop(msg.sender, None)  # type: ignore[arg-type]
-            return self._start_walk(msg.sender, now)
-        return self._ask_gaps(now, only=origin)  # type: ignore[arg-type]
-
     def _on_leave(self, msg: Peer, now: int) -> list[Out]:
         b = msg.body
-        inc, epoch, seq = _field(b, "incarnation", int), _field(b, "epoch", int), \
-            _field(b, "seq", int)
+        inc, epoch, seq = get_field(b, "incarnation", int), get_field(b, "epoch", int), \
+            get_field(b, "seq", int)
         self.ms.left(msg.sender, inc, now)  # type: ignore[arg-type]
         self.repl.finished(msg.sender, epoch, seq)  # type: ignore[arg-type]
         stream = self.repl.streams.get(msg.sender)
         if stream is not None and stream.epoch == epoch:
             self._claim(msg.sender, msg.sender, epoch, stream.base, seq, now)  # type: ignore
         return []
-
-    # -- anti-entropy -------------------------------------------------------------------------
-
-    def _start_walk(self, peer: str, now: int) -> list[Out]:
-        member = self.ms.get(peer)
-        if member is None:
-            return []
-        if self.walk is not None:
-            self.sync_wanted = peer
-            return []
-        self.walk = Walk(peer, now, now)
-        return [self._sync_step(member.address, 0)]
-
-    def _sync_step(self, address: str, cursor: int) -> Out:
-        return self._request(address, MsgType.SYNC,
-                             {"digests": self.node.store.bucket_digests, "cursor": cursor})
-
-    def _on_sync(self, msg: Peer, now: int) -> list[Out]:
-        digests, cursor = _field(msg.body, "digests", list), _field(msg.body, "cursor", int)
-        _check(len(digests) == NBUCKETS and 0 <= cursor < NBUCKETS, "digests")  # type: ignore
-        self.repl.mine.stable = self.node.clock.last
-        buckets, entries, nxt = collect(self.node.store, digests, cursor,  # type: ignore
-                                        self.s.step_entries)
-        body = {"buckets": buckets, "entries": entries, "next": nxt,
-                "progress": self.repl.progress() if cursor == 0 else {}}
-        return [self._reply(MsgType.SYNC_REPLY, body)]
-
-    def _on_sync_reply(self, msg: Peer, now: int) -> list[Out]:
-        walk = self.walk
-        if walk is None or walk.peer != msg.sender:
-            return []  # a late answer to a pass we gave up
-        b = msg.body
-        buckets, nxt = _field(b, "buckets", list), _field(b, "next", int)
-        _check(all(type(x) is int and 0 <= x < NBUCKETS for x in buckets), "buckets")  # type: ignore
-        entries = [_entry(w) for w in _field(b, "entries", list)]  # type: ignore[union-attr]
-        if walk.cursor == 0:
-            walk.progress = _progress(_field(b, "progress", dict))  # type: ignore[arg-type]
-        push = to_push(self.node.store, buckets, [entry_to_wire(k, e)  # type: ignore[arg-type]
-                                                  for _, k, e in entries])
-        walk.pulled += self._merge(entries)
-        walk.buckets += len(buckets)  # type: ignore[arg-type]
-        walk.pushed += len(push)
-        member = self.ms.get(walk.peer)
-        assert member is not None
-        out = [self._request(member.address, MsgType.SYNC_PUSH, {"entries": push})] if push \
-            else []
-        if nxt == -1:
-            return out + self._finish_walk(walk, now)
-        _check(type(nxt) is int and 0 < nxt < NBUCKETS, "next")  # type: ignore[operator]
-        walk.cursor, walk.sent = nxt, now  # type: ignore[assignment]
-        return [*out, self._sync_step(member.address, nxt)]  # type: ignore[arg-type]
-
-    def _finish_walk(self, walk: Walk, now: int) -> list[Out]:
-        self.walk = None
-        self.repl.adopt(walk.progress or {})
-        for m in self.ms.others():
-            if m.status is Status.LEFT:  # it cannot vouch for its own stream any more
-                self.repl.vouch(m.name)
-        self._prune_claims()
-        ae = self.ae
-        ae.rounds += 1
-        ae.buckets_repaired += walk.buckets
-        ae.keys_pulled += walk.pulled
-        ae.keys_pushed += walk.pushed
-        ae.last_sync[walk.peer] = now
-        wanted, self.sync_wanted = self.sync_wanted, None
-        return self._start_walk(wanted, now) if wanted and wanted != walk.peer else []
-
-    def _prune_claims(self) -> None:
-        for origin, claims in self.claims.items():
-            stream = self.repl.streams.get(origin)
-            done = stream.contiguous if stream else 0
-            epoch = stream.epoch if stream else 0
-            for m in [m for m, c in claims.items() if c.latest <= done or c.epoch != epoch]:
-                del claims[m]
-
-    def _on_sync_push(self, msg: Peer, now: int) -> list[Out]:
-        entries = [_entry(w) for w in _field(msg.body, "entries", list)]  # type: ignore
-        self._merge(entries)
-        return []
-
-    def _merge(self, entries: list) -> int:
-        node, won = self.node, 0
-        for _, key, entry in entries:
-            node.clock.observe(entry.stamp)
-            won += node.apply(key, entry, 0)
-        return won
 
     # -- time -----------------------------------------------------------------------------
 
@@ -460,50 +276,6 @@ class Cluster:
                 "stream": [self.epoch, self.repl.mine.base, self.published, node.clock.now()],
                 "low": -1 if low == INF else int(low), "hears": hears}
         return self._publish(MsgType.HEARTBEAT, body)
-
-    def _ask_gaps(self, now: int, only: str | None = None) -> list[Out]:
-        """Ask for writes someone claimed long enough ago that we still lack: one chunk in
-        flight per origin, to the member that claimed the most. `only` continues a catch-up
-        already under way (no grace: the range is known lost)."""
-        out = []
-        grace, timeout = self.s.gap_grace_ms, self.s.request_timeout_ms
-        for origin, claims in self.claims.items():
-            if only is not None and origin != only:
-                continue
-            stream = self.repl.streams.get(origin)
-            if stream is None:
-                continue
-            ripe = {m: c.latest for m, c in claims.items()
-                    if c.epoch == stream.epoch and c.latest > stream.contiguous
-                    and self._reachable(m)
-                    and (only is not None or (c.seq > stream.contiguous
-                                              and now - c.since >= grace))}
-            pending = self.pending.get(origin)
-            if not ripe or (pending is not None and now - pending[1] < timeout):
-                continue
-            member = max(ripe, key=lambda m: ripe[m])
-            last = min(ripe[member], stream.contiguous + self.s.catchup_chunk)
-            self.pending[origin] = (member, now)
-            self.counters["catchup_requests"] += 1
-            body = {"origin": origin, "epoch": stream.epoch, "first": stream.contiguous + 1,
-                    "last": last}
-            out.append(self._request(self.ms.members[member].address, MsgType.CATCHUP, body))
-        return out
-
-    def _reachable(self, name: str) -> bool:
-        m = self.ms.get(name)
-        return m is not None and m.status in (Status.ALIVE, Status.SUSPECT)
-
-    def _sync_tick(self, now: int) -> list[Out]:
-        walk = self.walk
-        if walk is not None and now - walk.sent > 2 * self.s.request_timeout_ms:
-            self.walk = None
-            self.ae.aborted += 1
-        if now < self.next_sync or self.walk is not None:
-            return []
-        self.next_sync = now + self.s.sync_every_ms
-        peers = [m.name for m in self.ms.others() if m.status is Status.ALIVE]
-        return self._start_walk(self.rng.choice(peers), now) if peers else []
 
     # -- tombstones ---------------------------------------------------------------------------
 
@@ -575,21 +347,9 @@ class Cluster:
         return info
 
 
-def _progress(raw: dict) -> dict:
-    out = {}
-    for origin, v in raw.items():
-        _check(type(origin) is str and isinstance(v, list) and len(v) == 5, "progress")
-        epoch, base, seq, stable, frozen = v
-        _check(all(type(x) is int for x in (epoch, base, seq, stable)) and type(frozen) is bool,
-               "progress")
-        out[origin] = [epoch, base, seq, stable_from_wire(stable), frozen]
-    return out
-
-
 COUNTERS = ("received", "duplicates", "relayed", "catchup_requests", "catchup_received",
             "catchup_served", "catchup_gone", "tombstones_collected", "dropped_wrong_cluster",
             "dropped_stranger", "dropped_malformed", "dropped_bad_version", "dropped_requests")
-_STATUS = {s.value: s for s in Status}
 _FROM_ANYONE = {MsgType.JOIN, MsgType.WELCOME}
 _HANDLERS = {
     MsgType.JOIN: Cluster._on_join,

@@ -1,0 +1,74 @@
+"""Peer message bodies: checking what arrives and shaping what leaves.
+
+Every field of a peer message is checked for its type before any of it is used, so a
+malformed message raises one ProtocolError (counted and dropped by the cluster) and never
+reaches the store half-applied. The body layouts are specified in PROTOCOL.md section 9.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from kvd.membership import Status
+from kvd.replication import stable_from_wire
+from kvd.store import Entry
+from shared.codec import Peer
+from shared.errors import ProtocolError
+
+STATUS = {s.value: s for s in Status}
+
+
+class Dest(enum.Enum):
+    PUBLISH = "publish"  # to every subscriber of our gossip socket
+    REQUEST = "request"  # to the ROUTER of the member at `to` (host:port)
+    REPLY = "reply"  # back to whoever sent the request being handled
+
+
+@dataclass(frozen=True, slots=True)
+class Out:
+    dest: Dest
+    msg: Peer
+    to: str = ""
+
+
+def wire_item(seq: int, key: bytes, e: Entry) -> list:
+    return [seq, key, e.value, e.stamp, e.expires_at]
+
+
+def check(cond: bool, what: str) -> None:
+    if not cond:
+        raise ProtocolError(f"malformed peer message: {what}")
+
+
+def item_from_wire(w: object, origin: str | None = None) -> tuple[int, bytes, Entry]:
+    """A wire item to (seq, key, entry): gossip items carry a seq, sync entries an origin."""
+    check(isinstance(w, list) and len(w) == 5, "an entry is a 5-item array")
+    assert isinstance(w, list)
+    if origin is None:
+        key, value, stamp, org, exp = w
+        seq = 0
+    else:
+        seq, key, value, stamp, exp = w
+        org = origin
+    check(type(seq) is int and type(key) is bytes and (value is None or type(value) is bytes)
+           and type(stamp) is int and type(org) is str and type(exp) is int
+           and stamp >= 0 and exp >= 0, "entry fields have the wrong types")
+    return seq, key, Entry(value, stamp, org, exp)
+
+
+def get_field(body: dict, name: str, kind: type) -> object:
+    value = body.get(name)
+    check(type(value) is kind, f"{name} must be {kind.__name__}")
+    return value
+
+
+def progress(raw: dict) -> dict:
+    out = {}
+    for origin, v in raw.items():
+        check(type(origin) is str and isinstance(v, list) and len(v) == 5, "progress")
+        epoch, base, seq, stable, frozen = v
+        check(all(type(x) is int for x in (epoch, base, seq, stable)) and type(frozen) is bool,
+               "progress")
+        out[origin] = [epoch, base, seq, stable_from_wire(stable), frozen]
+    return out
