@@ -140,6 +140,12 @@ class Cluster(Repair):
         except ProtocolError:
             self.counters["dropped_malformed"] += 1
             return []
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+            # A shape the checks did not foresee: still the peer's fault, never a reason to
+            # stop serving. Counted apart so that a gap in the checks shows up.
+            self.counters["dropped_malformed"] += 1
+            self.counters["dropped_unforeseen"] += 1
+            return []
 
     def count_bad(self, reason: str) -> None:
         """Counted by the socket layer: frames that did not even decode."""
@@ -193,7 +199,9 @@ class Cluster(Repair):
             elif origin != sender and self.ms.is_member(origin):
                 self._claim(sender, origin, *v, now)
         self.low_waters[sender] = stable_from_wire(get_field(b, "low", int))  # type: ignore
-        self.hears[sender] = set(get_field(b, "hears", list))  # type: ignore[arg-type]
+        hears = get_field(b, "hears", list)
+        check(all(type(h) is str for h in hears), "hears")  # type: ignore[union-attr]
+        self.hears[sender] = set(hears)  # type: ignore[arg-type]
         return []
 
     def _on_gossip(self, msg: Peer, now: int) -> list[Out]:

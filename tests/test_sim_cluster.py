@@ -8,6 +8,7 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kvd.antientropy import Walk
 from kvd.cluster import Settings
 from kvd.membership import Status
 from kvd.store import Entry
@@ -219,3 +220,85 @@ def test_members_show_replication_lag_of_a_cut_off_member() -> None:
     rows = {r["name"]: r for r in net.nodes["n0"].cluster.members_view(net.now)}
     assert rows["n1"]["lag"] == 0 and rows["n2"]["lag"] == 40
     assert rows["n2"]["last_seen_ms"] >= 800 and rows["n0"]["self"]
+
+
+wire_value = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.binary(max_size=8)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=5),
+    max_leaves=20,
+)
+FIELDS = ["origin", "epoch", "base", "items", "address", "gossip", "incarnation", "members",
+          "stream", "vector", "low", "hears", "first", "last", "gone", "digests", "cursor",
+          "buckets", "entries", "next", "progress", "seq"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(mtype=st.integers(7, 16), body=st.dictionaries(st.sampled_from(FIELDS), wire_value))
+def test_no_peer_body_crashes_the_core(mtype, body) -> None:
+    from shared.codec import MsgType, Peer
+
+    net = _fuzz_net()
+    core = net.nodes["n0"].cluster
+    core.walk = None
+    core.receive(Peer(MsgType(mtype), "kv", "n1", body), net.now)
+    assert core.counters["dropped_unforeseen"] == 0, body
+
+
+_NET: list[SimNet] = []
+
+
+def _fuzz_net() -> SimNet:
+    if not _NET:
+        _NET.append(cluster(2))
+    return _NET[0]
+
+
+def _sample_traffic() -> list:
+    """Valid messages of every kind, captured from a small cluster at work."""
+    from shared import codec
+
+    net = SimNet(3)
+    seen: dict = {}
+    post = net._post
+
+    def record(src: str, dst: str, frame: bytes) -> None:
+        msg = codec.decode(frame)
+        seen.setdefault(msg.type, msg)
+        post(src, dst, frame)
+
+    net._post = record  # type: ignore[method-assign]
+    net.add("n0")
+    net.add("n1", ["n0:1"])
+    net.run(3000)
+    net.faults = Faults(drop=0.5)
+    for i in range(300):
+        net.write("n1", b"k%d" % i, b"v")
+    net.heal()
+    net.run(3000)
+    n1 = net.nodes["n1"]
+    net._route(n1, n1.cluster.leave(net.now), None)
+    return list(seen.values())
+
+
+SAMPLES = _sample_traffic()
+
+
+@settings(max_examples=400, deadline=None)
+@given(pick=st.integers(0, 100), field=st.sampled_from(FIELDS), value=wire_value,
+       drop=st.booleans())
+def test_no_mutated_peer_message_crashes_the_core(pick, field, value, drop) -> None:
+    from shared.codec import Peer
+
+    msg = SAMPLES[pick % len(SAMPLES)]
+    body = dict(msg.body)
+    if drop:
+        body.pop(field, None)
+    else:
+        body[field] = value
+    net = _fuzz_net()
+    core = net.nodes["n0"].cluster
+    core.walk = Walk("n1", net.now, net.now)  # so that a SYNC_REPLY is taken in
+    core.receive(Peer(msg.type, "kv", "n1", body), net.now)
+    assert core.counters["dropped_unforeseen"] == 0, (msg.type, field, value)
