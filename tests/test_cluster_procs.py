@@ -174,3 +174,21 @@ def test_gossip_port_in_use_is_one_clear_line(kvd_factory, tmp_path) -> None:
     assert done.returncode != 0
     lines = [ln for ln in done.stderr.splitlines() if ln.startswith("kvd:")]
     assert len(lines) == 1 and "gossip port" in lines[0], done.stderr
+
+
+def test_watch_on_one_node_sees_writes_made_on_another(kvd_factory) -> None:
+    n0, n1 = start_cluster(kvd_factory, 2)
+    events: list[dict] = []
+
+    def watch() -> None:
+        with n1.client() as c:
+            for event in c.watch("w:", poll_s=0.05):
+                if "key" in event:
+                    events.append(event)
+                    return
+                n0.client().set("w:1", "hello")  # after the acknowledgement: no race
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    t.join(DEADLINE_S)
+    assert events and events[0]["key"] == b"w:1" and events[0]["origin"] == "n0"
