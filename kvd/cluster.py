@@ -155,13 +155,13 @@ class Cluster(Repair):
         b = msg.body
         address, gossip = get_field(b, "address", str), get_field(b, "gossip", str)
         inc = get_field(b, "incarnation", int)
-        self.ms.add(msg.sender, address, gossip, inc, now)  # type: ignore[arg-type]
-        self.ms.heard_from(msg.sender, inc, now)  # type: ignore[arg-type]
+        self.ms.add(msg.sender, address, gossip, inc, now)
+        self.ms.heard_from(msg.sender, inc, now)
         members = [m.wire() for m in self.ms.members.values()]
         return [self._reply(MsgType.WELCOME, {"members": members})]
 
     def _on_welcome(self, msg: Peer, now: int) -> list[Out]:
-        self._learn(msg.sender, get_field(msg.body, "members", list), now)  # type: ignore[arg-type]
+        self._learn(msg.sender, get_field(msg.body, "members", list), now)
         if not self.welcomed:
             self.welcomed = True
             self.counters["joined"] += 1
@@ -185,23 +185,23 @@ class Cluster(Repair):
         inc = get_field(b, "incarnation", int)
         stream = get_field(b, "stream", list)
         vector = get_field(b, "vector", dict)
-        check(len(stream) == 4 and all(type(x) is int for x in stream), "stream")  # type: ignore
-        self.ms.heard_from(sender, inc, now)  # type: ignore[arg-type]
-        self._learn(sender, get_field(b, "members", list), now)  # type: ignore[arg-type]
-        epoch, base, seq, stamp = stream  # type: ignore[misc]
+        check(len(stream) == 4 and all(type(x) is int for x in stream), "stream")
+        self.ms.heard_from(sender, inc, now)
+        self._learn(sender, get_field(b, "members", list), now)
+        epoch, base, seq, stamp = stream
         self.repl.mark(sender, epoch, base, seq, stamp)
         self._claim(sender, sender, epoch, base, seq, now)
-        for origin, v in vector.items():  # type: ignore[union-attr]
+        for origin, v in vector.items():
             check(type(origin) is str and isinstance(v, list) and len(v) == 3
                    and all(type(x) is int for x in v), "vector")
             if origin == self.node.name and v[0] == self.epoch:
                 self.acked[sender] = v[2]
             elif origin != sender and self.ms.is_member(origin):
                 self._claim(sender, origin, *v, now)
-        self.low_waters[sender] = stable_from_wire(get_field(b, "low", int))  # type: ignore
+        self.low_waters[sender] = stable_from_wire(get_field(b, "low", int))
         hears = get_field(b, "hears", list)
-        check(all(type(h) is str for h in hears), "hears")  # type: ignore[union-attr]
-        self.hears[sender] = set(hears)  # type: ignore[arg-type]
+        check(all(type(h) is str for h in hears), "hears")
+        self.hears[sender] = set(hears)
         return []
 
     def _on_gossip(self, msg: Peer, now: int) -> list[Out]:
@@ -209,14 +209,14 @@ class Cluster(Repair):
         origin, epoch, base = get_field(b, "origin", str), get_field(b, "epoch", int), \
             get_field(b, "base", int)
         raw = get_field(b, "items", list)
-        items = [item_from_wire(w, origin) for w in raw]  # type: ignore[arg-type, union-attr]
-        fresh = self._apply_stream(origin, epoch, base, items)  # type: ignore[arg-type]
-        stream = self.repl.streams.get(origin)  # type: ignore[arg-type]
+        items = [item_from_wire(w, origin) for w in raw]
+        fresh = self._apply_stream(origin, epoch, base, items)
+        stream = self.repl.streams.get(origin)
         if stream is not None and stream.ahead:
-            self._claim(msg.sender, origin, epoch, base, max(stream.ahead), now)  # type: ignore
-        if fresh and self._must_relay(origin, msg.sender):  # type: ignore[arg-type]
+            self._claim(msg.sender, origin, epoch, base, max(stream.ahead), now)
+        if fresh and self._must_relay(origin, msg.sender):
             self.counters["relayed"] += len(fresh)
-            return self._gossip(origin, epoch, base,  # type: ignore[arg-type]
+            return self._gossip(origin, epoch, base,
                                 [wire_item(*item) for item in fresh])
         return []
 
@@ -244,11 +244,11 @@ class Cluster(Repair):
         b = msg.body
         inc, epoch, seq = get_field(b, "incarnation", int), get_field(b, "epoch", int), \
             get_field(b, "seq", int)
-        self.ms.left(msg.sender, inc, now)  # type: ignore[arg-type]
-        self.repl.finished(msg.sender, epoch, seq)  # type: ignore[arg-type]
+        self.ms.left(msg.sender, inc, now)
+        self.repl.finished(msg.sender, epoch, seq)
         stream = self.repl.streams.get(msg.sender)
         if stream is not None and stream.epoch == epoch:
-            self._claim(msg.sender, msg.sender, epoch, stream.base, seq, now)  # type: ignore
+            self._claim(msg.sender, msg.sender, epoch, stream.base, seq, now)
         return []
 
     # -- time -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TypeVar
 
 from kvd.membership import Status
 from kvd.replication import stable_from_wire
@@ -17,6 +18,7 @@ from shared.codec import Peer
 from shared.errors import ProtocolError
 
 STATUS = {s.value: s for s in Status}
+T = TypeVar("T")
 
 
 class Dest(enum.Enum):
@@ -57,10 +59,11 @@ def item_from_wire(w: object, origin: str | None = None) -> tuple[int, bytes, En
     return seq, key, Entry(value, stamp, org, exp)
 
 
-def get_field(body: dict, name: str, kind: type) -> object:
+def get_field(body: dict, name: str, kind: type[T]) -> T:
+    """A body field of exactly this type (bool is not taken for int, nor int for bool)."""
     value = body.get(name)
     check(type(value) is kind, f"{name} must be {kind.__name__}")
-    return value
+    return value  # type: ignore[return-value]  # checked just above
 
 
 def progress(raw: dict) -> dict:

@@ -80,10 +80,10 @@ class Repair:
         b = msg.body
         origin, epoch = get_field(b, "origin", str), get_field(b, "epoch", int)
         first, last = get_field(b, "first", int), get_field(b, "last", int)
-        items = self.repl.serve(origin, epoch, first, last,  # type: ignore[arg-type]
+        items = self.repl.serve(origin, epoch, first, last,
                                 self.s.catchup_chunk)
         self.counters["catchup_served"] += len(items or [])
-        stream = self.repl.streams.get(origin)  # type: ignore[arg-type]
+        stream = self.repl.streams.get(origin)
         base = stream.base if stream else 1
         body = {"origin": origin, "epoch": epoch, "base": base, "gone": items is None,
                 "items": [wire_item(*i) for i in items or []]}
@@ -93,15 +93,15 @@ class Repair:
         b = msg.body
         origin, epoch, base = get_field(b, "origin", str), get_field(b, "epoch", int), \
             get_field(b, "base", int)
-        items = [item_from_wire(w, origin) for w in get_field(b, "items", list)]  # type: ignore
-        self.pending.pop(origin, None)  # type: ignore[arg-type]
-        fresh = self._apply_stream(origin, epoch, base, items)  # type: ignore[arg-type]
+        items = [item_from_wire(w, origin) for w in get_field(b, "items", list)]
+        self.pending.pop(origin, None)
+        fresh = self._apply_stream(origin, epoch, base, items)
         self.counters["catchup_received"] += len(fresh)
         if get_field(b, "gone", bool):
             self.counters["catchup_gone"] += 1
-            self.claims.get(origin, {}).pop(msg.sender, None)  # type: ignore[arg-type]
+            self.claims.get(origin, {}).pop(msg.sender, None)
             return self._start_walk(msg.sender, now)
-        return self._ask_gaps(now, only=origin)  # type: ignore[arg-type]
+        return self._ask_gaps(now, only=origin)
 
     def _start_walk(self, peer: str, now: int) -> list[Out]:
         member = self.ms.get(peer)
@@ -119,9 +119,9 @@ class Repair:
 
     def _on_sync(self, msg: Peer, now: int) -> list[Out]:
         digests, cursor = get_field(msg.body, "digests", list), get_field(msg.body, "cursor", int)
-        check(len(digests) == NBUCKETS and 0 <= cursor < NBUCKETS, "digests")  # type: ignore
+        check(len(digests) == NBUCKETS and 0 <= cursor < NBUCKETS, "digests")
         self.repl.mine.stable = self.node.clock.last
-        buckets, entries, nxt = collect(self.node.store, digests, cursor,  # type: ignore
+        buckets, entries, nxt = collect(self.node.store, digests, cursor,
                                         self.s.step_entries)
         body = {"buckets": buckets, "entries": entries, "next": nxt,
                 "progress": self.repl.progress() if cursor == 0 else {}}
@@ -133,14 +133,14 @@ class Repair:
             return []  # a late answer to a pass we gave up
         b = msg.body
         buckets, nxt = get_field(b, "buckets", list), get_field(b, "next", int)
-        check(all(type(x) is int and 0 <= x < NBUCKETS for x in buckets), "buckets")  # type: ignore
-        entries = [item_from_wire(w) for w in get_field(b, "entries", list)]  # type: ignore[union-attr]
+        check(all(type(x) is int and 0 <= x < NBUCKETS for x in buckets), "buckets")
+        entries = [item_from_wire(w) for w in get_field(b, "entries", list)]
         if walk.cursor == 0:
-            walk.progress = progress(get_field(b, "progress", dict))  # type: ignore[arg-type]
-        push = to_push(self.node.store, buckets, [entry_to_wire(k, e)  # type: ignore[arg-type]
+            walk.progress = progress(get_field(b, "progress", dict))
+        push = to_push(self.node.store, buckets, [entry_to_wire(k, e)
                                                   for _, k, e in entries])
         walk.pulled += self._merge(entries)
-        walk.buckets += len(buckets)  # type: ignore[arg-type]
+        walk.buckets += len(buckets)
         walk.pushed += len(push)
         member = self.ms.get(walk.peer)
         assert member is not None
@@ -148,9 +148,9 @@ class Repair:
             else []
         if nxt == -1:
             return out + self._finish_walk(walk, now)
-        check(type(nxt) is int and 0 < nxt < NBUCKETS, "next")  # type: ignore[operator]
-        walk.cursor, walk.sent = nxt, now  # type: ignore[assignment]
-        return [*out, self._sync_step(member.address, nxt)]  # type: ignore[arg-type]
+        check(type(nxt) is int and 0 < nxt < NBUCKETS, "next")
+        walk.cursor, walk.sent = nxt, now
+        return [*out, self._sync_step(member.address, nxt)]
 
     def _finish_walk(self, walk: Walk, now: int) -> list[Out]:
         self.walk = None
@@ -177,7 +177,7 @@ class Repair:
                 del claims[m]
 
     def _on_sync_push(self, msg: Peer, now: int) -> list[Out]:
-        entries = [item_from_wire(w) for w in get_field(msg.body, "entries", list)]  # type: ignore
+        entries = [item_from_wire(w) for w in get_field(msg.body, "entries", list)]
         self._merge(entries)
         return []
 
