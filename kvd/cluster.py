@@ -34,7 +34,8 @@ from shared.errors import ProtocolError
 class Settings:
     cluster: str = "kv"
     timers: Timers = field(default_factory=Timers)
-    sync_every_ms: int = 2000  # anti-entropy period
+    sync_every_ms: int = 2000  # anti-entropy period, while no writes flow
+    sync_max_ms: int = 20_000  # ... and at the latest, whatever flows
     request_timeout_ms: int = 1500
     gap_grace_ms: int = 500  # how long a write may be in flight before we call it lost
     join_retry_ms: int = 500
@@ -76,6 +77,8 @@ class Cluster(Repair):
         self.next_heartbeat = now
         self.next_sync = now + settings.sync_every_ms
         self.next_gc = now
+        self.busy_until = now  # writes flowing until then: the periodic pass waits
+        self.last_pass = now
         self.gc_cursor = 0
         node.info_sources.append(lambda: self.info(self.ms.me.last_seen))
         node.members_source = self.members_view
@@ -110,6 +113,7 @@ class Cluster(Repair):
             self.repl.local(c.seq, c.key, c.entry)
             items.append(wire_item(c.seq, c.key, c.entry))
         self.published = mine[-1].seq
+        self.busy_until = now + self.s.sync_every_ms
         return self._gossip(self.node.name, self.epoch, self.repl.mine.base, items)
 
     def _gossip(self, origin: str, epoch: int, base: int, items: list) -> list[Out]:
@@ -210,7 +214,7 @@ class Cluster(Repair):
             get_field(b, "base", int)
         raw = get_field(b, "items", list)
         items = [item_from_wire(w, origin) for w in raw]
-        fresh = self._apply_stream(origin, epoch, base, items)
+        fresh = self._apply_stream(origin, epoch, base, items, now)
         stream = self.repl.streams.get(origin)
         if stream is not None and stream.ahead:
             self._claim(msg.sender, origin, epoch, base, max(stream.ahead), now)
@@ -220,12 +224,16 @@ class Cluster(Repair):
                                 [wire_item(*item) for item in fresh])
         return []
 
-    def _apply_stream(self, origin: str, epoch: int, base: int, items: list) -> list:
+    def _apply_stream(self, origin: str, epoch: int, base: int, items: list,
+                      now: int) -> list:
         fresh = self.repl.receive(origin, epoch, base, items)
         node = self.node
+        if fresh:
+            node.clock.observe(max(entry.stamp for _, _, entry in fresh))
         for seq, key, entry in fresh:
-            node.clock.observe(entry.stamp)
             node.apply(key, entry, seq)
+        if fresh:
+            self.busy_until = now + self.s.sync_every_ms
         self.counters["received"] += len(fresh)
         self.counters["duplicates"] += len(items) - len(fresh)
         return fresh

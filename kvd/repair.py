@@ -54,9 +54,11 @@ class Repair:
     pending: dict[str, tuple[str, int]]  # origin -> (member asked, when)
     claims: dict[str, dict[str, Claim]]  # origin -> member -> what it holds
     next_sync: int
+    busy_until: int
+    last_pass: int
     _request: Callable[[str, MsgType, dict], Out]
     _reply: Callable[[MsgType, dict], Out]
-    _apply_stream: Callable[[str, int, int, list], list]
+    _apply_stream: Callable[[str, int, int, list, int], list]
 
     def _claim(self, member: str, origin: str, epoch: int, base: int, seq: int,
                now: int) -> None:
@@ -95,7 +97,7 @@ class Repair:
             get_field(b, "base", int)
         items = [item_from_wire(w, origin) for w in get_field(b, "items", list)]
         self.pending.pop(origin, None)
-        fresh = self._apply_stream(origin, epoch, base, items)
+        fresh = self._apply_stream(origin, epoch, base, items, now)
         self.counters["catchup_received"] += len(fresh)
         if get_field(b, "gone", bool):
             self.counters["catchup_gone"] += 1
@@ -165,6 +167,7 @@ class Repair:
         ae.keys_pulled += walk.pulled
         ae.keys_pushed += walk.pushed
         ae.last_sync[walk.peer] = now
+        self.last_pass = now
         wanted, self.sync_wanted = self.sync_wanted, None
         return self._start_walk(wanted, now) if wanted and wanted != walk.peer else []
 
@@ -229,5 +232,9 @@ class Repair:
         if now < self.next_sync or self.walk is not None:
             return []
         self.next_sync = now + self.s.sync_every_ms
+        if now < self.busy_until and now - self.last_pass < self.s.sync_max_ms:
+            # Writes are flowing: digests differ by what is in flight, so a pass now would
+            # ship whole buckets for nothing. Lost gossip is caught by sequence gaps meanwhile.
+            return []
         peers = [m.name for m in self.ms.others() if m.status is Status.ALIVE]
         return self._start_walk(self.rng.choice(peers), now) if peers else []

@@ -89,11 +89,17 @@ class Replication:
         if stream is None:
             return []  # an older epoch: anti-entropy covers whatever it still holds
         fresh = []
-        for seq, key, entry in items:
-            if seq <= stream.contiguous or seq in stream.ahead:
+        ahead, backlog = stream.ahead, stream.backlog
+        for item in items:
+            seq = item[0]
+            if seq == stream.contiguous + 1 and not ahead:  # the usual case: next in line
+                stream.contiguous = seq
+                backlog.append(item)
+            elif seq <= stream.contiguous or seq in ahead:
                 continue
-            stream.ahead[seq] = (key, entry)
-            fresh.append((seq, key, entry))
+            else:
+                ahead[seq] = item[1:]  # type: ignore[assignment]
+            fresh.append(item)
         stream.received += len(fresh)
         self._advance(stream)
         return fresh
