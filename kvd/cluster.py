@@ -365,7 +365,8 @@ class Cluster(Repair):
 
 COUNTERS = ("received", "duplicates", "relayed", "catchup_requests", "catchup_received",
             "catchup_served", "catchup_gone", "tombstones_collected", "dropped_wrong_cluster",
-            "dropped_stranger", "dropped_malformed", "dropped_bad_version", "dropped_requests")
+            "dropped_stranger", "dropped_malformed", "dropped_unforeseen", "dropped_bad_version",
+            "dropped_requests", "joined")
 _FROM_ANYONE = {MsgType.JOIN, MsgType.WELCOME}
 _HANDLERS = {
     MsgType.JOIN: Cluster._on_join,

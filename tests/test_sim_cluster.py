@@ -60,7 +60,7 @@ op = st.tuples(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ops=st.lists(op, min_size=1, max_size=60),
     drop=st.floats(0, 0.5), dup=st.floats(0, 0.3), spread=st.integers(1, 300),
@@ -285,7 +285,7 @@ def _sample_traffic() -> list:
 SAMPLES = _sample_traffic()
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(pick=st.integers(0, 100), field=st.sampled_from(FIELDS), value=wire_value,
        drop=st.booleans())
 def test_no_mutated_peer_message_crashes_the_core(pick, field, value, drop) -> None:
