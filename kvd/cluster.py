@@ -43,19 +43,23 @@ class Settings:
     gossip_chunk: int = 1000
     gc_every_ms: int = 200
     gc_buckets: int = 64  # buckets scanned per gc tick
-    tombstone_max_age_ms: int = 24 * 3600 * 1000
+    tombstone_max_age_ms: int = 7 * 24 * 3600 * 1000
     step_entries: int = STEP_ENTRIES
 
 
 class Cluster(Repair):
+    """One node's view of the cluster. `seeds` are addresses to JOIN; `known` the members
+    remembered from the last run; `epoch` this run's number (default `now`; it must exceed
+    every earlier run's, which kvd.peers ensures across clock steps with a file)."""
+
     def __init__(self, node: Node, gossip: str, settings: Settings, now: int,
                  seeds: list[str] | None = None, known: list[list] | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, epoch: int | None = None) -> None:
         self.node = node
         self.s = settings
         self.rng = rng or random.Random()
         self.ms = Membership(node.name, node.address, gossip, now, settings.timers)
-        self.epoch = self.ms.me.incarnation
+        self.epoch = self.ms.me.incarnation = epoch or now
         self.repl = Replication(node.name, self.epoch, node.seq + 1)
         self.published = node.seq
         self.counters: Counter[str] = Counter()

@@ -21,7 +21,7 @@ from kvd.cluster import Cluster, Settings
 from kvd.config import Config, data_root, log_path
 from kvd.hlc import wall_ms
 from kvd.node import Node
-from kvd.peers import Peers, load_members
+from kvd.peers import Peers, load_members, next_epoch
 from kvd.server import Server
 from kvsh.client import Client
 from shared.errors import KvError, Unreachable
@@ -101,8 +101,10 @@ def open_cluster(cfg: Config, node: Node, server: Server) -> Peers:
     """The cluster core and its sockets; rejoins the members known from the last run."""
     assert cfg.data_dir is not None and cfg.gossip_port is not None
     settings = Settings(cluster=cfg.cluster, tombstone_max_age_ms=cfg.tombstone_max_age * 1000)
-    core = Cluster(node, f"{cfg.connect_host}:{cfg.gossip_port}", settings, wall_ms(),
-                   seeds=cfg.join, known=load_members(cfg.data_dir))
+    now = wall_ms()
+    core = Cluster(node, f"{cfg.connect_host}:{cfg.gossip_port}", settings, now,
+                   seeds=cfg.join, known=load_members(cfg.data_dir),
+                   epoch=next_epoch(cfg.data_dir, now))
     return Peers(core, cfg.bind, cfg.gossip_port, cfg.data_dir, server.poller, cfg.gossip_hwm)
 
 

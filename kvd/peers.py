@@ -11,7 +11,8 @@ The Harmony pattern of the ZeroMQ Guide, one socket kind per direction:
   harmless (answers to a pass or catch-up no longer wanted are ignored, writes are LWW).
 
 Requests from peers arrive on our client ROUTER; kvd.server hands them to `on_request`.
-The member list is kept in `members.json` in the data dir, so a restarted node rejoins.
+The member list is kept in `members.json` in the data dir, so a restarted node rejoins, and the
+last epoch in `epoch`, so a restart after a clock step back still starts a newer stream.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from shared.errors import KvError, VersionError
 log = logging.getLogger("kvd.peers")
 
 MEMBERS_FILE = "members.json"
+EPOCH_FILE = "epoch"
 MAX_DRAIN = 2048  # peer messages per loop turn
 MAX_PEER_MESSAGE = 256 * 1024 * 1024
 
@@ -43,6 +45,21 @@ def load_members(data_dir: Path) -> list[list]:
         return []
     return [m for m in members if isinstance(m, list) and len(m) >= 3
             and all(isinstance(x, str) for x in m[:3])]
+
+
+def next_epoch(data_dir: Path, now: int) -> int:
+    """This run's epoch: `now`, or one past the last run's if the clock stepped back since
+    (peers ignore writes of an epoch older than one they saw)."""
+    path = data_dir / EPOCH_FILE
+    try:
+        last = int(path.read_text())
+    except (OSError, ValueError):
+        last = 0
+    epoch = max(now, last + 1)
+    tmp = data_dir / (EPOCH_FILE + ".tmp")
+    tmp.write_text(str(epoch))
+    os.replace(tmp, path)
+    return epoch
 
 
 def save_members(data_dir: Path, members: list[list]) -> None:

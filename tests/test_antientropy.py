@@ -94,3 +94,4 @@ def test_stable_stamp_advances_only_when_marks_are_covered_and_not_frozen() -> N
     r.receive("o", 7, 1, items(4, 5))
     assert r.streams["o"].stable == 200
     assert r.low_water(["o"]) == 200 and r.low_water(["o", "never-heard"]) == 0
+
