@@ -28,6 +28,10 @@ class HybridClock:
         self._wall = wall
         self.last = 0
 
+    def wall_ms(self) -> int:
+        """The (injected) wall clock in ms, without issuing a stamp."""
+        return self._wall()
+
     def now(self) -> int:
         """A fresh stamp for a local event: greater than anything seen so far."""
         self.last = max(self._wall() << LOGICAL_BITS, self.last + 1)

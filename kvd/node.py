@@ -62,7 +62,8 @@ class Node:
         self.clock = clock or HybridClock()
         self.max_value = max_value
         self.store = Store()
-        self.watches = WatchHub()
+        # Cursors unique across restarts: this run counts from its boot time (see kvd.watch).
+        self.watches = WatchHub(first_cursor=self.clock.wall_ms() << 20)
         self.changes: list[Change] = []
         self.seq = 0  # how many local writes this node has originated (its gossip sequence)
         self.counters: Counter[str] = Counter()

@@ -39,6 +39,7 @@ log = logging.getLogger("kvd.server")
 MAX_DRAIN = 4096  # messages per turn: bounds the latency one busy client can add to others
 TICK_S = 0.1  # housekeeping period (expiry reclaim, everysec fsync)
 EXPIRE_PER_TICK = 10_000
+HEARTBEAT_S = 1.0  # WATCH heartbeats: a watcher that hears none for a few seconds resubscribes
 
 
 class Log(Protocol):
@@ -91,6 +92,7 @@ class Server:
         self.peers: Peers | None = None
         self.counters: Counter[str] = Counter()
         self._stopping = False
+        self._next_heartbeat = 0.0
         self._ctx = zmq.Context.instance()
         self._router = self._ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 1000)
@@ -265,7 +267,15 @@ class Server:
             else:
                 self.counters["bad_handshakes"] += 1
 
+    def _watch_heartbeats(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + HEARTBEAT_S
+            for client, rid, event in self.node.watches.heartbeats():
+                self._send([client, codec.encode_event(rid, event)])
+
     def _housekeeping(self) -> None:
+        self._watch_heartbeats()
         self.node.store.expire_due(wall_ms(), EXPIRE_PER_TICK)
         self.log.tick(time.monotonic())
         if self.peers is not None:

@@ -5,6 +5,17 @@ events to send, addressed by (client, request id). Every change gets a cursor (a
 monotonic sequence number). `WATCH prefix FROM cursor` replays the history after the cursor if
 the hub still holds it; otherwise the subscriber is told so and first gets the prefix's current
 state, then live events — so no change is lost either way.
+
+Cursors never repeat across restarts of a node: the hub starts counting at `first_cursor`,
+which the node derives from its boot time (ms << 20). A cursor from an earlier run is then
+always older than anything this run holds, so resuming with it yields a reset, never a
+silent replay of the wrong history. A cursor this run never issued (from the future, or from
+another node) is a reset too.
+
+Heartbeats: `heartbeats()` owes every subscriber a `{"heartbeat": True, "cursor": n}` event;
+the server sends them about once a second, so a client that hears nothing for a few seconds
+knows its stream is gone (the daemon restarted or the network dropped) and resubscribes
+with FROM its last cursor.
 """
 
 from __future__ import annotations
@@ -31,8 +42,8 @@ def event(cursor: int, key: bytes, entry: Entry) -> dict:
 
 
 class WatchHub:
-    def __init__(self, history: int = 10_000) -> None:
-        self.cursor = 0
+    def __init__(self, history: int = 10_000, first_cursor: int = 0) -> None:
+        self.cursor = first_cursor
         self._history: deque[tuple[int, bytes, Entry]] = deque(maxlen=history)
         self._subs: dict[Subscriber, bytes] = {}
 
@@ -65,13 +76,18 @@ class WatchHub:
         if since is None:
             return ack, []
         oldest = self._history[0][0] if self._history else self.cursor + 1
-        if since + 1 >= oldest or since >= self.cursor:
+        if oldest <= since + 1 <= self.cursor + 1:
             ack["history"] = "replayed"
             owed = [(c, k, e) for c, k, e in self._history if c > since and k.startswith(prefix)]
         else:
             ack["history"] = "reset"  # the gap fell out of the history: send the state instead
             owed = [(self.cursor, k, e) for k, e in current(prefix)]
         return ack, [(client, rid, event(c, k, e)) for c, k, e in owed]
+
+    def heartbeats(self) -> Outgoing:
+        """A heartbeat owed to every subscriber: the stream is alive, and where it stands."""
+        beat = {"heartbeat": True, "cursor": self.cursor}
+        return [(client, rid, beat) for client, rid in self._subs]
 
     def cancel(self, client: bytes, rid: int) -> bool:
         return self._subs.pop((client, rid), None) is not None

@@ -179,28 +179,68 @@ class Client:
 
     # -- WATCH -----------------------------------------------------------------------------
 
-    def watch(self, prefix: Arg, since: int | None = None, poll_s: float = 0.5
-              ) -> Iterator[dict]:
+    def watch(self, prefix: Arg, since: int | None = None, poll_s: float = 0.5,
+              resume: bool = True, silence_s: float = 3.5) -> Iterator[dict]:
         """Yield change events under `prefix` (dicts: key, value, deleted, origin, cursor).
 
         The first item is the server's acknowledgement (`watching`, `cursor`, `history`).
+        The server sends a heartbeat every second (swallowed here). With `resume`, when
+        nothing arrives for `silence_s` (the daemon went away or restarted), the stream
+        yields one `{"lost": message}` notice, reconnects and resubscribes FROM the last
+        cursor it saw, and yields the new acknowledgement: `history` says whether the missed
+        events were replayed or the prefix's current state comes first ("reset").
         Closing the iterator (or breaking out of the loop) cancels the stream on the server.
         """
+        cursor, rid, lost = since, None, False
+        try:
+            while True:
+                try:
+                    rid, ack = self._subscribe(prefix, cursor)
+                except Unreachable as exc:
+                    if not resume or cursor is None:
+                        raise
+                    if not lost:
+                        lost = True
+                        yield {"lost": exc.message}
+                    time.sleep(poll_s)  # a retry interval while the daemon is away
+                    continue
+                lost = False
+                if cursor is None:
+                    cursor = ack["cursor"]
+                yield ack
+                for event in self._events(rid, poll_s, silence_s if resume else None):
+                    cursor = event["cursor"]
+                    yield event
+                lost = True
+                self.reset()
+                yield {"lost": f"no word from {self.host}:{self.port} for {silence_s:g}s — "
+                               "resuming when it is back"}
+        finally:
+            if self._sock is not None and rid is not None:
+                self._sock.send(codec.encode_cancel(rid), zmq.NOBLOCK)
+
+    def _subscribe(self, prefix: Arg, since: int | None) -> tuple[int, dict]:
         argv = ["WATCH", prefix] + ([] if since is None else ["FROM", since])
         rid = next(self._ids)
         sock = self._socket()
         sock.send(codec.encode_request(rid, [_b(a) for a in argv]))
-        try:
-            yield value_of(self._await({rid})[rid])
-            while True:
-                if not sock.poll(poll_s * 1000):
-                    continue
-                msg = codec.decode(sock.recv())
-                if isinstance(msg, codec.Event) and msg.request_id == rid:
+        return rid, value_of(self._await({rid})[rid])
+
+    def _events(self, rid: int, poll_s: float, silence_s: float | None) -> Iterator[dict]:
+        """Events of one subscription until it falls silent (never, without `silence_s`)."""
+        sock = self._sock
+        assert sock is not None
+        heard = time.monotonic()
+        while True:
+            if not sock.poll(poll_s * 1000):
+                if silence_s is not None and time.monotonic() - heard > silence_s:
+                    return
+                continue
+            msg = codec.decode(sock.recv())
+            if isinstance(msg, codec.Event) and msg.request_id == rid:
+                heard = time.monotonic()
+                if not msg.event.get("heartbeat"):
                     yield msg.event
-        finally:
-            if self._sock is not None:
-                self._sock.send(codec.encode_cancel(rid), zmq.NOBLOCK)
 
     # -- the command API -------------------------------------------------------------------
 

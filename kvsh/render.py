@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import json
 
+from rich.cells import cell_len
 from rich.console import Group, RenderableType
+from rich.json import JSON
 from rich.table import Table
 from rich.text import Text
 
@@ -18,6 +20,9 @@ from shared.codec import ReplyKind
 from shared.errors import KvError
 
 NIL = b"(nil)"
+COLUMNS_FROM = 12  # key lists at least this long are laid out in columns, like ls
+STATUS_STYLE = {"alive": "bold green", "suspect": "bold yellow", "dead": "bold red",
+                "left": "dim"}
 
 
 def error_of(outcome: Outcome) -> KvError | None:
@@ -112,7 +117,7 @@ def rich_value(value: object, kind: ReplyKind | None = None) -> RenderableType:
     if isinstance(value, str):
         return Text(value, style="green")
     if isinstance(value, bytes):
-        return Text(f'"{show_bytes(value)}"')
+        return json_value(value) or Text(f'"{show_bytes(value)}"')
     if isinstance(value, dict):
         return _table(value)
     if isinstance(value, list):
@@ -128,6 +133,18 @@ def rich_value(value: object, kind: ReplyKind | None = None) -> RenderableType:
             for i, v in enumerate(value, 1)
         ])
     return Text(repr(value))
+
+
+def json_value(value: bytes) -> RenderableType | None:
+    """A JSON object or array, pretty-printed and coloured; None for anything else."""
+    head = value[:1].lstrip() or value.lstrip()[:1]
+    if head not in (b"{", b"["):
+        return None
+    try:
+        json.loads(value)
+    except ValueError:  # UnicodeDecodeError is a ValueError too
+        return None
+    return JSON(value.decode("utf-8"), indent=2)
 
 
 def _cell(value: object) -> str:
@@ -155,12 +172,127 @@ def _records(rows: list[dict]) -> Table:
     return table
 
 
+_MEMBER_KEYS = {"name", "address", "status", "self", "last_seen_ms", "last_seen", "lag"}
+
+
+def members_table(rows: list[dict]) -> Table:
+    """MEMBERS: one row per node, status coloured, this node marked; fields beyond the
+    contract's (whatever membership adds later) follow as extra columns."""
+    extra = list(dict.fromkeys(str(k) for r in rows for k in r if str(k) not in _MEMBER_KEYS))
+    table = Table("", "name", "address", "status", "last seen", "lag", *extra)
+    for row in rows:
+        status = str(row.get("status", "?"))
+        table.add_row(
+            "*" if row.get("self") else "",
+            _cell(row.get("name")), _cell(row.get("address")),
+            Text(status, style=STATUS_STYLE.get(status, "")),
+            _last_seen(row),
+            _cell(row.get("lag", "")),
+            *[_cell(row.get(k)) for k in extra],
+        )
+    alive = sum(1 for r in rows if r.get("status") == "alive")
+    table.caption = f"{len(rows)} member{'s' if len(rows) != 1 else ''}, {alive} alive"
+    return table
+
+
+def _last_seen(row: dict) -> str:
+    if row.get("self"):
+        return "now"
+    if isinstance(row.get("last_seen_ms"), int | float):
+        return f"{row['last_seen_ms'] / 1000:.1f}s ago"
+    return _cell(row.get("last_seen"))
+
+
+def info_table(info: dict) -> Table:
+    table = Table("field", "value", show_header=False, title="INFO", title_justify="left")
+    for key, value in info.items():
+        table.add_row(Text(_cell(key), style="bold"), _cell(value))
+    return table
+
+
+def key_list(keys: list) -> RenderableType:
+    """KEYS: sorted; numbered like redis-cli when short, in columns (top to bottom) when long."""
+    keys = sorted(keys, key=lambda k: k if isinstance(k, bytes) else str(k).encode())
+    if len(keys) < COLUMNS_FROM:
+        return rich_value(keys)
+    cells = [show_bytes(k) if isinstance(k, bytes) else str(k) for k in keys]
+    return Group(Text(f"({len(keys)} keys)", style="dim"), KeyColumns(cells))
+
+
+class KeyColumns:
+    """Words in columns filled top to bottom, as many as the console is wide (like ls)."""
+
+    def __init__(self, cells: list[str]) -> None:
+        self.cells = cells
+
+    def __rich_console__(self, console, options):
+        width = max(cell_len(c) for c in self.cells) + 2
+        ncols = max(1, min(len(self.cells), options.max_width // width))
+        nrows = -(-len(self.cells) // ncols)
+        grid = Table.grid(padding=(0, 2, 0, 0))
+        for _ in range(ncols):
+            grid.add_column(no_wrap=True, overflow="ellipsis")
+        for r in range(nrows):
+            grid.add_row(*[Text(self.cells[i]) if (i := c * nrows + r) < len(self.cells)
+                           else "" for c in range(ncols)])
+        yield grid
+
+
+def scan_page(value: list) -> RenderableType:
+    cursor, keys = value
+    return Group(Text(f"next cursor: {_cell(cursor)}", style="dim"), key_list(keys))
+
+
+def watch_ack(ack: dict) -> Text:
+    history = ack.get("history")
+    text = Text.assemble(("watching ", "dim"), (f"'{show_bytes(ack.get('watching', b''))}'",
+                                                 "bold"),
+                         (f" from cursor {ack.get('cursor')}", "dim"))
+    if history == "reset":
+        text.append(" — that history is gone: current state first", style="yellow")
+    elif history == "replayed":
+        text.append(" — replaying what was missed", style="dim")
+    text.append(" (Ctrl-C stops)", style="dim")
+    return text
+
+
+_VIEWS = {
+    "MEMBERS": (list, members_table),
+    "INFO": (dict, info_table),
+    "KEYS": (list, key_list),
+    "SCAN": (list, scan_page),
+    "WATCH": (dict, watch_ack),
+}
+
+
 def rich(outcome: Outcome) -> RenderableType:
     err = error_of(outcome)
     if err is not None:
         return Text(f"(error) {err.code}: {err.message}", style="bold red")
     assert outcome.reply is not None
-    return rich_value(outcome.reply.value, outcome.reply.kind)
+    value = outcome.reply.value
+    view = _VIEWS.get(outcome.command.name) if outcome.command else None
+    if view and isinstance(value, view[0]):
+        return view[1](value)
+    return rich_value(value, outcome.reply.kind)
+
+
+def notice_text(item: dict) -> str:
+    """A WATCH stream notice: the connection was lost, or the stream resumed."""
+    if "lost" in item:
+        return f"-- watch interrupted: {item['lost']}"
+    how = {"replayed": "missed changes replayed", "reset": "history gone: current state first",
+           "live": "live"}.get(str(item.get("history")), str(item.get("history")))
+    return f"-- watch resumed at cursor {item.get('cursor')} ({how})"
+
+
+def notice_rich(item: dict) -> Text:
+    return Text(notice_text(item), style="bold yellow" if "lost" in item else "bold green")
+
+
+def height(console, renderable: RenderableType) -> int:
+    """How many lines `renderable` takes on `console` (to decide whether to page it)."""
+    return len(console.render_lines(renderable, console.options, pad=False))
 
 
 def event_plain(event: dict) -> bytes:
@@ -184,3 +316,24 @@ def event_rich(event: dict) -> Text:
         text.append(show_bytes(event["key"]), style="bold")
         text.append(f' "{show_bytes(event["value"])}"')
     return text
+
+
+def help_view(commands: list, shell: set[str] | frozenset[str] = frozenset()) -> RenderableType:
+    """HELP in the REPL: every command's syntax and summary, or one command in detail."""
+    if len(commands) == 1:
+        c = commands[0]
+        lines = [Text(c.syntax, style="bold"), Text(c.summary)]
+        lines += [Text.assemble(("  " + a.name, "yellow"), f"  {a.kind.value}"
+                                + (", optional" if a.optional else "")) for a in c.args]
+        lines += [Text.assemble(("  " + o.token, "green"),
+                                f"  {o.value.name} ({o.value.kind.value})" if o.value else "")
+                  for o in c.options]
+        if c.name in shell:
+            lines.append(Text("a shell command: kvsh answers it, the server never sees it",
+                              style="dim"))
+        return Group(*lines)
+    table = Table("command", "summary", box=None, pad_edge=False)
+    for c in commands:
+        table.add_row(Text(c.syntax, style="bold"),
+                      c.summary + (" (shell)" if c.name in shell else ""))
+    return table

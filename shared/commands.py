@@ -25,6 +25,7 @@ class Kind(enum.Enum):
     PATTERN = "pattern"
     STRING = "string"
     COMMAND = "command"
+    NODE = "node"  # a cluster member: its name or its host:port (completed from MEMBERS)
 
 
 @dataclass(frozen=True)
