@@ -1,7 +1,7 @@
 """Cluster benchmark: replication lag, cluster vs single-node throughput, time to converge.
 
-    python bench/cluster.py [--lag-rate 1000] [--lag-seconds 5] [--writes 100000]
-                            [--diverged 100000]
+    python bench/cluster.py [--lag-rate 1000] [--lag-seconds 5] [--lag-runs 3]
+                            [--writes 100000] [--diverged 100000]
 
 Starts its own kvd processes on free loopback ports (data under a temporary folder) and stops
 them at the end. The convergence figure needs root and `ip netns` (a real partition, healed);
@@ -93,11 +93,10 @@ def lag(home: Path, rate: int, seconds: float) -> dict:
             c.set("lag:stop", "1")
         t.join(30)
         lags = [(seen[k] - sent[k]) * 1000 for k in sent if k in seen]
-        if "--debug" in sys.argv:
-            print([(i, round(x)) for i, x in enumerate(lags) if x > 5])
         return {"writes": count, "rate_per_s": rate, "seen_on_b": len(lags),
-                "lag_p50_ms": pct(lags, 50), "lag_p99_ms": pct(lags, 99),
-                "lag_max_ms": max(lags), "ack_p50_ms": statistics.median(acks) * 1000}
+                "lag_p50_ms": round(pct(lags, 50), 2), "lag_p99_ms": round(pct(lags, 99), 2),
+                "lag_max_ms": round(max(lags), 1),
+                "ack_p50_ms": round(statistics.median(acks) * 1000, 2)}
     finally:
         for n in (a, b):
             n.stop()
@@ -203,12 +202,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lag-rate", type=int, default=1000, help="writes per second")
     parser.add_argument("--lag-seconds", type=float, default=5)
+    parser.add_argument("--lag-runs", type=int, default=3)
     parser.add_argument("--writes", type=int, default=100_000)
     parser.add_argument("--diverged", type=int, default=100_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp:
         home = Path(tmp)
-        print("lag:", lag(home, args.lag_rate, args.lag_seconds), flush=True)
+        for _ in range(args.lag_runs):  # a shared machine is noisy: several runs, all shown
+            print("lag:", lag(home, args.lag_rate, args.lag_seconds), flush=True)
         print("throughput:", throughput(home, args.writes), flush=True)
         print("convergence:", converge(home, args.diverged), flush=True)
 
