@@ -209,7 +209,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp:
         home = Path(tmp)
         for _ in range(args.lag_runs):  # a shared machine is noisy: several runs, all shown
-            print("lag:", lag(home, args.lag_rate, args.lag_seconds), flush=True)
+            run = Path(tempfile.mkdtemp(dir=home))
+            print("lag:", lag(run, args.lag_rate, args.lag_seconds), flush=True)
         print("throughput:", throughput(home, args.writes), flush=True)
         print("convergence:", converge(home, args.diverged), flush=True)
 

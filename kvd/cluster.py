@@ -183,9 +183,16 @@ class Cluster(Repair):
             name, address, gossip, inc, status = w
             check(type(name) is str and type(address) is str and type(gossip) is str
                    and type(inc) is int and status in STATUS, "member fields")
-            if name != self.node.name and not self.ms.is_member(name) and \
-                    STATUS[status] is not Status.LEFT:
+            if name == self.node.name:
+                self.ms.claim(by, name, inc, STATUS[status], now)
+                continue
+            known = self.ms.get(name)
+            if known is None and STATUS[status] is not Status.LEFT:
                 self.ms.add(name, address, gossip, inc, now)
+            elif known is not None and (name == by or inc > known.incarnation):
+                # Fresher news of the member (from itself, or of a later life): it may have
+                # come back on another address.
+                self.ms.add(name, address, gossip, known.incarnation, now)
             self.ms.claim(by, name, inc, STATUS[status], now)
 
     def _on_heartbeat(self, msg: Peer, now: int) -> list[Out]:

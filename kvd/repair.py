@@ -103,6 +103,8 @@ class Repair:
             self.counters["catchup_gone"] += 1
             self.claims.get(origin, {}).pop(msg.sender, None)
             return self._start_walk(msg.sender, now)
+        if not fresh:  # it had nothing new for us (yet): let the timer ask again, not a loop
+            return []
         return self._ask_gaps(now, only=origin)
 
     def _start_walk(self, peer: str, now: int) -> list[Out]:

@@ -192,3 +192,17 @@ def test_watch_on_one_node_sees_writes_made_on_another(kvd_factory) -> None:
     t.start()
     t.join(DEADLINE_S)
     assert events and events[0]["key"] == b"w:1" and events[0]["origin"] == "n0"
+
+
+def test_members_that_come_back_on_other_ports_find_each_other(kvd_factory) -> None:
+    n0, n1 = start_cluster(kvd_factory, 2)
+    n0.stop()
+    n1.stop()
+    # Both restart on their data dirs and on new ports; n1 remembers n0's old address.
+    new0 = kvd_factory("n0", data_dir=n0.data_dir)
+    new1 = kvd_factory("n1", ["--join", new0.address], data_dir=n1.data_dir)
+    wait_for(lambda: {m["name"]: m["address"] for m in new1.client().members()}.get("n0")
+             == new0.address, DEADLINE_S, "n1 to follow n0 to its new address")
+    new0.client().set("after-the-move", "1")
+    wait_for(lambda: new1.client().get("after-the-move") == b"1", DEADLINE_S, "gossip")
+    assert info(new1)["received"] >= 1  # by gossip, not only by anti-entropy
