@@ -14,7 +14,8 @@ from shared.errors import KvError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvd", description="The kv daemon.")
     parser.add_argument("--version", action="version", version=f"kvd {__version__}")
-    sub = parser.add_subparsers(dest="action", required=True, metavar="{start,stop,status}")
+    sub = parser.add_subparsers(dest="action", required=True,
+                                metavar="{start,stop,status,check-log}")
 
     start = sub.add_parser("start", help="start a node (detached unless --foreground)")
     start.add_argument("--foreground", action="store_true", help="stay attached, log to stderr")
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--config", type=Path, help="TOML config (default kvd.toml in the "
                        "user config dir)")
     start.add_argument("--log-level", choices=config.LOG_LEVELS)
+    start.add_argument("--repair", action="store_true", help="if the log is corrupt, truncate "
+                       "it at the last good record (says how many records it drops)")
 
     stop = sub.add_parser("stop", help="stop a detached node gracefully")
     which = stop.add_mutually_exclusive_group()
@@ -41,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--host", default="127.0.0.1")
     status.add_argument("--port", type=int, default=7700)
     status.add_argument("--json", action="store_true")
+
+    check = sub.add_parser("check-log", help="verify a node's log; exit 1 if it is corrupt")
+    check.add_argument("--data-dir", type=Path, help="the node's data folder (default: the "
+                       "default node's)")
+    check.add_argument("--config", type=Path)
+    check.add_argument("--repair", action="store_true",
+                       help="truncate a corrupt log at the last good record")
     return parser
 
 
@@ -54,14 +64,30 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "start":
             cfg = config.load(args.config, {k: getattr(args, k) for k in START_KEYS})
             if args.foreground:
-                return daemon.run_foreground(cfg)
+                return daemon.run_foreground(cfg, args.repair)
             return daemon.start_detached(cfg, argv[argv.index("start") + 1 :])
         if args.action == "stop":
             port = args.port if (args.port or args.name or args.data_dir) else 7700
             return daemon.stop(port, args.name, args.data_dir)
+        if args.action == "check-log":
+            return check_log(config.load(args.config, {"data_dir": args.data_dir}), args.repair)
         return daemon.status(args.host, args.port, args.json)
     except (KvError, BindError) as exc:
         print(f"kvd: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def check_log(cfg: config.Config, repair: bool) -> int:
+    from kvd.recovery import check
+
+    assert cfg.data_dir is not None
+    lock = daemon.DataDirLock(cfg.data_dir) if repair else None  # never repair under a kvd
+    try:
+        code, lines = check(cfg.data_dir, repair)
+    finally:
+        if lock is not None:
+            lock.release()
+    print("\n".join(lines))
+    return code

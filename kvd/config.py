@@ -1,7 +1,9 @@
 """Configuration: embedded defaults, then the TOML file, then command-line flags (flags win).
 
 The TOML keys are the flags' long names (`port`, `gossip_port` or `gossip-port`, `fsync`, ...)
-plus `max_value_size`. Paths come from platformdirs, so XDG_* variables move them.
+plus `max_value_size`, the log's `appendonly`, `compaction_ratio`, `compaction_min_size`,
+`tombstone_max_age` (seconds), and the cluster's `cluster` and `gossip_hwm`. Paths come from
+platformdirs, so XDG_* variables move them.
 """
 
 from __future__ import annotations
@@ -37,8 +39,14 @@ class Config:
     log_level: str = "info"
     max_value_size: int = 16 * 1024 * 1024
     cluster: str = "kv"  # peers must carry the same name; guards against crossed wires
-    tombstone_max_age: int = 7 * 24 * 3600  # seconds; see README "Tombstones"
     gossip_hwm: int = 1000  # gossip messages queued per subscriber before PUB drops
+    # Durability (kvd.wal, kvd.compaction): config-file keys, no flags.
+    appendonly: bool = True  # false runs without a log (benchmark baseline; data is lost)
+    compaction_ratio: float = 2.0  # rewrite the log once it is this many times the live data
+    compaction_min_size: int = 64 * 1024 * 1024  # ... and at least this many bytes
+    # Seconds a deletion is kept in the log for peers, and the most a tombstone waits in memory
+    # for a member that is down (kvd.cluster; see README "Tombstones").
+    tombstone_max_age: int = 7 * 86400
 
     def resolve(self) -> Config:
         """Fill in the defaults that depend on other settings; check the values."""
@@ -47,6 +55,8 @@ class Config:
             raise ConfigError(f"fsync must be one of {choices}, not {self.fsync!r}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+        if self.compaction_ratio <= 1 or self.compaction_min_size < 0:
+            raise ConfigError("compaction_ratio must be over 1 and compaction_min_size >= 0")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port} is out of range (1-65535)")
         if self.gossip_port is None:

@@ -65,7 +65,7 @@ def setup_logging(level: str) -> None:
     )
 
 
-def run_foreground(cfg: Config) -> int:
+def run_foreground(cfg: Config, repair: bool = False) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
     setup_logging(cfg.log_level)
     assert cfg.data_dir is not None and cfg.name is not None
@@ -76,7 +76,7 @@ def run_foreground(cfg: Config) -> int:
         node.info_sources.append(
             lambda: {"pid": os.getpid(), "data_dir": str(cfg.data_dir), "port": cfg.port}
         )
-        log_ = open_log(cfg, node)  # replays the log first: the cluster starts from node.seq
+        log_ = open_log(cfg, node, repair)  # replays first: the cluster starts from node.seq
         server = Server(node, cfg.bind, cfg.port, log_)
         try:
             server.attach(open_cluster(cfg, node, server))
@@ -108,11 +108,20 @@ def open_cluster(cfg: Config, node: Node, server: Server) -> Peers:
     return Peers(core, cfg.bind, cfg.gossip_port, cfg.data_dir, server.poller, cfg.gossip_hwm)
 
 
-def open_log(cfg: Config, node: Node):
-    """The durability layer for this node (kvd.wal), or no log at all."""
+def open_log(cfg: Config, node: Node, repair: bool = False):
+    """The durability layer for this node (kvd.wal), after replaying it; or no log at all."""
     from kvd.server import NullLog
 
-    return NullLog()
+    if not cfg.appendonly:
+        log.warning("appendonly = false: nothing is written to disk")
+        return NullLog()
+    from kvd.recovery import open_log as recover_and_open
+
+    assert cfg.data_dir is not None
+    return recover_and_open(
+        cfg.data_dir, node, cfg.fsync, repair, compaction_ratio=cfg.compaction_ratio,
+        compaction_min_size=cfg.compaction_min_size, tombstone_max_age_s=cfg.tombstone_max_age,
+    )
 
 
 def start_detached(cfg: Config, argv: list[str]) -> int:

@@ -1,0 +1,124 @@
+"""The log record format, pinned byte for byte, and how a reader classifies damage."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from kvd.record import MAGIC, Reader, encode_checkpoint, encode_entry, entry_of, frame
+from kvd.store import Entry
+
+# (key, entry, seq) -> the exact record bytes. Changing any of these breaks every log on disk.
+GOLDEN = [
+    (b"a", Entry(b"1", 0x0102 << 16 | 3, "n1", 0), 7,
+     "f4f72708" "00000011" "96" "c40161" "c40131" "ce01020003" "a26e31" "00" "07"),
+    (b"k", Entry(None, 5, "n2", 0), 0,  # a deletion: nil value
+     "166ce98b" "0000000b" "96" "c4016b" "c0" "05" "a26e32" "00" "00"),
+    (b"k", Entry(b"v", 5, "n2", 1_700_000_000_000), 2,
+     "78d968a6" "00000015" "96" "c4016b" "c40176" "05" "a26e32" "cf0000018bcfe56800" "02"),
+]
+
+
+@pytest.mark.parametrize(("key", "entry", "seq", "hexed"), GOLDEN)
+def test_golden_records(key: bytes, entry: Entry, seq: int, hexed: str) -> None:
+    raw = bytes.fromhex(hexed)
+    assert encode_entry(key, entry, seq) == raw
+    assert [entry_of(r) for r in Reader(MAGIC + raw)] == [(key, entry, seq)]
+
+
+def test_golden_checkpoint_and_magic() -> None:
+    assert MAGIC == b"KVWAL001"
+    assert encode_checkpoint({"n1": 9}) == bytes.fromhex("20e8948d" "00000005" "81a26e3109")
+    assert list(Reader(MAGIC + encode_checkpoint({"n1": 9}))) == [{"n1": 9}]
+
+
+def test_crc_covers_the_length_field() -> None:
+    payload = b"\x90"
+    expected = zlib.crc32(payload, zlib.crc32(len(payload).to_bytes(4, "big")))
+    assert frame(payload)[:4] == expected.to_bytes(4, "big")
+
+
+def records(n: int) -> list[bytes]:
+    return [encode_entry(f"k{i}".encode(), Entry(b"v" * i, i + 1, "n1"), i + 1)
+            for i in range(n)]
+
+
+def read(data: bytes) -> Reader:
+    reader = Reader(data)
+    reader.items = list(reader)  # type: ignore[attr-defined]
+    return reader
+
+
+def test_empty_file_is_an_empty_log() -> None:
+    r = read(b"")
+    assert (r.count, r.end, r.damage) == (0, 0, None)
+
+
+def test_magic_only() -> None:
+    r = read(MAGIC)
+    assert (r.count, r.end, r.damage) == (0, len(MAGIC), None)
+
+
+def test_torn_magic_is_a_torn_tail() -> None:
+    r = read(MAGIC[:3])
+    assert r.damage is not None and r.damage.torn and r.end == 0
+
+
+def test_bad_magic_is_not_torn() -> None:
+    r = read(b"GARBAGE!" + b"".join(records(2)))
+    assert r.damage is not None and not r.damage.torn and r.damage.offset == 0
+    assert "magic" in r.damage.reason
+
+
+@pytest.mark.parametrize("cut", [1, 4, 8, 9, -1])
+def test_torn_tail_at_any_byte(cut: int) -> None:
+    recs = records(3)
+    good = MAGIC + recs[0] + recs[1]
+    r = read(good + recs[2][:cut])
+    assert r.count == 2 and r.end == len(good)
+    assert r.damage is not None and r.damage.torn and r.damage.offset == len(good)
+
+
+def test_zeros_at_the_end_are_a_torn_tail() -> None:
+    """What a machine crash can leave: the size grew but the data never made it."""
+    good = MAGIC + b"".join(records(2))
+    r = read(good + bytes(64))
+    assert r.count == 2 and r.damage is not None and r.damage.torn
+
+
+def test_bad_crc_in_the_last_record_is_torn() -> None:
+    recs = records(3)
+    last = bytearray(recs[2])
+    last[-1] ^= 0xFF
+    r = read(MAGIC + recs[0] + recs[1] + bytes(last))
+    assert r.count == 2 and r.damage is not None and r.damage.torn
+
+
+def test_bad_crc_in_the_middle_is_corruption() -> None:
+    recs = records(4)
+    bad = bytearray(recs[1])
+    bad[12] ^= 0x01
+    data = MAGIC + recs[0] + bytes(bad) + recs[2] + recs[3]
+    r = read(data)
+    offset = len(MAGIC) + len(recs[0])
+    assert r.count == 1 and r.end == offset
+    assert r.damage is not None and not r.damage.torn
+    assert r.damage.offset == offset and r.damage.reason == "checksum mismatch"
+    assert r.damage.resume == offset + len(recs[1])
+
+
+def test_a_corrupt_length_in_the_middle_is_not_taken_for_a_torn_tail() -> None:
+    """A length that points past the end looks like a torn write; the records after say no."""
+    recs = records(4)
+    bad = bytearray(recs[1])
+    bad[4:8] = (10_000).to_bytes(4, "big")
+    r = read(MAGIC + recs[0] + bytes(bad) + recs[2] + recs[3])
+    assert r.count == 1 and r.damage is not None and not r.damage.torn
+
+
+def test_reader_resumes_mid_file() -> None:
+    recs = records(3)
+    start = len(MAGIC) + len(recs[0])
+    r = Reader(MAGIC + b"".join(recs), start)
+    assert [entry_of(x)[0] for x in r] == [b"k1", b"k2"]
