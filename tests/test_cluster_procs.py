@@ -106,8 +106,10 @@ def test_a_hung_node_is_suspected_then_catches_up_on_a_burst(kvd_factory, tmp_pa
     try:
         wait_for(lambda: statuses(n0)["n2"] in ("suspect", "dead"), DEADLINE_S, "suspicion")
         wait_for(lambda: statuses(n0)["n2"] == "dead", DEADLINE_S, "n2 declared dead")
-        with n0.client(timeout=60) as c:  # far more than the gossip buffers hold
-            c.pipeline([["SET", f"burst{i}", f"{i:08d}" * 4] for i in range(30_000)])
+        # far more than the gossip buffers hold: loopback TCP buffers alone autotune to tens
+        # of MB here (tcp_rmem max 32 MiB), so the burst is ~48 MB, not just many writes
+        with n0.client(timeout=60) as c:
+            c.pipeline([["SET", f"burst{i}", f"{i:08d}" * 200] for i in range(30_000)])
     finally:
         n2.signal(signal.SIGCONT)
     wait_for(lambda: converged(n0, n1, n2), 60, "the hung node to catch up")
