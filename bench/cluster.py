@@ -1,53 +1,219 @@
-"""A 3-node kvd cluster as one bench target: writes spread round-robin over its members.
+"""Cluster benchmark: replication lag, cluster vs single-node throughput, time to converge.
 
-Clustering is built on its own branch; until a node started with --join reports the others
-in INFO `members`, the suite skips this target with a note instead of measuring three
-unconnected nodes and calling them a cluster.
+    python bench/cluster.py [--lag-rate 1000] [--lag-seconds 5] [--lag-runs 3]
+                            [--writes 100000] [--diverged 100000]
+
+Starts its own kvd processes on free loopback ports (data under a temporary folder) and stops
+them at the end. The convergence figure needs root and `ip netns` (a real partition, healed);
+without them it is reported as skipped.
+
+1. Lag: one client SETs at a steady rate on node A; a WATCH on node B timestamps each event.
+   Lag = seen on B - sent to A (so it includes A's own request round trip).
+2. Throughput: pipelined SETs to a lone node, then to one node of a 3-node cluster (same run,
+   same machine); for the cluster also the time until every node holds every write.
+3. Convergence: 3 nodes in network namespaces; node C is cut off; A and C each take half of
+   the diverged keys; the link comes back; time until the three digests are equal.
 """
 
 from __future__ import annotations
 
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
-from bench.targets import Kvd
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-FORM_S = 10.0
+from tests.procs import Kvd, env_for, wait_for  # noqa: E402
 
 
-class Cluster:
-    label = "cluster-3"
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
-    def __init__(self, home: Path, fsync: str = "everysec", size: int = 3) -> None:
-        self.home, self.fsync, self.size = home, fsync, size
-        self.nodes: list[Kvd] = []
 
-    @property
-    def endpoints(self) -> list[str]:
-        return [n.endpoint for n in self.nodes]
+def cluster(home: Path, n: int, tag: str) -> list[Kvd]:
+    first = Kvd(home, f"{tag}0").start()
+    nodes = [first] + [Kvd(home, f"{tag}{i}", ["--join", first.address]).start()
+                       for i in range(1, n)]
+    for node in nodes:
+        wait_for(lambda node=node: [m["status"] for m in node.client().members()]
+                 == ["alive"] * n, 30, "the cluster to form")
+    for node in nodes:  # and gossip flows between every pair (subscriptions are made)
+        node.client().set(f"probe:{node.name}", "1")
+    wait_for(lambda: all(x.client().exists(*[f"probe:{m.name}" for m in nodes]) == len(nodes)
+                         for x in nodes), 30, "gossip between every pair")
+    for node in nodes:
+        node.client().delete(f"probe:{node.name}")
+    return nodes
 
-    @property
-    def endpoint(self) -> str:
-        return self.nodes[0].endpoint
 
-    def start(self) -> Cluster:
-        first = Kvd(self.home, self.fsync, name=f"{self.label}-1").start()
-        self.nodes = [first]
-        for i in range(2, self.size + 1):
-            join = [f"127.0.0.1:{first.port}"]
-            self.nodes.append(Kvd(self.home, self.fsync, name=f"{self.label}-{i}",
-                                  join=join).start())
-        return self
+def digests_equal(nodes: list[Kvd]) -> bool:
+    return len({n.client().info()["digest"] for n in nodes}) == 1
 
-    def formed(self) -> bool:
-        """True once every node sees all members; False after FORM_S."""
-        end = time.monotonic() + FORM_S
-        while time.monotonic() < end:
-            if all(int(n.info().get("members", 1)) >= self.size for n in self.nodes):
-                return True
-            time.sleep(0.1)
-        return False
 
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
+def lag(home: Path, rate: int, seconds: float) -> dict:
+    a, b = cluster(home, 2, "lag")
+    try:
+        count = int(rate * seconds)
+        seen: dict[str, float] = {}
+        ready = threading.Event()
+
+        def watch() -> None:
+            with b.client(timeout=30) as c:
+                for event in c.watch("lag:", poll_s=0.05):
+                    if "key" not in event:
+                        ready.set()
+                        continue
+                    key = event["key"].decode()
+                    seen[key] = time.perf_counter()
+                    if key == "lag:stop":
+                        return
+
+        t = threading.Thread(target=watch, daemon=True)
+        t.start()
+        ready.wait(10)
+        sent: dict[str, float] = {}
+        acks: list[float] = []
+        with a.client() as c:
+            start = time.perf_counter()
+            for i in range(count):
+                slot = start + i / rate
+                while time.perf_counter() < slot:
+                    time.sleep(max(0.0, slot - time.perf_counter()))
+                key = f"lag:{i}"
+                sent[key] = time.perf_counter()
+                c.set(key, "x" * 32)
+                acks.append(time.perf_counter() - sent[key])
+            c.set("lag:stop", "1")
+        t.join(30)
+        lags = [(seen[k] - sent[k]) * 1000 for k in sent if k in seen]
+        return {"writes": count, "rate_per_s": rate, "seen_on_b": len(lags),
+                "lag_p50_ms": round(pct(lags, 50), 2), "lag_p99_ms": round(pct(lags, 99), 2),
+                "lag_max_ms": round(max(lags), 1),
+                "ack_p50_ms": round(statistics.median(acks) * 1000, 2)}
+    finally:
+        for n in (a, b):
+            n.stop()
+
+
+def pipelined(node: Kvd, writes: int, tag: str) -> float:
+    with node.client(timeout=120) as c:
+        start = time.perf_counter()
+        for lo in range(0, writes, 10_000):
+            c.pipeline([["SET", f"{tag}:{i}", "v" * 32] for i in range(lo, lo + 10_000)])
+        return time.perf_counter() - start
+
+
+def throughput(home: Path, writes: int) -> dict:
+    single = Kvd(home, "single").start()
+    try:
+        alone = pipelined(single, writes, "t")
+    finally:
+        single.stop()
+    nodes = cluster(home, 3, "tp")
+    try:
+        start = time.perf_counter()
+        clustered = pipelined(nodes[0], writes, "t")
+        wait_for(lambda: all(n.client().dbsize() == writes for n in nodes), 120, "replication")
+        replicated = time.perf_counter() - start
+    finally:
+        for n in nodes:
+            n.stop()
+    return {"writes": writes, "single_node_sets_per_s": round(writes / alone),
+            "cluster_sets_per_s": round(writes / clustered),
+            "ratio": round(alone / clustered, 2),
+            "cluster_all_replicated_s": round(replicated, 2)}
+
+
+def converge(home: Path, diverged: int) -> dict:
+    from tests.test_partition import PORT, Net, _can_make_namespaces
+
+    reason = _can_make_namespaces()
+    if reason:
+        return {"skipped": reason}
+    net = Net(3)
+    procs: list[subprocess.Popen] = []
+    env = env_for(home)
+
+    def in_ns(i: int, code: str, wait: bool = True):
+        argv = ["ip", "netns", "exec", net.nodes[i], sys.executable, "-c",
+                "from kvsh.client import Client\n" + code]
+        if wait:
+            return subprocess.run(argv, env=env, cwd=ROOT, check=True, capture_output=True,
+                                  text=True, timeout=300).stdout
+        return subprocess.Popen(argv, env=env, cwd=ROOT, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+
+    try:
+        net.create()
+        for i in range(3):
+            argv = ["ip", "netns", "exec", net.nodes[i], sys.executable, "-m", "kvd", "start",
+                    "--foreground", "--name", f"p{i}", "--bind", net.ip_of(i), "--port",
+                    str(PORT), "--data-dir", str(home / f"p{i}"), "--log-level", "warning"]
+            if i:
+                argv += ["--join", f"{net.ip_of(0)}:{PORT}"]
+            procs.append(subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL))
+        ips = [net.ip_of(i) for i in range(3)]
+        client = f"lambda ip: Client(ip, {PORT}, timeout=5)"
+        in_ns(0, f"import time\nmk = {client}\nend = time.time() + 60\n"
+                 "def formed():\n"
+                 "    try:\n"
+                 f"        got = [m['status'] for m in mk({ips[0]!r}).members()]\n"
+                 "        return got == ['alive'] * 3\n"
+                 "    except Exception:\n"
+                 "        return False\n"
+                 "while not formed():\n"
+                 "    assert time.time() < end; time.sleep(0.1)\n")
+        net.cut(2)
+        half = diverged // 2
+        for i, tag in ((0, "a"), (2, "c")):
+            in_ns(i, f"c = Client({ips[i]!r}, {PORT}, timeout=120)\n"
+                     f"for lo in range(0, {half}, 10000):\n"
+                     f"    c.pipeline([['SET', f'{tag}:{{i}}', 'v']\n"
+                     f"                for i in range(lo, lo + 10000)])\n")
+        probe = in_ns(0, f"import sys, time\nmk = {client}\nsys.stdin.readline()\n"
+                         "start = time.perf_counter()\n"
+                         f"while len({{mk(ip).info()['digest'] for ip in {ips!r}}}) != 1:\n"
+                         "    time.sleep(0.02)\n"
+                         "print(time.perf_counter() - start)\n", wait=False)
+        net.cut(2, up=True)
+        probe.stdin.write("go\n")
+        probe.stdin.flush()
+        out, _ = probe.communicate(timeout=300)
+        return {"diverged_keys": 2 * half, "converge_s": round(float(out), 2)}
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        net.destroy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lag-rate", type=int, default=1000, help="writes per second")
+    parser.add_argument("--lag-seconds", type=float, default=5)
+    parser.add_argument("--lag-runs", type=int, default=3)
+    parser.add_argument("--writes", type=int, default=100_000)
+    parser.add_argument("--diverged", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp:
+        home = Path(tmp)
+        for _ in range(args.lag_runs):  # a shared machine is noisy: several runs, all shown
+            run = Path(tempfile.mkdtemp(dir=home))
+            print("lag:", lag(run, args.lag_rate, args.lag_seconds), flush=True)
+        print("throughput:", throughput(home, args.writes), flush=True)
+        print("convergence:", converge(home, args.diverged), flush=True)
+
+
+if __name__ == "__main__":
+    main()

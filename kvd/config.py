@@ -1,8 +1,9 @@
 """Configuration: embedded defaults, then the TOML file, then command-line flags (flags win).
 
 The TOML keys are the flags' long names (`port`, `gossip_port` or `gossip-port`, `fsync`, ...)
-plus `max_value_size` and the log's `appendonly`, `compaction_ratio`, `compaction_min_size`
-and `tombstone_max_age` (seconds). Paths come from platformdirs, so XDG_* variables move them.
+plus `max_value_size`, the log's `appendonly`, `compaction_ratio`, `compaction_min_size`,
+`tombstone_max_age` (seconds), and the cluster's `cluster` and `gossip_hwm`. Paths come from
+platformdirs, so XDG_* variables move them.
 """
 
 from __future__ import annotations
@@ -37,12 +38,15 @@ class Config:
     fsync: str = "everysec"
     log_level: str = "info"
     max_value_size: int = 16 * 1024 * 1024
-    cluster: str = "kv"
+    cluster: str = "kv"  # peers must carry the same name; guards against crossed wires
+    gossip_hwm: int = 1000  # gossip messages queued per subscriber before PUB drops
     # Durability (kvd.wal, kvd.compaction): config-file keys, no flags.
     appendonly: bool = True  # false runs without a log (benchmark baseline; data is lost)
     compaction_ratio: float = 2.0  # rewrite the log once it is this many times the live data
     compaction_min_size: int = 64 * 1024 * 1024  # ... and at least this many bytes
-    tombstone_max_age: int = 7 * 86400  # seconds a deletion is kept in the log for peers
+    # Seconds a deletion is kept in the log for peers, and the most a tombstone waits in memory
+    # for a member that is down (kvd.cluster; see README "Tombstones").
+    tombstone_max_age: int = 7 * 86400
 
     def resolve(self) -> Config:
         """Fill in the defaults that depend on other settings; check the values."""

@@ -17,8 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+from kvd.cluster import Cluster, Settings
 from kvd.config import Config, data_root, log_path
+from kvd.hlc import wall_ms
 from kvd.node import Node
+from kvd.peers import Peers, load_members, next_epoch
 from kvd.server import Server
 from kvsh.client import Client
 from shared.errors import KvError, Unreachable
@@ -73,7 +76,13 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
         node.info_sources.append(
             lambda: {"pid": os.getpid(), "data_dir": str(cfg.data_dir), "port": cfg.port}
         )
-        server = Server(node, cfg.bind, cfg.port, open_log(cfg, node, repair))
+        log_ = open_log(cfg, node, repair)  # replays first: the cluster starts from node.seq
+        server = Server(node, cfg.bind, cfg.port, log_)
+        try:
+            server.attach(open_cluster(cfg, node, server))
+        except KvError:
+            server.close()
+            raise
         pid_file.write_text(json.dumps({"pid": os.getpid(), "name": cfg.name, "port": cfg.port}))
         server.install_signal_handlers()
         log.info("%s serving on tcp://%s:%d (data %s)", cfg.name, cfg.bind, cfg.port, cfg.data_dir)
@@ -86,6 +95,17 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
     finally:
         pid_file.unlink(missing_ok=True)
         lock.release()
+
+
+def open_cluster(cfg: Config, node: Node, server: Server) -> Peers:
+    """The cluster core and its sockets; rejoins the members known from the last run."""
+    assert cfg.data_dir is not None and cfg.gossip_port is not None
+    settings = Settings(cluster=cfg.cluster, tombstone_max_age_ms=cfg.tombstone_max_age * 1000)
+    now = wall_ms()
+    core = Cluster(node, f"{cfg.connect_host}:{cfg.gossip_port}", settings, now,
+                   seeds=cfg.join, known=load_members(cfg.data_dir),
+                   epoch=next_epoch(cfg.data_dir, now))
+    return Peers(core, cfg.bind, cfg.gossip_port, cfg.data_dir, server.poller, cfg.gossip_hwm)
 
 
 def open_log(cfg: Config, node: Node, repair: bool = False):

@@ -68,6 +68,7 @@ class Node:
         self.seq = 0  # how many local writes this node has originated (its gossip sequence)
         self.counters: Counter[str] = Counter()
         self.info_sources: list[Callable[[], dict]] = []
+        self.members_source: Callable[[int], list[dict]] | None = None  # set by kvd.cluster
         self._monotonic = monotonic
         self._started = monotonic()
         self._routes: dict[bytes, tuple[Command, Callable, int]] = {}

@@ -9,6 +9,11 @@ log flush, one fsync per turn instead of per request.
 Bad input never stops the loop: a frame that does not decode gets an error reply (request id 0)
 and is counted; a peer that fails the ZeroMQ handshake (garbage bytes on the port) is counted
 from the socket monitor.
+
+The cluster (kvd.peers, when attached) rides the same loop: requests from other nodes arrive on
+the ROUTER next to client requests, gossip and replies on the peers' sockets; what they apply is
+committed to the log in the same turn as local writes, and our own writes of the turn are
+published as one gossip message after the commit.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from kvd.hlc import wall_ms
 from kvd.node import Change, Context, Node
+from kvd.peers import Peers
 from shared import codec
 from shared.errors import KvError, ProtocolError, StorageError
 
@@ -93,6 +99,7 @@ class Server:
                  max_message: int | None = None) -> None:
         self.node = node
         self.log = log_ or NullLog()
+        self.peers: Peers | None = None
         self.counters: Counter[str] = Counter()
         self._stopping = False
         self._next_heartbeat = 0.0
@@ -118,6 +125,13 @@ class Server:
                 ) from None
             raise BindError(f"cannot listen on {bind}:{port}: {exc.strerror}") from None
         node.info_sources.append(self._info)
+        self.poller = zmq.Poller()
+        self.poller.register(self._router, zmq.POLLIN)
+        self.poller.register(self._monitor, zmq.POLLIN)
+
+    def attach(self, peers: Peers) -> None:
+        """Join the loop to a cluster: its sockets are polled and its messages handled here."""
+        self.peers = peers
 
     def _info(self) -> dict:
         info = {
@@ -145,26 +159,27 @@ class Server:
         # cycles worth hunting often; refcounting frees the rest.
         gc.freeze()  # what exists now (a replayed store included) is never scanned again
         gc.set_threshold(GC_THRESHOLD, 20, 20)
-        poller = zmq.Poller()
-        # Only the ROUTER wakes the loop: every socket in a zmq_poll costs poll(2) calls per
-        # wake-up, and the monitor only feeds counters, which housekeeping drains.
-        poller.register(self._router, zmq.POLLIN)
         next_tick = time.monotonic()
         while not self._stopping:
             timeout = max(0.0, next_tick - time.monotonic())
-            if poller.poll(timeout * 1000):
-                self._turn()
+            ready = dict(self.poller.poll(timeout * 1000))
+            if self._router in ready or (self.peers and len(ready) > (self._monitor in ready)):
+                self._turn(ready)
+            if self._monitor in ready:
+                self._drain_monitor()
             if time.monotonic() >= next_tick:
                 self._housekeeping()
                 next_tick = time.monotonic() + TICK_S
         log.info("stopping: flushing the log")
+        if self.peers is not None:
+            self.peers.leave(wall_ms())
 
-    def _turn(self) -> None:
+    def _turn(self, ready: dict) -> None:
         node, router = self.node, self._router
         ctx = Context(now=wall_ms())
         out: list[list[bytes]] = []
         pending: list[Pending] = []  # replies that depend on this turn's log commit
-        for i in range(MAX_DRAIN):
+        for i in range(MAX_DRAIN if self._router in ready else 0):
             # After the first message, one EVENTS query (a poll(2)) says whether a second is
             # queued: cheaper than the zmq.Again a lone request (a sequential client) would
             # otherwise end the turn on. Busier turns then drain until Again.
@@ -174,9 +189,11 @@ class Server:
             if frames is None:
                 break
             self._handle(frames, ctx, out, pending)
+        if self.peers is not None:
+            self.peers.drain(ready, ctx.now)
         changes = node.take_changes()
-        if changes:
-            self._commit(changes, out, pending)
+        if changes and self._commit(changes, out, pending) and self.peers is not None:
+            self.peers.route(self.peers.cluster.committed(changes, ctx.now))
         for client, rid, event in ctx.events:
             out.append([client, codec.encode_event(rid, event)])
         for frames in out:
@@ -224,6 +241,8 @@ class Server:
             self._handle_batch(client, msg, ctx, out, pending)
         elif isinstance(msg, codec.Cancel):
             self.node.watches.cancel(client, msg.request_id)
+        elif isinstance(msg, codec.Peer) and self.peers is not None:
+            self.peers.on_request(msg, ctx.now, lambda frame: out.append([client, frame]))
         else:
             self.counters["bad_frames"] += 1
             err = ProtocolError("clients send REQUEST, BATCH or CANCEL messages")
@@ -243,7 +262,7 @@ class Server:
         if len(node.changes) != start:
             pending.append(Pending(len(out) - 1, True, replies))
 
-    def _commit(self, changes: list[Change], out: list, pending: list) -> None:
+    def _commit(self, changes: list[Change], out: list, pending: list) -> bool:
         """Log the turn's writes; if the log refuses, undo them and fail those replies."""
         try:
             self.log.append(changes)
@@ -257,9 +276,10 @@ class Server:
                     codec.encode_batch_reply(failed) if p.batch
                     else codec.encode_reply(*failed[0])
                 )
-            return
+            return False
         for client, rid, event in self.node.watches.record_all(changes):
             out.append([client, codec.encode_event(rid, event)])
+        return True
 
     def _send(self, frames: list[bytes]) -> None:
         try:
@@ -293,12 +313,15 @@ class Server:
                 self._send([client, codec.encode_event(rid, event)])
 
     def _housekeeping(self) -> None:
-        self._drain_monitor()
         self._watch_heartbeats()
         self.node.store.expire_due(wall_ms(), EXPIRE_PER_TICK)
         self.log.tick(time.monotonic())
+        if self.peers is not None:
+            self.peers.tick(wall_ms())
 
     def close(self) -> None:
+        if self.peers is not None:
+            self.peers.close()
         self.log.close()
         self._router.disable_monitor()
         self._monitor.close(linger=0)

@@ -9,6 +9,8 @@ version and the message type (PROTOCOL.md has the full spec):
     BATCH_REPLY  [version, 4, [[request_id, kind, value], ...]]
     EVENT        [version, 5, request_id, {event}]
     CANCEL       [version, 6, request_id]
+    peer types   [version, 7..16, cluster, sender, {body}]   (JOIN, WELCOME, HEARTBEAT, GOSSIP,
+                 CATCHUP, CATCHUP_REPLY, SYNC, SYNC_REPLY, SYNC_PUSH, LEAVE: node to node only)
 
 Anything that does not decode into one of these raises `ProtocolError`, and nothing else.
 """
@@ -35,6 +37,17 @@ class MsgType(enum.IntEnum):
     BATCH_REPLY = 4
     EVENT = 5
     CANCEL = 6
+    # node to node (kvd.cluster): [version, type, cluster, sender, {body}]
+    JOIN = 7
+    WELCOME = 8
+    HEARTBEAT = 9
+    GOSSIP = 10
+    CATCHUP = 11
+    CATCHUP_REPLY = 12
+    SYNC = 13
+    SYNC_REPLY = 14
+    SYNC_PUSH = 15
+    LEAVE = 16
 
 
 class ReplyKind(enum.IntEnum):
@@ -89,7 +102,20 @@ class Cancel:
     request_id: int
 
 
-Message = Request | list[Request] | Reply | list[Reply] | Event | Cancel
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A node-to-node message; the body's fields are checked by kvd.cluster, per type."""
+
+    type: MsgType
+    cluster: str
+    sender: str
+    body: dict
+
+
+PEER_TYPES = frozenset(MsgType) - {MsgType.REQUEST, MsgType.REPLY, MsgType.BATCH,
+                                   MsgType.BATCH_REPLY, MsgType.EVENT, MsgType.CANCEL}
+
+Message = Peer | Request | list[Request] | Reply | list[Reply] | Event | Cancel
 
 
 def kind_of(value: object) -> ReplyKind:
@@ -141,6 +167,10 @@ def encode_event(request_id: int, event: dict) -> bytes:
 
 def encode_cancel(request_id: int) -> bytes:
     return _packer.pack([PROTOCOL_VERSION, MsgType.CANCEL, request_id])
+
+
+def encode_peer(msg: Peer) -> bytes:
+    return _packer.pack([PROTOCOL_VERSION, msg.type, msg.cluster, msg.sender, msg.body])
 
 
 def unpack(frame: bytes) -> object:
@@ -251,6 +281,13 @@ def _decode_cancel(msg: list) -> Cancel:
     return Cancel(_request_id(msg[2]))
 
 
+def _decode_peer(msg: list) -> Peer:
+    if len(msg) != 5 or not isinstance(msg[2], str) or not isinstance(msg[3], str) \
+            or not isinstance(msg[4], dict):
+        raise ProtocolError("a peer message has 5 fields: [version, type, cluster, sender, {}]")
+    return Peer(MsgType(msg[1]), msg[2], msg[3], msg[4])
+
+
 _DECODERS = {
     MsgType.REQUEST: _decode_request,
     MsgType.REPLY: _decode_reply,
@@ -258,4 +295,5 @@ _DECODERS = {
     MsgType.BATCH_REPLY: _decode_batch_reply,
     MsgType.EVENT: _decode_event,
     MsgType.CANCEL: _decode_cancel,
+    **{t: _decode_peer for t in PEER_TYPES},
 }

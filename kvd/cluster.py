@@ -1,0 +1,393 @@
+"""The cluster: membership, replication streams and repair tied into one sans-IO core.
+
+`Cluster` takes peer messages, the node's committed changes and the time, and returns `Out`s:
+what to publish on the gossip PUB socket, what to send to a peer's ROUTER (by address), and
+what to answer the peer whose request is being handled. kvd.peers moves the bytes; the tests'
+simulator (tests/sim.py) moves them in memory with a fake clock. Gap repair and anti-entropy
+live in kvd.repair (mixed in), the message bodies' checks in kvd.peerwire.
+
+Safety: every message must carry our cluster name (checked here) and protocol version (checked
+by the codec); gossip and heartbeats are taken only from known members, requests from anyone in
+the cluster (JOIN is how one becomes known). Anything else is dropped and counted; a malformed
+body is rejected before any of it is applied.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from kvd.antientropy import STEP_ENTRIES, Counters, Walk
+from kvd.hlc import stamp_ms
+from kvd.membership import Member, Membership, Status, Timers
+from kvd.node import Change, Node
+from kvd.peerwire import STATUS, Dest, Out, check, get_field, item_from_wire, wire_item
+from kvd.repair import Claim, Repair
+from kvd.replication import INF, Replication, stable_from_wire
+from kvd.store import NBUCKETS
+from shared.codec import MsgType, Peer
+from shared.errors import ProtocolError
+
+
+@dataclass(frozen=True)
+class Settings:
+    cluster: str = "kv"
+    timers: Timers = field(default_factory=Timers)
+    sync_every_ms: int = 2000  # anti-entropy period, while no writes flow
+    sync_max_ms: int = 20_000  # ... and at the latest, whatever flows
+    request_timeout_ms: int = 1500
+    gap_grace_ms: int = 500  # how long a write may be in flight before we call it lost
+    join_retry_ms: int = 500
+    catchup_chunk: int = 2000
+    gossip_chunk: int = 1000
+    gc_every_ms: int = 200
+    gc_buckets: int = 64  # buckets scanned per gc tick
+    tombstone_max_age_ms: int = 7 * 24 * 3600 * 1000
+    step_entries: int = STEP_ENTRIES
+
+
+class Cluster(Repair):
+    """One node's view of the cluster. `seeds` are addresses to JOIN; `known` the members
+    remembered from the last run; `epoch` this run's number (default `now`; it must exceed
+    every earlier run's, which kvd.peers ensures across clock steps with a file)."""
+
+    def __init__(self, node: Node, gossip: str, settings: Settings, now: int,
+                 seeds: list[str] | None = None, known: list[list] | None = None,
+                 rng: random.Random | None = None, epoch: int | None = None) -> None:
+        self.node = node
+        self.s = settings
+        self.rng = rng or random.Random()
+        self.ms = Membership(node.name, node.address, gossip, now, settings.timers)
+        self.epoch = self.ms.me.incarnation = epoch or now
+        self.repl = Replication(node.name, self.epoch, node.seq + 1)
+        self.published = node.seq
+        self.counters: Counter[str] = Counter()
+        self.ae = Counters()
+        self.walk: Walk | None = None
+        self.sync_wanted: str | None = None
+        self.pending: dict[str, tuple[str, int]] = {}  # origin -> (member, sent ms)
+        self.claims: dict[str, dict[str, Claim]] = {}  # origin -> member -> what it holds
+        self.low_waters: dict[str, float] = {}
+        self.acked: dict[str, int] = {}  # member -> how far it holds our current stream
+        self.hears: dict[str, set[str]] = {}
+        for name, address, gossip_, *_ in known or []:
+            if name != node.name:
+                self.ms.add(name, address, gossip_, 0, now)
+        self.seeds = [a for a in dict.fromkeys((seeds or []) + [m.address for m in
+                      self.ms.others()]) if a != node.address]
+        self.welcomed = not self.seeds
+        self.next_join = now
+        self.next_heartbeat = now
+        self.next_sync = now + settings.sync_every_ms
+        self.next_gc = now
+        self.busy_until = now  # writes flowing until then: the periodic pass waits
+        self.last_pass = now
+        self.gc_cursor = 0
+        node.info_sources.append(lambda: self.info(self.ms.me.last_seen))
+        node.members_source = self.members_view
+
+    # -- messages out ---------------------------------------------------------------------
+
+    def _msg(self, mtype: MsgType, body: dict) -> Peer:
+        return Peer(mtype, self.s.cluster, self.node.name, body)
+
+    def _publish(self, mtype: MsgType, body: dict) -> Out:
+        return Out(Dest.PUBLISH, self._msg(mtype, body))
+
+    def _request(self, address: str, mtype: MsgType, body: dict) -> Out:
+        return Out(Dest.REQUEST, self._msg(mtype, body), address)
+
+    def _reply(self, mtype: MsgType, body: dict) -> Out:
+        return Out(Dest.REPLY, self._msg(mtype, body))
+
+    def gossip_endpoints(self) -> set[str]:
+        """Whose PUB sockets to subscribe to: every member that has not left."""
+        return {m.gossip for m in self.ms.others() if m.status is not Status.LEFT}
+
+    # -- the node's own writes --------------------------------------------------------------
+
+    def committed(self, changes: list[Change], now: int) -> list[Out]:
+        """Publish our own new writes (logged already), one message per chunk."""
+        mine = [c for c in changes if c.entry.origin == self.node.name and c.seq > self.published]
+        if not mine:
+            return []
+        items = []
+        for c in mine:
+            self.repl.local(c.seq, c.key, c.entry)
+            items.append(wire_item(c.seq, c.key, c.entry))
+        self.published = mine[-1].seq
+        self.busy_until = now + self.s.sync_every_ms
+        return self._gossip(self.node.name, self.epoch, self.repl.mine.base, items)
+
+    def _gossip(self, origin: str, epoch: int, base: int, items: list) -> list[Out]:
+        step = self.s.gossip_chunk
+        return [self._publish(MsgType.GOSSIP, {"origin": origin, "epoch": epoch, "base": base,
+                                               "items": items[i:i + step]})
+                for i in range(0, len(items), step)]
+
+    # -- messages in ------------------------------------------------------------------------
+
+    def receive(self, msg: Peer, now: int) -> list[Out]:
+        """One peer message; never raises for bad input (it is dropped and counted)."""
+        if msg.cluster != self.s.cluster:
+            self.counters["dropped_wrong_cluster"] += 1
+            return []
+        if msg.sender == self.node.name:
+            return []  # our own gossip, relayed back
+        known = self.ms.is_member(msg.sender)
+        if not known and msg.type not in _FROM_ANYONE:
+            self.counters["dropped_stranger"] += 1
+            return []
+        handler = _HANDLERS.get(msg.type)
+        if handler is None:
+            self.counters["dropped_malformed"] += 1
+            return []
+        try:
+            return handler(self, msg, now)
+        except ProtocolError:
+            self.counters["dropped_malformed"] += 1
+            return []
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+            # A shape the checks did not foresee: still the peer's fault, never a reason to
+            # stop serving. Counted apart so that a gap in the checks shows up.
+            self.counters["dropped_malformed"] += 1
+            self.counters["dropped_unforeseen"] += 1
+            return []
+
+    def count_bad(self, reason: str) -> None:
+        """Counted by the socket layer: frames that did not even decode."""
+        self.counters[f"dropped_{reason}"] += 1
+
+    def _on_join(self, msg: Peer, now: int) -> list[Out]:
+        b = msg.body
+        address, gossip = get_field(b, "address", str), get_field(b, "gossip", str)
+        inc = get_field(b, "incarnation", int)
+        self.ms.add(msg.sender, address, gossip, inc, now)
+        self.ms.heard_from(msg.sender, inc, now)
+        members = [m.wire() for m in self.ms.members.values()]
+        return [self._reply(MsgType.WELCOME, {"members": members})]
+
+    def _on_welcome(self, msg: Peer, now: int) -> list[Out]:
+        self._learn(msg.sender, get_field(msg.body, "members", list), now)
+        if not self.welcomed:
+            self.welcomed = True
+            self.counters["joined"] += 1
+            return self._start_walk(msg.sender, now)  # like Clone: a snapshot, then updates
+        return []
+
+    def _learn(self, by: str, members: list, now: int) -> None:
+        for w in members:
+            check(isinstance(w, list) and len(w) == 5, "a member is [name, address, gossip, "
+                   "incarnation, status]")
+            name, address, gossip, inc, status = w
+            check(type(name) is str and type(address) is str and type(gossip) is str
+                   and type(inc) is int and status in STATUS, "member fields")
+            if name == self.node.name:
+                self.ms.claim(by, name, inc, STATUS[status], now)
+                continue
+            known = self.ms.get(name)
+            if known is None and STATUS[status] is not Status.LEFT:
+                self.ms.add(name, address, gossip, inc, now)
+            elif known is not None and (name == by or inc > known.incarnation):
+                # Fresher news of the member (from itself, or of a later life): it may have
+                # come back on another address.
+                self.ms.add(name, address, gossip, known.incarnation, now)
+            self.ms.claim(by, name, inc, STATUS[status], now)
+
+    def _on_heartbeat(self, msg: Peer, now: int) -> list[Out]:
+        b, sender = msg.body, msg.sender
+        inc = get_field(b, "incarnation", int)
+        stream = get_field(b, "stream", list)
+        vector = get_field(b, "vector", dict)
+        check(len(stream) == 4 and all(type(x) is int for x in stream), "stream")
+        self.ms.heard_from(sender, inc, now)
+        self._learn(sender, get_field(b, "members", list), now)
+        epoch, base, seq, stamp = stream
+        self.repl.mark(sender, epoch, base, seq, stamp)
+        self._claim(sender, sender, epoch, base, seq, now)
+        for origin, v in vector.items():
+            check(type(origin) is str and isinstance(v, list) and len(v) == 3
+                   and all(type(x) is int for x in v), "vector")
+            if origin == self.node.name and v[0] == self.epoch:
+                self.acked[sender] = v[2]
+            elif origin != sender and self.ms.is_member(origin):
+                self._claim(sender, origin, *v, now)
+        self.low_waters[sender] = stable_from_wire(get_field(b, "low", int))
+        hears = get_field(b, "hears", list)
+        check(all(type(h) is str for h in hears), "hears")
+        self.hears[sender] = set(hears)
+        return []
+
+    def _on_gossip(self, msg: Peer, now: int) -> list[Out]:
+        b = msg.body
+        origin, epoch, base = get_field(b, "origin", str), get_field(b, "epoch", int), \
+            get_field(b, "base", int)
+        raw = get_field(b, "items", list)
+        items = [item_from_wire(w, origin) for w in raw]
+        fresh = self._apply_stream(origin, epoch, base, items, now)
+        stream = self.repl.streams.get(origin)
+        if stream is not None and stream.ahead:
+            self._claim(msg.sender, origin, epoch, base, max(stream.ahead), now)
+        if fresh and self._must_relay(origin, msg.sender):
+            self.counters["relayed"] += len(fresh)
+            return self._gossip(origin, epoch, base,
+                                [wire_item(*item) for item in fresh])
+        return []
+
+    def _apply_stream(self, origin: str, epoch: int, base: int, items: list,
+                      now: int) -> list:
+        fresh = self.repl.receive(origin, epoch, base, items)
+        node = self.node
+        if fresh:
+            node.clock.observe(max(entry.stamp for _, _, entry in fresh))
+        for seq, key, entry in fresh:
+            node.apply(key, entry, seq)
+        if fresh:
+            self.busy_until = now + self.s.sync_every_ms
+        self.counters["received"] += len(fresh)
+        self.counters["duplicates"] += len(items) - len(fresh)
+        return fresh
+
+    def _must_relay(self, origin: str, sender: str) -> bool:
+        """Relay when a live member says it does not hear the origin directly."""
+        for m in self.ms.live():
+            if m.name in (self.node.name, origin, sender):
+                continue
+            hears = self.hears.get(m.name)
+            if hears is not None and origin not in hears:
+                return True
+        return False
+
+    def _on_leave(self, msg: Peer, now: int) -> list[Out]:
+        b = msg.body
+        inc, epoch, seq = get_field(b, "incarnation", int), get_field(b, "epoch", int), \
+            get_field(b, "seq", int)
+        self.ms.left(msg.sender, inc, now)
+        self.repl.finished(msg.sender, epoch, seq)
+        stream = self.repl.streams.get(msg.sender)
+        if stream is not None and stream.epoch == epoch:
+            self._claim(msg.sender, msg.sender, epoch, stream.base, seq, now)
+        return []
+
+    # -- time -----------------------------------------------------------------------------
+
+    def tick(self, now: int) -> list[Out]:
+        out: list[Out] = []
+        self.ms.me.last_seen = now
+        if not self.welcomed and now >= self.next_join:
+            self.next_join = now + self.s.join_retry_ms
+            out += [self._request(a, MsgType.JOIN, self._join_body()) for a in self.seeds]
+        self.ms.tick(now)
+        if now >= self.next_heartbeat:
+            self.next_heartbeat = now + self.s.timers.heartbeat_ms
+            out.append(self._heartbeat(now))
+        out += self._ask_gaps(now)
+        out += self._sync_tick(now)
+        if now >= self.next_gc:
+            self.next_gc = now + self.s.gc_every_ms
+            self.collect_tombstones(now)
+        return out
+
+    def _join_body(self) -> dict:
+        me = self.ms.me
+        return {"address": me.address, "gossip": me.gossip, "incarnation": me.incarnation}
+
+    def _heartbeat(self, now: int) -> Out:
+        me, node = self.ms.me, self.node
+        silent = self.s.timers.suspect_after_ms
+        hears = [m.name for m in self.ms.others() if now - m.last_seen <= silent]
+        low = self.low_water()
+        body = {"incarnation": me.incarnation, "members": [m.wire() for m in
+                self.ms.members.values()], "vector": self.repl.vector(),
+                "stream": [self.epoch, self.repl.mine.base, self.published, node.clock.now()],
+                "low": -1 if low == INF else int(low), "hears": hears}
+        return self._publish(MsgType.HEARTBEAT, body)
+
+    # -- tombstones ---------------------------------------------------------------------------
+
+    def low_water(self) -> float:
+        """A stamp at or below which we hold every write of every member: one that left
+        counts until we hold its last write (its stream's stable stamp is then infinite)."""
+        streams = self.repl.streams
+        return self.repl.low_water([m.name for m in self.ms.others()
+                                    if m.status is not Status.LEFT or m.name in streams])
+
+    def gc_horizon(self) -> float:
+        """Tombstones at or below this stamp are known to every member that has not left."""
+        horizon = self.low_water()
+        for m in self.ms.others():
+            if m.status is not Status.LEFT:
+                horizon = min(horizon, self.low_waters.get(m.name, 0))
+        return horizon
+
+    def collect_tombstones(self, now: int) -> int:
+        """Drop the tombstones every member has seen, or older than the maximum age, from the
+        next few buckets (a full sweep every NBUCKETS / gc_buckets ticks, no long pauses)."""
+        horizon, oldest = self.gc_horizon(), now - self.s.tombstone_max_age_ms
+        store, dropped = self.node.store, 0
+        for _ in range(self.s.gc_buckets):
+            b, self.gc_cursor = self.gc_cursor, (self.gc_cursor + 1) % NBUCKETS
+            for key, e in store.bucket_items(b):
+                if e.value is None and (e.stamp <= horizon or stamp_ms(e.stamp) < oldest):
+                    store.remove(key)
+                    dropped += 1
+        self.counters["tombstones_collected"] += dropped
+        return dropped
+
+    def leave(self, now: int) -> list[Out]:
+        """A graceful stop: tell everyone, on gossip and directly."""
+        self.ms.leave()
+        body = {"incarnation": self.ms.me.incarnation, "epoch": self.epoch,
+                "seq": self.published}
+        out = [self._publish(MsgType.LEAVE, body)]
+        out += [self._request(m.address, MsgType.LEAVE, body) for m in self.ms.live()
+                if m is not self.ms.me]
+        return out
+
+    # -- introspection ------------------------------------------------------------------------
+
+    def members_view(self, now: int) -> list[dict]:
+        return [self._member_row(m, now) for m in
+                sorted(self.ms.members.values(), key=lambda m: m.name)]
+
+    def _member_row(self, m: Member, now: int) -> dict:
+        """`lag`: how many of our writes the member had not acknowledged in its last heartbeat;
+        `behind`: how many of its writes we know of and do not hold yet."""
+        is_me = m is self.ms.me
+        stream = self.repl.streams.get(m.name)
+        behind = 0 if is_me or stream is None else max(
+            [c.latest - stream.contiguous for c in self.claims.get(m.name, {}).values()]
+            + [len(stream.ahead)])
+        lag = 0 if is_me else self.published - self.acked.get(m.name, self.repl.mine.base - 1)
+        return {"name": m.name, "address": m.address, "gossip": m.gossip,
+                "status": m.status.value, "self": is_me, "incarnation": m.incarnation,
+                "last_seen_ms": 0 if is_me else max(0, now - m.last_seen),
+                "lag": max(0, lag), "behind": max(0, behind)}
+
+    def info(self, now: int) -> dict:
+        counts = self.ms.counts()
+        info: dict = {"members": len(self.ms.members) - counts["members_left"], **counts,
+                      "cluster": self.s.cluster, "epoch": self.epoch}
+        info.update(self.ae.info(now))
+        info.update({k: self.counters[k] for k in sorted({*COUNTERS, *self.counters})})
+        return info
+
+
+COUNTERS = ("received", "duplicates", "relayed", "catchup_requests", "catchup_received",
+            "catchup_served", "catchup_gone", "tombstones_collected", "dropped_wrong_cluster",
+            "dropped_stranger", "dropped_malformed", "dropped_unforeseen", "dropped_bad_version",
+            "dropped_requests", "joined")
+_FROM_ANYONE = {MsgType.JOIN, MsgType.WELCOME}
+_HANDLERS = {
+    MsgType.JOIN: Cluster._on_join,
+    MsgType.WELCOME: Cluster._on_welcome,
+    MsgType.HEARTBEAT: Cluster._on_heartbeat,
+    MsgType.GOSSIP: Cluster._on_gossip,
+    MsgType.CATCHUP: Cluster._on_catchup,
+    MsgType.CATCHUP_REPLY: Cluster._on_catchup_reply,
+    MsgType.SYNC: Cluster._on_sync,
+    MsgType.SYNC_REPLY: Cluster._on_sync_reply,
+    MsgType.SYNC_PUSH: Cluster._on_sync_push,
+    MsgType.LEAVE: Cluster._on_leave,
+}

@@ -1,0 +1,206 @@
+"""The cluster's sockets and its one file: the IO shell around the sans-IO kvd.cluster core.
+
+The Harmony pattern of the ZeroMQ Guide, one socket kind per direction:
+
+- PUB bound on the gossip port: our writes (one message per loop turn, chunked), heartbeats,
+  LEAVE. PUB drops what a slow subscriber cannot take (past SNDHWM); gap repair makes up for it.
+- one SUB connected to every member's PUB (reconnects on its own when a member comes back).
+- one DEALER per peer, connected to its client ROUTER port, for requests (JOIN, CATCHUP, SYNC,
+  SYNC_PUSH, LEAVE) and their replies. Requests queue (up to SNDHWM) while the connection is
+  being made, so the first JOIN is not lost; a stale request that reaches a peer late is
+  harmless (answers to a pass or catch-up no longer wanted are ignored, writes are LWW).
+
+Requests from peers arrive on our client ROUTER; kvd.server hands them to `on_request`.
+The member list is kept in `members.json` in the data dir, so a restarted node rejoins, and the
+last epoch in `epoch`, so a restart after a clock step back still starts a newer stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import zmq
+
+from kvd.cluster import Cluster, Dest, Out
+from shared import codec
+from shared.errors import KvError, VersionError
+
+log = logging.getLogger("kvd.peers")
+
+MEMBERS_FILE = "members.json"
+EPOCH_FILE = "epoch"
+MAX_DRAIN = 2048  # peer messages per loop turn
+MAX_PEER_MESSAGE = 256 * 1024 * 1024
+
+
+def load_members(data_dir: Path) -> list[list]:
+    """The members this node knew when it last ran; [] if none or unreadable."""
+    try:
+        members = json.loads((data_dir / MEMBERS_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    return [m for m in members if isinstance(m, list) and len(m) >= 3
+            and all(isinstance(x, str) for x in m[:3])]
+
+
+def next_epoch(data_dir: Path, now: int) -> int:
+    """This run's epoch: `now`, or one past the last run's if the clock stepped back since
+    (peers ignore writes of an epoch older than one they saw)."""
+    path = data_dir / EPOCH_FILE
+    try:
+        last = int(path.read_text())
+    except (OSError, ValueError):
+        last = 0
+    epoch = max(now, last + 1)
+    tmp = data_dir / (EPOCH_FILE + ".tmp")
+    tmp.write_text(str(epoch))
+    os.replace(tmp, path)
+    return epoch
+
+
+def save_members(data_dir: Path, members: list[list]) -> None:
+    tmp = data_dir / (MEMBERS_FILE + ".tmp")
+    tmp.write_text(json.dumps(members))
+    os.replace(tmp, data_dir / MEMBERS_FILE)
+
+
+class Peers:
+    def __init__(self, cluster: Cluster, bind: str, gossip_port: int, data_dir: Path | None,
+                 poller: zmq.Poller, hwm: int = 1000) -> None:
+        """`hwm`: gossip messages (each up to Settings.gossip_chunk writes) queued per
+        subscriber; past it PUB drops and gap repair takes over, so memory stays bounded."""
+        self.cluster = cluster
+        self.data_dir = data_dir
+        self._poller = poller
+        ctx = zmq.Context.instance()
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, hwm)
+        self.pub.setsockopt(zmq.LINGER, 1000)  # LEAVE gets out on a graceful stop
+        try:
+            self.pub.bind(f"tcp://{bind}:{gossip_port}")
+        except zmq.ZMQError as exc:
+            self.pub.close(linger=0)
+            raise GossipBindError(
+                f"gossip port {gossip_port} on {bind} is in use or unusable ({exc.strerror}) "
+                "— pick another with --gossip-port"
+            ) from None
+        self.sub = ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.setsockopt(zmq.RCVHWM, hwm)
+        self.sub.setsockopt(zmq.MAXMSGSIZE, MAX_PEER_MESSAGE)
+        self.sub.setsockopt(zmq.RECONNECT_IVL, 200)
+        poller.register(self.sub, zmq.POLLIN)
+        self.dealers: dict[str, zmq.Socket] = {}
+        self.subscribed: set[str] = set()
+        self._sync_subscriptions()
+
+    # -- in ------------------------------------------------------------------------------
+
+    def sockets(self) -> list[zmq.Socket]:
+        return [self.sub, *self.dealers.values()]
+
+    def drain(self, ready: dict, now: int) -> None:
+        """Take what the SUB and DEALER sockets hold (bounded per turn)."""
+        for sock in self.sockets():
+            if sock not in ready:
+                continue
+            for _ in range(MAX_DRAIN):
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._receive(frames, now, None)
+
+    def on_request(self, msg: codec.Peer, now: int, reply: Callable[[bytes], None]) -> None:
+        """A peer's request that came in on the client ROUTER."""
+        self.route(self.cluster.receive(msg, now), reply)
+
+    def _receive(self, frames: list[bytes], now: int,
+                 reply: Callable[[bytes], None] | None) -> None:
+        if len(frames) != 1:
+            self.cluster.count_bad("malformed")
+            return
+        try:
+            msg = codec.decode(frames[0])
+        except VersionError:
+            self.cluster.count_bad("bad_version")
+            return
+        except KvError:
+            self.cluster.count_bad("malformed")
+            return
+        if not isinstance(msg, codec.Peer):
+            self.cluster.count_bad("malformed")
+            return
+        self.route(self.cluster.receive(msg, now), reply)
+
+    # -- out -----------------------------------------------------------------------------
+
+    def route(self, outs: list[Out], reply: Callable[[bytes], None] | None = None) -> None:
+        for out in outs:
+            frame = codec.encode_peer(out.msg)
+            if out.dest is Dest.PUBLISH:
+                self.pub.send(frame, zmq.NOBLOCK)  # never blocks: PUB drops silently
+            elif out.dest is Dest.REQUEST:
+                self._send(self._dealer(out.to), frame, "dropped_requests")
+            elif reply is not None:
+                reply(frame)
+
+    def _send(self, sock: zmq.Socket, frame: bytes, counter: str) -> None:
+        try:
+            sock.send(frame, zmq.NOBLOCK)
+        except zmq.Again:  # the peer is down or slow: the request is retried on a timer
+            self.cluster.counters[counter] += 1
+
+    def _dealer(self, address: str) -> zmq.Socket:
+        sock = self.dealers.get(address)
+        if sock is None:
+            sock = zmq.Context.instance().socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 500)
+            sock.setsockopt(zmq.SNDHWM, 1000)
+            sock.setsockopt(zmq.RCVHWM, 1000)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_PEER_MESSAGE)
+            sock.setsockopt(zmq.RECONNECT_IVL, 200)
+            sock.connect(f"tcp://{address}")
+            self._poller.register(sock, zmq.POLLIN)
+            self.dealers[address] = sock
+        return sock
+
+    # -- time and membership ---------------------------------------------------------------
+
+    def tick(self, now: int) -> None:
+        self.route(self.cluster.tick(now))
+        self._sync_subscriptions()
+
+    def _sync_subscriptions(self) -> None:
+        wanted = self.cluster.gossip_endpoints()
+        for endpoint in wanted - self.subscribed:
+            self.sub.connect(f"tcp://{endpoint}")
+        for endpoint in self.subscribed - wanted:
+            self.sub.disconnect(f"tcp://{endpoint}")
+        self.subscribed = wanted
+        ms = self.cluster.ms
+        if ms.changed and self.data_dir is not None:
+            ms.changed = False
+            try:
+                save_members(self.data_dir, [m.wire() for m in ms.others()])
+            except OSError as exc:
+                log.warning("cannot save the member list: %s", exc)
+
+    def leave(self, now: int) -> None:
+        self.route(self.cluster.leave(now))
+
+    def close(self) -> None:
+        for sock in self.dealers.values():
+            self._poller.unregister(sock)
+            sock.close()
+        self._poller.unregister(self.sub)
+        self.sub.close(linger=0)
+        self.pub.close()
+
+
+class GossipBindError(KvError):
+    code = "BIND"

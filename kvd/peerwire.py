@@ -1,0 +1,79 @@
+"""Peer message bodies: checking what arrives and shaping what leaves.
+
+Every field of a peer message is checked for its type before any of it is used, so a
+malformed message raises one ProtocolError (counted and dropped by the cluster) and never
+reaches the store half-applied. The body layouts are specified in PROTOCOL.md section 9.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TypeVar
+
+from kvd.membership import Status
+from kvd.replication import stable_from_wire
+from kvd.store import Entry
+from shared.codec import Peer
+from shared.errors import ProtocolError
+
+STATUS = {s.value: s for s in Status}
+T = TypeVar("T")
+
+
+class Dest(enum.Enum):
+    PUBLISH = "publish"  # to every subscriber of our gossip socket
+    REQUEST = "request"  # to the ROUTER of the member at `to` (host:port)
+    REPLY = "reply"  # back to whoever sent the request being handled
+
+
+@dataclass(frozen=True, slots=True)
+class Out:
+    dest: Dest
+    msg: Peer
+    to: str = ""
+
+
+def wire_item(seq: int, key: bytes, e: Entry) -> list:
+    return [seq, key, e.value, e.stamp, e.expires_at]
+
+
+def check(cond: bool, what: str) -> None:
+    if not cond:
+        raise ProtocolError(f"malformed peer message: {what}")
+
+
+def item_from_wire(w: object, origin: str | None = None) -> tuple[int, bytes, Entry]:
+    """A wire item to (seq, key, entry): gossip items carry a seq, sync entries an origin."""
+    if type(w) is not list or len(w) != 5:
+        raise ProtocolError("malformed peer message: an entry is a 5-item array")
+    if origin is None:
+        key, value, stamp, org, exp = w
+        seq = 0
+    else:
+        seq, key, value, stamp, exp = w
+        org = origin
+    # One expression, no calls: this runs for every replicated write.
+    if not (type(seq) is int and type(key) is bytes and (value is None or type(value) is bytes)
+            and type(stamp) is int and type(org) is str and type(exp) is int
+            and stamp >= 0 and exp >= 0):
+        raise ProtocolError("malformed peer message: entry fields have the wrong types")
+    return seq, key, Entry(value, stamp, org, exp)
+
+
+def get_field(body: dict, name: str, kind: type[T]) -> T:
+    """A body field of exactly this type (bool is not taken for int, nor int for bool)."""
+    value = body.get(name)
+    check(type(value) is kind, f"{name} must be {kind.__name__}")
+    return value  # type: ignore[return-value]  # checked just above
+
+
+def progress(raw: dict) -> dict:
+    out = {}
+    for origin, v in raw.items():
+        check(type(origin) is str and isinstance(v, list) and len(v) == 5, "progress")
+        epoch, base, seq, stable, frozen = v
+        check(all(type(x) is int for x in (epoch, base, seq, stable)) and type(frozen) is bool,
+               "progress")
+        out[origin] = [epoch, base, seq, stable_from_wire(stable), frozen]
+    return out

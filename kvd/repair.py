@@ -1,0 +1,242 @@
+"""Repair: catch-up of lost gossip and anti-entropy passes, the cluster core's repair half.
+
+`Repair` is mixed into `kvd.cluster.Cluster`, which owns the state it uses; it is kept apart
+because it is the part that reasons about what is missing and how to get it back:
+
+- Catch-up: members claim (in heartbeats) how far they hold each origin's stream. A claim we
+  still do not meet after `gap_grace_ms` means lost messages, not messages in flight: we ask the
+  member that claims the most for the range, one chunk in flight per origin, the next chunk as
+  soon as the previous one is applied (flow control by pull). `gone` sends us to anti-entropy.
+- Anti-entropy: one walk at a time over the bucket digests with one peer (kvd.antientropy);
+  at the end we hold what the peer held when the walk began, so we adopt its progress.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kvd.antientropy import Counters, Walk, collect, entry_to_wire, to_push
+from kvd.membership import Membership, Status
+from kvd.node import Node
+from kvd.peerwire import Out, check, get_field, item_from_wire, progress, wire_item
+from kvd.replication import Replication
+from kvd.store import NBUCKETS
+from shared.codec import MsgType, Peer
+
+if TYPE_CHECKING:
+    from kvd.cluster import Settings
+
+
+@dataclass(slots=True)
+class Claim:
+    """What a member told us it holds of one origin's stream."""
+
+    epoch: int  # claims about an earlier epoch of the origin are void
+    seq: int  # the claim being watched
+    since: int  # ms, when it was made
+    latest: int  # the highest seq claimed
+
+
+class Repair:
+    node: Node
+    s: Settings
+    rng: random.Random
+    ms: Membership
+    repl: Replication
+    counters: Counter[str]
+    ae: Counters
+    walk: Walk | None
+    sync_wanted: str | None
+    pending: dict[str, tuple[str, int]]  # origin -> (member asked, when)
+    claims: dict[str, dict[str, Claim]]  # origin -> member -> what it holds
+    next_sync: int
+    busy_until: int
+    last_pass: int
+    _request: Callable[[str, MsgType, dict], Out]
+    _reply: Callable[[MsgType, dict], Out]
+    _apply_stream: Callable[[str, int, int, list, int], list]
+
+    def _claim(self, member: str, origin: str, epoch: int, base: int, seq: int,
+               now: int) -> None:
+        """`member` holds `origin`'s writes up to `seq`. A claim we still lack after the grace
+        period means lost messages (not just ones in flight): then we ask for them."""
+        if origin == self.node.name:
+            return
+        stream = self.repl.observe_epoch(origin, epoch, base)
+        if stream is None or seq <= stream.contiguous:
+            return
+        claims = self.claims.setdefault(origin, {})
+        claim = claims.get(member)
+        if claim is None or claim.epoch != epoch:
+            claims[member] = Claim(epoch, seq, now, seq)
+            return
+        claim.latest = max(claim.latest, seq)
+        if claim.seq <= stream.contiguous:  # the watched claim was met: watch this one
+            claim.seq, claim.since = seq, now
+
+    def _on_catchup(self, msg: Peer, now: int) -> list[Out]:
+        b = msg.body
+        origin, epoch = get_field(b, "origin", str), get_field(b, "epoch", int)
+        first, last = get_field(b, "first", int), get_field(b, "last", int)
+        items = self.repl.serve(origin, epoch, first, last,
+                                self.s.catchup_chunk)
+        self.counters["catchup_served"] += len(items or [])
+        stream = self.repl.streams.get(origin)
+        base = stream.base if stream else 1
+        body = {"origin": origin, "epoch": epoch, "base": base, "gone": items is None,
+                "items": [wire_item(*i) for i in items or []]}
+        return [self._reply(MsgType.CATCHUP_REPLY, body)]
+
+    def _on_catchup_reply(self, msg: Peer, now: int) -> list[Out]:
+        b = msg.body
+        origin, epoch, base = get_field(b, "origin", str), get_field(b, "epoch", int), \
+            get_field(b, "base", int)
+        items = [item_from_wire(w, origin) for w in get_field(b, "items", list)]
+        self.pending.pop(origin, None)
+        fresh = self._apply_stream(origin, epoch, base, items, now)
+        self.counters["catchup_received"] += len(fresh)
+        if get_field(b, "gone", bool):
+            self.counters["catchup_gone"] += 1
+            self.claims.get(origin, {}).pop(msg.sender, None)
+            return self._start_walk(msg.sender, now)
+        if not fresh:  # it had nothing new for us (yet): let the timer ask again, not a loop
+            return []
+        return self._ask_gaps(now, only=origin)
+
+    def _start_walk(self, peer: str, now: int) -> list[Out]:
+        member = self.ms.get(peer)
+        if member is None:
+            return []
+        if self.walk is not None:
+            self.sync_wanted = peer
+            return []
+        self.walk = Walk(peer, now, now)
+        return [self._sync_step(member.address, 0)]
+
+    def _sync_step(self, address: str, cursor: int) -> Out:
+        return self._request(address, MsgType.SYNC,
+                             {"digests": self.node.store.bucket_digests, "cursor": cursor})
+
+    def _on_sync(self, msg: Peer, now: int) -> list[Out]:
+        digests, cursor = get_field(msg.body, "digests", list), get_field(msg.body, "cursor", int)
+        check(len(digests) == NBUCKETS and 0 <= cursor < NBUCKETS, "digests")
+        self.repl.mine.stable = self.node.clock.last
+        buckets, entries, nxt = collect(self.node.store, digests, cursor,
+                                        self.s.step_entries)
+        body = {"buckets": buckets, "entries": entries, "next": nxt,
+                "progress": self.repl.progress() if cursor == 0 else {}}
+        return [self._reply(MsgType.SYNC_REPLY, body)]
+
+    def _on_sync_reply(self, msg: Peer, now: int) -> list[Out]:
+        walk = self.walk
+        if walk is None or walk.peer != msg.sender:
+            return []  # a late answer to a pass we gave up
+        b = msg.body
+        buckets, nxt = get_field(b, "buckets", list), get_field(b, "next", int)
+        check(all(type(x) is int and 0 <= x < NBUCKETS for x in buckets), "buckets")
+        entries = [item_from_wire(w) for w in get_field(b, "entries", list)]
+        if walk.cursor == 0:
+            walk.progress = progress(get_field(b, "progress", dict))
+        push = to_push(self.node.store, buckets, [entry_to_wire(k, e)
+                                                  for _, k, e in entries])
+        walk.pulled += self._merge(entries)
+        walk.buckets += len(buckets)
+        walk.pushed += len(push)
+        member = self.ms.get(walk.peer)
+        assert member is not None
+        out = [self._request(member.address, MsgType.SYNC_PUSH, {"entries": push})] if push \
+            else []
+        if nxt == -1:
+            return out + self._finish_walk(walk, now)
+        check(type(nxt) is int and 0 < nxt < NBUCKETS, "next")
+        walk.cursor, walk.sent = nxt, now
+        return [*out, self._sync_step(member.address, nxt)]
+
+    def _finish_walk(self, walk: Walk, now: int) -> list[Out]:
+        self.walk = None
+        self.repl.adopt(walk.progress or {})
+        for m in self.ms.others():
+            if m.status is Status.LEFT:  # it cannot vouch for its own stream any more
+                self.repl.vouch(m.name)
+        self._prune_claims()
+        ae = self.ae
+        ae.rounds += 1
+        ae.buckets_repaired += walk.buckets
+        ae.keys_pulled += walk.pulled
+        ae.keys_pushed += walk.pushed
+        ae.last_sync[walk.peer] = now
+        self.last_pass = now
+        wanted, self.sync_wanted = self.sync_wanted, None
+        return self._start_walk(wanted, now) if wanted and wanted != walk.peer else []
+
+    def _prune_claims(self) -> None:
+        for origin, claims in self.claims.items():
+            stream = self.repl.streams.get(origin)
+            done = stream.contiguous if stream else 0
+            epoch = stream.epoch if stream else 0
+            for m in [m for m, c in claims.items() if c.latest <= done or c.epoch != epoch]:
+                del claims[m]
+
+    def _on_sync_push(self, msg: Peer, now: int) -> list[Out]:
+        entries = [item_from_wire(w) for w in get_field(msg.body, "entries", list)]
+        self._merge(entries)
+        return []
+
+    def _merge(self, entries: list) -> int:
+        node, won = self.node, 0
+        for _, key, entry in entries:
+            node.clock.observe(entry.stamp)
+            won += node.apply(key, entry, 0)
+        return won
+
+    def _ask_gaps(self, now: int, only: str | None = None) -> list[Out]:
+        """Ask for writes someone claimed long enough ago that we still lack: one chunk in
+        flight per origin, to the member that claimed the most. `only` continues a catch-up
+        already under way (no grace: the range is known lost)."""
+        out = []
+        grace, timeout = self.s.gap_grace_ms, self.s.request_timeout_ms
+        for origin, claims in self.claims.items():
+            if only is not None and origin != only:
+                continue
+            stream = self.repl.streams.get(origin)
+            if stream is None:
+                continue
+            ripe = {m: c.latest for m, c in claims.items()
+                    if c.epoch == stream.epoch and c.latest > stream.contiguous
+                    and self._reachable(m)
+                    and (only is not None or (c.seq > stream.contiguous
+                                              and now - c.since >= grace))}
+            pending = self.pending.get(origin)
+            if not ripe or (pending is not None and now - pending[1] < timeout):
+                continue
+            member = max(ripe, key=lambda m: ripe[m])
+            last = min(ripe[member], stream.contiguous + self.s.catchup_chunk)
+            self.pending[origin] = (member, now)
+            self.counters["catchup_requests"] += 1
+            body = {"origin": origin, "epoch": stream.epoch, "first": stream.contiguous + 1,
+                    "last": last}
+            out.append(self._request(self.ms.members[member].address, MsgType.CATCHUP, body))
+        return out
+
+    def _reachable(self, name: str) -> bool:
+        m = self.ms.get(name)
+        return m is not None and m.status in (Status.ALIVE, Status.SUSPECT)
+
+    def _sync_tick(self, now: int) -> list[Out]:
+        walk = self.walk
+        if walk is not None and now - walk.sent > 2 * self.s.request_timeout_ms:
+            self.walk = None
+            self.ae.aborted += 1
+        if now < self.next_sync or self.walk is not None:
+            return []
+        self.next_sync = now + self.s.sync_every_ms
+        if now < self.busy_until and now - self.last_pass < self.s.sync_max_ms:
+            # Writes are flowing: digests differ by what is in flight, so a pass now would
+            # ship whole buckets for nothing. Lost gossip is caught by sequence gaps meanwhile.
+            return []
+        peers = [m.name for m in self.ms.others() if m.status is Status.ALIVE]
+        return self._start_walk(self.rng.choice(peers), now) if peers else []
