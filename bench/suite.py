@@ -88,12 +88,13 @@ class Suite:
     def _round(self, rep: int, mode: Mode, op: str, say) -> None:
         targets = [t for t in self.targets if not mode.only or t.label in mode.only]
         shift = rep % len(targets)
-        if mode.paired and all(not hasattr(t, "endpoints") for t in targets):
+        if mode.paired:  # single nodes take turns; a cluster (several endpoints) goes alone
             w = Workload(op, mode.requests, 1, False, self.keyspace, VALUE_SIZE, seed=rep)
-            order = targets[shift:] + targets[:shift]
+            order = [t for t in targets[shift:] + targets[:shift] if not hasattr(t, "endpoints")]
             for t, r in zip(order, run_paired([t.endpoint for t in order], w), strict=True):
                 self._record(rep, t.label, mode, op, r, say)
-            targets = [t for t in targets if hasattr(t, "endpoints")]  # clusters go alone
+            targets = [t for t in targets if hasattr(t, "endpoints")]
+            shift = 0
         for t in targets[shift:] + targets[:shift]:
             w = Workload(op, mode.requests, mode.pipeline, mode.batch, self.keyspace,
                          VALUE_SIZE, seed=rep * 1000)
