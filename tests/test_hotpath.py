@@ -43,9 +43,20 @@ def test_size_limits_hold_on_the_fast_path() -> None:
     assert getattr(run(node, b"GET", b"x" * (64 * 1024 + 1)), "code", None) == "TOO_LARGE"
 
 
-def test_entry_hash_is_pinned() -> None:
+def test_entry_hash_is_pinned_and_the_same_in_every_process() -> None:
     # Nodes compare digests: the value must not depend on the process (no salted hashing).
-    assert entry_hash(b"key:000000000001", b"v" * 100, 0) == 2127725415106679277
+    import os
+    import subprocess
+    import sys
+
+    assert entry_hash(b"key:000000000001", b"v" * 100, 0) == 15564892032069394219
+    code = "from kvd.store import entry_hash; print(entry_hash(b'k', b'value', 7))"
+    seen = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        for seed in ("1", "2", "random")
+    }
+    assert seen == {f"{entry_hash(b'k', b'value', 7)}\n"}
 
 
 def test_digest_does_not_collapse_like_a_crc() -> None:
