@@ -125,6 +125,10 @@ def test_a_fresh_node_joining_a_loaded_cluster_gets_everything(kvd_factory) -> N
         c.pipeline([["SET", f"a{i}", "v"] for i in range(10_000)])
     with n1.client() as c:
         c.pipeline([["SET", f"b{i}", "v"] for i in range(10_000)])
+    # DEL deletes what the node it runs on holds: let n1 see n0's writes first (reads on
+    # another node see a write only after replication lag; see README, Cluster)
+    wait_for(lambda: converged(n0, n1), DEADLINE_S, "n1 to hold n0's writes")
+    with n1.client() as c:
         c.pipeline([["DEL", f"a{i}"] for i in range(100)])
     late = kvd_factory("late", ["--join", n1.address])
     wait_for(lambda: converged(n0, n1, late), DEADLINE_S, "the newcomer to hold everything")
