@@ -18,7 +18,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.targets import free_port, rss_bytes  # noqa: E402
 from kvsh.client import Client  # noqa: E402
 from shared.errors import Unreachable  # noqa: E402
 
@@ -38,21 +38,12 @@ VALUE = b"v" * 100
 CHUNK = 20_000  # commands per pipeline() call (the client splits them into ~1 MB batches)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def key(i: int) -> bytes:
     return b"key:%012d" % i  # 16 bytes
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    return rss_bytes(pid) / (1024 * 1024)
 
 
 class Daemon:
