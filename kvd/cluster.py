@@ -109,16 +109,21 @@ class Cluster(Repair):
 
     def committed(self, changes: list[Change], now: int) -> list[Out]:
         """Publish our own new writes (logged already), one message per chunk."""
-        mine = [c for c in changes if c.entry.origin == self.node.name and c.seq > self.published]
+        name, published = self.node.name, self.published
+        mine = [c for c in changes if c.seq > published and c.entry.origin == name]
         if not mine:
             return []
-        items = []
-        for c in mine:
-            self.repl.local(c.seq, c.key, c.entry)
-            items.append(wire_item(c.seq, c.key, c.entry))
+        self.repl.local_all(mine)
         self.published = mine[-1].seq
         self.busy_until = now + self.s.sync_every_ms
-        return self._gossip(self.node.name, self.epoch, self.repl.mine.base, items)
+        if len(self.ms.members) == 1:
+            # Alone: no member to read the gossip, so skip encoding it (PUB would drop it
+            # anyway). The backlog above keeps the writes: a node that joins later finds the
+            # gap from our heartbeat's stream position and fetches them, as after a lost
+            # GOSSIP.
+            return []
+        items = [wire_item(c.seq, c.key, c.entry) for c in mine]
+        return self._gossip(name, self.epoch, self.repl.mine.base, items)
 
     def _gossip(self, origin: str, epoch: int, base: int, items: list) -> list[Out]:
         step = self.s.gossip_chunk
@@ -324,8 +329,11 @@ class Cluster(Repair):
     def collect_tombstones(self, now: int) -> int:
         """Drop the tombstones every member has seen, or older than the maximum age, from the
         next few buckets (a full sweep every NBUCKETS / gc_buckets ticks, no long pauses)."""
-        horizon, oldest = self.gc_horizon(), now - self.s.tombstone_max_age_ms
         store, dropped = self.node.store, 0
+        if not store.tombstones:  # nothing to collect: move on as a scan would, unscanned
+            self.gc_cursor = (self.gc_cursor + self.s.gc_buckets) % NBUCKETS
+            return 0
+        horizon, oldest = self.gc_horizon(), now - self.s.tombstone_max_age_ms
         for _ in range(self.s.gc_buckets):
             b, self.gc_cursor = self.gc_cursor, (self.gc_cursor + 1) % NBUCKETS
             for key, e in store.bucket_items(b):

@@ -87,8 +87,11 @@ class Node:
     def write(self, key: bytes, value: bytes | None, expires_at: int = 0) -> Entry:
         """A local write or deletion, stamped now; always wins over what the node has seen."""
         entry = Entry(value, self.clock.now(), self.name, expires_at)
-        self.seq += 1
-        self.apply(key, entry, self.seq)
+        self.seq = seq = self.seq + 1
+        # `apply`, inlined: this is every SET's path.
+        previous = self.store.replace(key, entry)
+        if previous is not LOST:
+            self.changes.append(Change(key, entry, previous, seq))  # type: ignore[arg-type]
         return entry
 
     def apply(self, key: bytes, entry: Entry, seq: int = 0) -> bool:

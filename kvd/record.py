@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import msgpack
@@ -44,6 +44,7 @@ from kvd.store import Entry
 MAGIC = b"KVWAL001"
 HEADER = struct.Struct(">II")  # crc32, length
 HEADER_SIZE = HEADER.size
+_LENGTH = struct.Struct(">I")  # the length field alone: what the CRC starts with
 MAX_PAYLOAD = 1 << 30  # far above any legal record (64 KiB key + max value); a sanity bound
 _ENTRY_FIELDS = 6
 # First byte of a valid payload: a 6-array (entry) or a map (checkpoint). Resync uses it to
@@ -60,6 +61,25 @@ def encode_entry(key: bytes, entry: Entry, seq: int) -> bytes:
     return frame(msgpack.packb(
         [key, entry.value, entry.stamp, entry.origin, entry.expires_at, seq], use_bin_type=True
     ))
+
+
+def encode_entries(changes: Iterable) -> bytes:
+    """`encode_entry` for a turn's changes (objects with .key, .entry and .seq), joined.
+
+    The log's hot path: one Packer for the whole turn (packb builds one per call; a Packer
+    per call rather than per module keeps this safe from any thread), the header packed in one
+    struct call. The bytes are those of `encode_entry`, record for record (a test pins that).
+    """
+    pack = msgpack.Packer(use_bin_type=True).pack
+    crc32, header, length_of = zlib.crc32, HEADER.pack, _LENGTH.pack
+    parts = []
+    for c in changes:
+        e = c.entry
+        payload = pack([c.key, e.value, e.stamp, e.origin, e.expires_at, c.seq])
+        n = len(payload)
+        parts.append(header(crc32(payload, crc32(length_of(n))), n))
+        parts.append(payload)
+    return b"".join(parts)
 
 
 def encode_checkpoint(seqs: dict[str, int]) -> bytes:

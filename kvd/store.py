@@ -84,7 +84,12 @@ def entry_hash(key: bytes, value: bytes, expires_at: int) -> int:
     a difference from anti-entropy for good. Still a fraction of a blake2b's cost; it runs
     twice per overwrite.
     """
-    return hash((zlib.crc32(key), zlib.crc32(value), zlib.adler32(value), len(key),
+    return _hash_of(zlib.crc32(key), len(key), value, expires_at)
+
+
+def _hash_of(key_crc: int, key_len: int, value: bytes, expires_at: int) -> int:
+    """`entry_hash` given the key's CRC-32, which the write path has from bucketing already."""
+    return hash((key_crc, zlib.crc32(value), zlib.adler32(value), key_len,
                  len(value), expires_at)) & _MASK64
 
 
@@ -130,21 +135,29 @@ class Store:
     def replace(self, key: bytes, entry: Entry) -> Entry | None | object:
         """`merge` that also returns what it replaced (None if nothing), or `LOST` if the
         stored entry is newer: one bucket lookup for the write path instead of two."""
-        b = zlib.crc32(key) & (NBUCKETS - 1)
+        key_crc = zlib.crc32(key)  # the bucket and both entry hashes start from it
+        b = key_crc & (NBUCKETS - 1)
         bucket = self._buckets[b]
         old = bucket.get(key)
-        if old is not None and (
-            old.stamp > entry.stamp or (old.stamp == entry.stamp and not _newer(entry, old))
-        ):  # `not _newer(entry, old)`, with its common case spelled out: no tuples per write
-            return _LOST
-        bucket[key] = entry
+        h = 0  # what leaves and joins the digests
         if old is not None:
-            self._account(b, key, old, -1)
+            if old.stamp > entry.stamp or (old.stamp == entry.stamp and not _newer(entry, old)):
+                return _LOST  # `not _newer(entry, old)`, its common case spelled out
+            # _account(b, key, old, -1), inlined: every overwrite's path.
+            if old.value is None:
+                self.tombstones -= 1
+            else:
+                h = _hash_of(key_crc, len(key), old.value, old.expires_at)
+                self.live_count -= 1
+        bucket[key] = entry
         if entry.value is None:
             self.tombstones += 1
+            if h:
+                self.bucket_digests[b] ^= h
+                self.digest ^= h
             return old
         # _account's live branch, inlined: this is every SET's path.
-        h = entry_hash(key, entry.value, entry.expires_at)
+        h ^= _hash_of(key_crc, len(key), entry.value, entry.expires_at)
         self.bucket_digests[b] ^= h
         self.digest ^= h
         self.live_count += 1

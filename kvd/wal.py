@@ -33,7 +33,7 @@ from kvd.compaction import Rewrite, should_compact
 from kvd.hlc import wall_ms
 from kvd.logfile import LogFile, Syncer, sync_dir
 from kvd.node import Change
-from kvd.record import MAGIC, encode_entry
+from kvd.record import MAGIC, encode_entries
 from kvd.store import Store
 from shared.errors import StorageError
 
@@ -89,7 +89,7 @@ class WriteAheadLog:
         changes, self._turn = self._turn, []
         if not changes:
             return
-        data = b"".join([encode_entry(c.key, c.entry, c.seq) for c in changes])
+        data = encode_entries(changes)
         self._check_syncer()
         self._write(data)
         self._dirty = True

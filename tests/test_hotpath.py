@@ -107,3 +107,19 @@ def test_server_survives_a_message_of_three_frames(kvd) -> None:
         sock.close()
     with kvd.client() as c:
         assert c.info()["bad_frames"] == 1
+
+
+def test_a_local_write_leaves_what_apply_would() -> None:
+    """Node.write inlines apply(): same store, same change record, same sequence."""
+    from kvd.hlc import HybridClock
+
+    inlined = Node("a", "a:1", clock=HybridClock(lambda: 5))
+    general = Node("a", "a:1", clock=HybridClock(lambda: 5))
+    for i, value in enumerate([b"v", b"w", None, b"x"]):
+        entry = inlined.write(b"k%d" % (i % 2), value, i * 7)
+        general.seq += 1
+        assert general.apply(b"k%d" % (i % 2), Entry(value, entry.stamp, "a", i * 7), general.seq)
+    assert inlined.seq == general.seq == 4
+    assert dict(inlined.store.items()) == dict(general.store.items())
+    assert [(c.key, c.entry, c.previous, c.seq) for c in inlined.take_changes()] == \
+        [(c.key, c.entry, c.previous, c.seq) for c in general.take_changes()]

@@ -6,7 +6,16 @@ import zlib
 
 import pytest
 
-from kvd.record import MAGIC, Reader, encode_checkpoint, encode_entry, entry_of, frame
+from kvd.node import Change
+from kvd.record import (
+    MAGIC,
+    Reader,
+    encode_checkpoint,
+    encode_entries,
+    encode_entry,
+    entry_of,
+    frame,
+)
 from kvd.store import Entry
 
 # (key, entry, seq) -> the exact record bytes. Changing any of these breaks every log on disk.
@@ -25,6 +34,18 @@ def test_golden_records(key: bytes, entry: Entry, seq: int, hexed: str) -> None:
     raw = bytes.fromhex(hexed)
     assert encode_entry(key, entry, seq) == raw
     assert [entry_of(r) for r in Reader(MAGIC + raw)] == [(key, entry, seq)]
+
+
+def test_a_turns_records_are_the_single_records_joined() -> None:
+    """The log's batch encoder (its hot path) writes exactly what encode_entry does."""
+    golden = [Change(key, entry, None, seq) for key, entry, seq, _ in GOLDEN]
+    assert encode_entries(golden) == bytes.fromhex("".join(h for *_, h in GOLDEN))
+    varied = [Change(b"k" * (i * 37 % 300), Entry(b"v" * (i * 101 % 70_000) if i % 5 else None,
+                     i << 20 | i, f"node-{i}", i * 1_000_003 % 7 and 1_700_000_000_000 + i), None,
+                     i * 65_537)
+              for i in range(60)]
+    assert encode_entries(varied) == b"".join(encode_entry(c.key, c.entry, c.seq) for c in varied)
+    assert encode_entries([]) == b""
 
 
 def test_golden_checkpoint_and_magic() -> None:
