@@ -28,6 +28,8 @@ def free_port() -> int:
         with socket.socket() as a:
             a.bind(("127.0.0.1", 0))
             port = a.getsockname()[1]
+            if port >= 65535:  # no successor to hold the gossip port
+                continue
             try:
                 with socket.socket() as b:
                     b.bind(("127.0.0.1", port + 1))

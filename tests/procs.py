@@ -8,35 +8,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.targets import free_port  # one copy, shared with the benchmark suite
 from kvsh.client import Client
 from shared.errors import Unreachable
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE_S = 20.0
-
-
-def free_port() -> int:
-    """A port free now on loopback whose successor (the default gossip port) is free too."""
-    for _ in range(100):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            if port >= 65535:
-                continue
-            try:
-                with socket.socket() as b:
-                    b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no pair of free ports on loopback")
 
 
 def env_for(home: Path) -> dict[str, str]:
