@@ -46,6 +46,11 @@ class Terminal:
     def type(self, text: str) -> None:
         self._tmux("send-keys", "-t", "main", "-l", text)
 
+    def enter(self, line: str) -> None:
+        """Type a line and press Enter, as a person runs a command."""
+        self.type(line)
+        self.send("Enter")
+
     def screen(self) -> str:
         return self._tmux("capture-pane", "-p", "-t", "main")
 

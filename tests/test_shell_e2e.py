@@ -36,8 +36,7 @@ def test_tab_completes_a_key_from_the_server(kvd, shell):
 
 
 def test_members_shows_a_table(shell):
-    shell.type("MEMBERS")
-    shell.send("Enter")
+    shell.enter("MEMBERS")
     screen = shell.wait_for("1 member, 1 alive", what="the MEMBERS table's caption")
     header = next((line for line in screen.splitlines() if "address" in line), "")
     assert "name" in header and "status" in header, screen
@@ -45,8 +44,7 @@ def test_members_shows_a_table(shell):
 
 
 def test_watch_shows_another_clients_write_and_ctrl_c_returns_to_the_prompt(kvd, shell):
-    shell.type("WATCH user:")
-    shell.send("Enter")
+    shell.enter("WATCH user:")
     shell.wait_for("watching 'user:'", what="the WATCH acknowledgement")
     with kvd.client() as c:
         c.set("user:carol", "hi")
@@ -54,8 +52,7 @@ def test_watch_shows_another_clients_write_and_ctrl_c_returns_to_the_prompt(kvd,
     shell.wait_for('SET user:carol "hi"', what="the event written by another client")
     shell.send("C-c")
     shell.wait_for("resume with: WATCH user: FROM", what="how to resume the watch")
-    shell.type("PING")
-    shell.send("Enter")
+    shell.enter("PING")
     screen = shell.wait_for("PONG", what="the prompt working again after Ctrl-C")
     assert "order:9" not in screen
 
@@ -71,20 +68,17 @@ def test_an_unknown_command_is_rejected_before_it_is_sent(shell):
 def test_the_node_going_away_and_coming_back(kvd, shell):
     kvd.stop()
     shell.wait_for("unreachable", what="the toolbar noticing the node is gone")
-    shell.type("GET k")
-    shell.send("Enter")
+    shell.enter("GET k")
     shell.wait_for(lambda s: "(error) UNREACHABLE" in s and "reconnects" in s,
                    what="one error line and the reconnect hint")
     kvd.start()
     shell.wait_for("● n1", what="the toolbar seeing the node back")
-    shell.type("PING")
-    shell.send("Enter")
+    shell.enter("PING")
     shell.wait_for("PONG", what="commands working again")
 
 
 def test_watch_from_the_cursor_it_stopped_at_replays_what_was_missed(kvd, shell):
-    shell.type("WATCH user:")
-    shell.send("Enter")
+    shell.enter("WATCH user:")
     shell.wait_for("watching 'user:'", what="the WATCH acknowledgement")
     with kvd.client() as c:
         c.set("user:1", "seen")
@@ -94,8 +88,7 @@ def test_watch_from_the_cursor_it_stopped_at_replays_what_was_missed(kvd, shell)
     resume = screen.split("resume with: ")[1].splitlines()[0].strip()
     with kvd.client() as c:
         c.set("user:2", "missed")
-    shell.type(resume)
-    shell.send("Enter")
+    shell.enter(resume)
     shell.wait_for(lambda s: "replaying what was missed" in s and 'SET user:2 "missed"' in s,
                    what="the change made while not watching, replayed")
     shell.send("C-c")
