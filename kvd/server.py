@@ -87,7 +87,8 @@ class Pending:
 
     index: int  # in the turn's outgoing list
     batch: bool
-    replies: list[tuple[int, object, bool]]  # (request id, value, wrote)
+    replies: list[tuple[int, object]]  # (request id, value)
+    wrote: list[int]  # positions in `replies` of the requests that wrote
 
 
 class BindError(KvError):
@@ -230,15 +231,18 @@ class Server:
             out.append([client, codec.encode_reply(0, exc)])
             return
         ctx.client = client
-        if isinstance(msg, codec.Request):
+        if type(msg) is codec.Request:
             before = len(self.node.changes)
             ctx.request_id = msg.request_id
             value = self.node.execute(msg.argv, ctx)
             out.append([client, codec.encode_reply(msg.request_id, value)])
             if len(self.node.changes) != before:
-                pending.append(Pending(len(out) - 1, False, [(msg.request_id, value, True)]))
-        elif isinstance(msg, list) and msg and isinstance(msg[0], codec.Request):
-            self._handle_batch(client, msg, ctx, out, pending)
+                pending.append(Pending(len(out) - 1, False, [(msg.request_id, value)], [0]))
+        elif type(msg) is codec.Batch:
+            replies, wrote = self.node.execute_batch(msg.requests, ctx)
+            out.append([client, codec.encode_batch_reply(replies)])
+            if wrote:
+                pending.append(Pending(len(out) - 1, True, replies, wrote))
         elif isinstance(msg, codec.Cancel):
             self.node.watches.cancel(client, msg.request_id)
         elif isinstance(msg, codec.Peer) and self.peers is not None:
@@ -247,20 +251,6 @@ class Server:
             self.counters["bad_frames"] += 1
             err = ProtocolError("clients send REQUEST, BATCH or CANCEL messages")
             out.append([client, codec.encode_reply(0, err)])
-
-    def _handle_batch(self, client: bytes, batch: list, ctx: Context, out: list,
-                      pending: list) -> None:
-        node = self.node
-        start = len(node.changes)
-        replies = []
-        for req in batch:
-            ctx.request_id = req.request_id
-            before = len(node.changes)
-            value = node.execute(req.argv, ctx)
-            replies.append((req.request_id, value, len(node.changes) != before))
-        out.append([client, codec.encode_batch_reply([(rid, v) for rid, v, _ in replies])])
-        if len(node.changes) != start:
-            pending.append(Pending(len(out) - 1, True, replies))
 
     def _commit(self, changes: list[Change], out: list, pending: list) -> bool:
         """Log the turn's writes; if the log refuses, undo them and fail those replies."""
@@ -271,7 +261,9 @@ class Server:
             log.error("%s", exc)
             self.node.undo(changes)
             for p in pending:
-                failed = [(rid, exc if wrote else v) for rid, v, wrote in p.replies]
+                failed = list(p.replies)
+                for i in p.wrote:
+                    failed[i] = (failed[i][0], exc)
                 out[p.index][1] = (
                     codec.encode_batch_reply(failed) if p.batch
                     else codec.encode_reply(*failed[0])

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared import codec
-from shared.codec import MsgType, Reply, ReplyKind, Request
+from shared.codec import Batch, MsgType, Reply, ReplyKind, Request
 from shared.errors import ArityError, ProtocolError, VersionError
 
 argv = st.lists(st.binary(max_size=40), min_size=1, max_size=6)
@@ -25,7 +25,7 @@ def test_request_round_trip(request_id: int, args: list[bytes]) -> None:
 @given(st.lists(st.tuples(rid, argv), min_size=1, max_size=20))
 def test_batch_round_trip(items: list[tuple[int, list[bytes]]]) -> None:
     decoded = codec.decode(codec.encode_batch(items))
-    assert decoded == [Request(r, a) for r, a in items]
+    assert decoded == Batch([[r, a] for r, a in items])
 
 
 values = st.recursive(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import msgpack
+import pytest
 import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kvd.node import Context, Node
 from kvd.store import Entry, Store, entry_hash
@@ -123,3 +126,58 @@ def test_a_local_write_leaves_what_apply_would() -> None:
     assert dict(inlined.store.items()) == dict(general.store.items())
     assert [(c.key, c.entry, c.previous, c.seq) for c in inlined.take_changes()] == \
         [(c.key, c.entry, c.previous, c.seq) for c in general.take_changes()]
+
+
+_batch_commands = st.one_of(
+    st.tuples(st.just(b"SET"), st.sampled_from([b"a", b"b", b"c"]), st.binary(max_size=12)),
+    st.tuples(st.just(b"GET"), st.sampled_from([b"a", b"b", b"c", b"x" * 20])),
+    st.tuples(st.just(b"set"), st.sampled_from([b"a", b"b"]), st.binary(max_size=4)),
+    st.tuples(st.just(b"SET"), st.just(b"b"), st.just(b"v"), st.just(b"EX"), st.just(b"9")),
+    st.tuples(st.just(b"SET"), st.just(b"c"), st.binary(min_size=17, max_size=18)),  # too big
+    st.tuples(st.just(b"DEL"), st.sampled_from([b"a", b"c"])),
+    st.tuples(st.just(b"GET")),  # wrong arity
+    st.tuples(st.just(b"MGET"), st.just(b"a"), st.just(b"b")),
+).map(list)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_batch_commands, min_size=1, max_size=30), st.integers(0, 3))
+def test_a_batch_leaves_what_one_request_at_a_time_would(commands: list, ahead: int) -> None:
+    """execute_batch inlines plain SET and GET: the same replies, store, changes (stamps and
+    sequence numbers included), counters and clock as `execute`, request by request."""
+    from kvd.hlc import HybridClock
+
+    def node() -> Node:
+        n = Node("a", "a:1", clock=HybridClock(lambda: 5), max_value=16)
+        n.clock.last = (5 << 16) + ahead - 2  # sometimes behind the wall clock, sometimes not
+        return n
+
+    batched, single = node(), node()
+    requests = [[rid, argv] for rid, argv in enumerate(commands, 1)]
+    replies, wrote = batched.execute_batch(requests, Context(now=5))
+    expected, expected_wrote = [], []
+    for rid, argv in requests:
+        before = len(single.changes)
+        expected.append((rid, single.execute(argv, Context(now=5))))
+        if len(single.changes) != before:
+            expected_wrote.append(rid - 1)
+
+    def comparable(pairs: list) -> list:
+        return [(rid, (v.code, v.message) if isinstance(v, KvError) else v) for rid, v in pairs]
+
+    assert comparable(replies) == comparable(expected) and wrote == expected_wrote
+    assert dict(batched.store.items()) == dict(single.store.items())
+    assert batched.store.digest == single.store.digest
+    assert [(c.key, c.entry, c.previous, c.seq) for c in batched.take_changes()] == \
+        [(c.key, c.entry, c.previous, c.seq) for c in single.take_changes()]
+    assert (batched.seq, batched.clock.last) == (single.seq, single.clock.last)
+    assert batched.counters == single.counters
+
+
+def test_batch_decoding_checks_every_pair_and_encodes_text() -> None:
+    batch = codec.decode(msgpack.packb([1, 3, [[1, [b"GET", b"k"]], [2, ["SET", "k", "é"]]]]))
+    assert batch == codec.Batch([[1, [b"GET", b"k"]], [2, [b"SET", b"k", "é".encode()]]])
+    for bad in ([[1]], [[-1, [b"GET"]]], [[1, []]], [[1, [b"GET", 5]]], [["1", [b"PING"]]],
+                [[1, b"PING"]]):
+        with pytest.raises(KvError):
+            codec.decode(msgpack.packb([1, 3, bad]))

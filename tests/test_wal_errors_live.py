@@ -39,6 +39,12 @@ def test_a_log_that_cannot_grow_refuses_writes_and_keeps_serving_reads(kvd_facto
                         break
             assert acked and len(refused) == 3
             assert client.get(refused[0]) is None  # not applied in memory either
+            # In a batch, exactly the writes fail; the reads around them are answered.
+            first = next(iter(acked))
+            replies = client.pipeline([["GET", first], ["SET", "late", "v" * 200], ["GET", first]])
+            assert [r.value for r in replies[::2]] == [acked[first]] * 2
+            assert replies[1].is_error and replies[1].value[0] == "IO_ERROR"
+            refused.append(b"late")
             assert client.get(next(iter(acked))) == acked[next(iter(acked))]  # reads go on
             info = client.info()
             assert info["log_errors"] >= 3 and "failed" in info["log_error"]
