@@ -10,8 +10,10 @@ Invariants:
 - Keys live in `NBUCKETS` buckets by a stable hash. A SCAN cursor is a bucket index, so a key
   that exists for the whole scan is returned (its bucket never changes). Anti-entropy compares
   the per-bucket digests and exchanges only the buckets that differ.
-- The digest is the XOR of a 64-bit hash of every live (key, value, expiry), kept incrementally
-  per bucket and overall: equal digests mean equal data, and reading it costs nothing.
+- The digest is the XOR of a 64-bit hash of every live (key, version, expiry), kept
+  incrementally per bucket and overall: equal digests mean equal data, and reading it costs
+  nothing. A version (stamp, origin) names one write, so it stands for the value, as the
+  version vector does in Riak's active anti-entropy: the write path never reads the value.
 - Expired entries are invisible at once (reads check the time) and reclaimed by
   `expire_due()` from a heap, turned into tombstones with the same stamp: no full scans.
 """
@@ -73,24 +75,35 @@ def bucket_of(key: bytes) -> int:
     return zlib.crc32(key) & (NBUCKETS - 1)
 
 
-def entry_hash(key: bytes, value: bytes, expires_at: int) -> int:
-    """A 64-bit hash of a live entry, the same in every process.
+def entry_hash(key: bytes, entry: Entry) -> int:
+    """A 64-bit hash of a live entry's key, version and expiry, the same in every process.
 
-    Hashing ints and tuples of ints is not salted (hashing bytes is), so this is stable across
-    nodes running the same CPython. CRCs alone would not do: they are linear, so an XOR of
-    them collapses for sets like {k01, k10} and {k00, k11}; the tuple hash mixes them
-    non-linearly. The value is summed by two unrelated checksums (CRC-32 and Adler-32) so
-    that two versions of one key collide only if both agree: a missed divergence would hide
-    a difference from anti-entropy for good. Still a fraction of a blake2b's cost; it runs
-    twice per overwrite.
+    Hashing ints and tuples of ints is not salted (hashing bytes and str is), so this is
+    stable across nodes running the same CPython; names and keys enter as CRC-32s. CRCs alone
+    would not do: they are linear, so an XOR of them collapses for sets like {k01, k10} and
+    {k00, k11}; the tuple hash mixes them non-linearly. The value is not hashed: its version
+    names it (two writes never share one; if a bug made them, `_newer` would still pick one
+    winner everywhere, but anti-entropy would not see that pair differ). That keeps the cost
+    of a write's digest update flat, whatever the size of the value.
     """
-    return _hash_of(zlib.crc32(key), len(key), value, expires_at)
+    return _hash_of(zlib.crc32(key), len(key), entry.stamp, entry.origin, entry.expires_at)
 
 
-def _hash_of(key_crc: int, key_len: int, value: bytes, expires_at: int) -> int:
+_ORIGIN_CRCS: dict[str, int] = {}  # a node name's CRC-32: a few members, computed once each
+
+
+def _origin_crc(origin: str) -> int:
+    crc = _ORIGIN_CRCS.get(origin)
+    if crc is None:
+        crc = zlib.crc32(origin.encode("utf-8", "surrogateescape"))
+        if len(_ORIGIN_CRCS) < 4096:  # bounded, whatever names a log or a peer brings
+            _ORIGIN_CRCS[origin] = crc
+    return crc
+
+
+def _hash_of(key_crc: int, key_len: int, stamp: int, origin: str, expires_at: int) -> int:
     """`entry_hash` given the key's CRC-32, which the write path has from bucketing already."""
-    return hash((key_crc, zlib.crc32(value), zlib.adler32(value), key_len,
-                 len(value), expires_at)) & _MASK64
+    return hash((key_crc, key_len, stamp, _origin_crc(origin), expires_at)) & _MASK64
 
 
 def matcher(pattern: bytes | None):
@@ -140,6 +153,7 @@ class Store:
         bucket = self._buckets[b]
         old = bucket.get(key)
         h = 0  # what leaves and joins the digests
+        crcs = _ORIGIN_CRCS  # _hash_of, inlined twice below: the digest's share of every SET
         if old is not None:
             if old.stamp > entry.stamp or (old.stamp == entry.stamp and not _newer(entry, old)):
                 return _LOST  # `not _newer(entry, old)`, its common case spelled out
@@ -147,7 +161,9 @@ class Store:
             if old.value is None:
                 self.tombstones -= 1
             else:
-                h = _hash_of(key_crc, len(key), old.value, old.expires_at)
+                h = hash((key_crc, len(key), old.stamp,
+                          crcs.get(old.origin) or _origin_crc(old.origin),
+                          old.expires_at)) & _MASK64
                 self.live_count -= 1
         bucket[key] = entry
         if entry.value is None:
@@ -157,7 +173,8 @@ class Store:
                 self.digest ^= h
             return old
         # _account's live branch, inlined: this is every SET's path.
-        h ^= _hash_of(key_crc, len(key), entry.value, entry.expires_at)
+        h ^= hash((key_crc, len(key), entry.stamp,
+                   crcs.get(entry.origin) or _origin_crc(entry.origin), entry.expires_at)) & _MASK64
         self.bucket_digests[b] ^= h
         self.digest ^= h
         self.live_count += 1
@@ -171,7 +188,7 @@ class Store:
         if entry.value is None:
             self.tombstones += sign
             return
-        h = entry_hash(key, entry.value, entry.expires_at)
+        h = entry_hash(key, entry)
         self.bucket_digests[b] ^= h
         self.digest ^= h
         self.live_count += sign

@@ -46,20 +46,36 @@ def test_size_limits_hold_on_the_fast_path() -> None:
     assert getattr(run(node, b"GET", b"x" * (64 * 1024 + 1)), "code", None) == "TOO_LARGE"
 
 
+PINNED = 17518950467074611260  # changing it changes what every node of a cluster computes
+
+
 def test_entry_hash_is_pinned_and_the_same_in_every_process() -> None:
     # Nodes compare digests: the value must not depend on the process (no salted hashing).
     import os
     import subprocess
     import sys
 
-    assert entry_hash(b"key:000000000001", b"v" * 100, 0) == 15564892032069394219
-    code = "from kvd.store import entry_hash; print(entry_hash(b'k', b'value', 7))"
+    assert entry_hash(b"key:000000000001", Entry(b"v" * 100, 1 << 40, "n1")) == PINNED
+    code = ("from kvd.store import Entry, entry_hash; "
+            "print(entry_hash(b'k', Entry(b'value', 12345, 'node-é', 7)))")
     seen = {
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        env={**os.environ, "PYTHONHASHSEED": seed}).stdout
         for seed in ("1", "2", "random")
     }
-    assert seen == {f"{entry_hash(b'k', b'value', 7)}\n"}
+    assert seen == {f"{entry_hash(b'k', Entry(b'value', 12345, 'node-é', 7))}\n"}
+
+
+def test_the_digest_follows_the_version_not_the_value_bytes() -> None:
+    one, other = Store(), Store()
+    one.merge(b"k", Entry(b"x" * 1000, 7, "a"))
+    other.merge(b"k", Entry(b"x" * 1000, 7, "a"))
+    assert one.digest == other.digest
+    for changed in (Entry(b"x" * 1000, 8, "a"), Entry(b"x" * 1000, 7, "b"),
+                    Entry(b"x" * 1000, 7, "a", expires_at=9)):
+        s = Store()
+        s.merge(b"k", changed)
+        assert s.digest != one.digest
 
 
 def test_digest_does_not_collapse_like_a_crc() -> None:
