@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kvd import __version__
 from kvd.handlers import HANDLERS, OK
@@ -24,14 +24,20 @@ MAX_KEY = 64 * 1024
 DEFAULT_MAX_VALUE = 16 * 1024 * 1024
 
 
-@dataclass
 class Context:
-    """Who asked, and when: what a handler may need beyond its arguments."""
+    """Who asked, and when: what a handler may need beyond its arguments.
 
-    now: int  # wall-clock ms
-    client: bytes = b""
-    request_id: int = 0
-    events: list = field(default_factory=list)  # WATCH events owed right away
+    A plain class: the server makes one per loop turn, and a dataclass's default_factory
+    made that a measurable part of a lone request's turn.
+    """
+
+    __slots__ = ("now", "client", "request_id", "events")
+
+    def __init__(self, now: int, client: bytes = b"", request_id: int = 0) -> None:
+        self.now = now  # wall-clock ms
+        self.client = client
+        self.request_id = request_id
+        self.events: list = []  # WATCH events owed right away
 
 
 @dataclass(slots=True)
@@ -118,13 +124,17 @@ class Node:
 
     def execute(self, argv: list[bytes], ctx: Context) -> object:
         """Run one command; returns the reply value, or the KvError to send back."""
-        if len(argv) == 3 and argv[0] == b"SET" and len(argv[1]) <= self._size_floor \
-                and len(argv[2]) <= self._size_floor:
-            # A plain SET (the commonest write) skips routing, parsing and the handler call;
-            # it is exactly what they would do (tests/test_hotpath.py holds the two equal).
+        # A plain SET or GET (the commonest commands) skips routing, parsing and the handler
+        # call; it is exactly what they would do (tests/test_hotpath.py holds the two equal).
+        n, floor = len(argv), self._size_floor
+        if n == 3 and argv[0] == b"SET" and len(argv[1]) <= floor and len(argv[2]) <= floor:
             self.counters["commands"] += 1
             self.write(argv[1], argv[2])
             return OK
+        if n == 2 and argv[0] == b"GET" and len(argv[1]) <= floor:
+            self.counters["commands"] += 1
+            entry = self.store.get(argv[1], ctx.now)
+            return None if entry is None else entry.value
         try:
             route = self._routes.get(argv[0])
             if route is None:
@@ -144,10 +154,12 @@ class Node:
             self.counters[f"error_{exc.code}"] += 1
             return exc
 
-    def execute_batch(self, requests: list[list], ctx: Context) -> tuple[list, list[int]]:
+    def execute_batch(self, requests: list[list], ctx: Context,
+                      clients: list[bytes] | None = None) -> tuple[list, list[int]]:
         """A BATCH's [request id, argv] pairs, in order: returns their (request id, reply
         value) pairs and the positions of the requests that wrote (a failed log commit turns
-        exactly those replies into errors).
+        exactly those replies into errors). `clients`, when the requests came from several,
+        says who sent each (WATCH needs to know); otherwise it is `ctx.client`.
 
         Plain `SET key value` and `GET key` (upper case, no options, within the size floor)
         are done right here in one loop: the same entries, stamps, sequence numbers, changes
@@ -185,6 +197,8 @@ class Node:
             else:
                 clock.last, self.seq = last, seq
                 before = len(changes)
+                if clients is not None:
+                    ctx.client = clients[len(replies)]
                 ctx.request_id = rid
                 replies.append((rid, self.execute(argv, ctx)))
                 if len(changes) != before:

@@ -103,6 +103,8 @@ class Server:
         self.peers: Peers | None = None
         self.counters: Counter[str] = Counter()
         self._stopping = False
+        self._lone: list[list] = []  # this turn's one-request messages: [request id, argv]
+        self._lone_clients: list[bytes] = []  # ... and who sent each
         self._next_heartbeat = 0.0
         self._ctx = zmq.Context.instance()
         self._router = self._ctx.socket(zmq.ROUTER)
@@ -190,6 +192,8 @@ class Server:
             if frames is None:
                 break
             self._handle(frames, ctx, out, pending)
+        if self._lone:
+            self._run_lone(ctx, out, pending)
         if self.peers is not None:
             self.peers.drain(ready, ctx.now)
         changes = node.take_changes()
@@ -230,15 +234,16 @@ class Server:
             self.counters["bad_frames"] += 1
             out.append([client, codec.encode_reply(0, exc)])
             return
-        ctx.client = client
         if type(msg) is codec.Request:
-            before = len(self.node.changes)
-            ctx.request_id = msg.request_id
-            value = self.node.execute(msg.argv, ctx)
-            out.append([client, codec.encode_reply(msg.request_id, value)])
-            if len(self.node.changes) != before:
-                pending.append(Pending(len(out) - 1, False, [(msg.request_id, value)], [0]))
-        elif type(msg) is codec.Batch:
+            # Collected, and run together with the turn's other one-request messages when the
+            # drain ends (or before any other kind of message, to keep each client's order).
+            self._lone.append([msg.request_id, msg.argv])
+            self._lone_clients.append(client)
+            return
+        if self._lone:
+            self._run_lone(ctx, out, pending)
+        ctx.client = client
+        if type(msg) is codec.Batch:
             replies, wrote = self.node.execute_batch(msg.requests, ctx)
             out.append([client, codec.encode_batch_reply(replies)])
             if wrote:
@@ -251,6 +256,29 @@ class Server:
             self.counters["bad_frames"] += 1
             err = ProtocolError("clients send REQUEST, BATCH or CANCEL messages")
             out.append([client, codec.encode_reply(0, err)])
+
+    def _run_lone(self, ctx: Context, out: list, pending: list) -> None:
+        """The one-request messages collected this turn, through the node's batch path (one
+        loop for a pipelining client's many small messages, as for a BATCH), each answered by
+        its own REPLY."""
+        requests, clients = self._lone, self._lone_clients
+        self._lone, self._lone_clients = [], []
+        if len(requests) == 1:  # a sequential client's turn: the batch loop's set-up costs more
+            (rid, argv), = requests
+            ctx.client, ctx.request_id = clients[0], rid
+            before = len(self.node.changes)
+            value = self.node.execute(argv, ctx)
+            out.append([clients[0], codec.encode_reply(rid, value)])
+            if len(self.node.changes) != before:
+                pending.append(Pending(len(out) - 1, False, [(rid, value)], [0]))
+            return
+        replies, wrote = self.node.execute_batch(requests, ctx, clients)
+        base = len(out)
+        encode = codec.encode_reply
+        out.extend([[client, encode(rid, value)]
+                    for (rid, value), client in zip(replies, clients, strict=True)])
+        for i in wrote:
+            pending.append(Pending(base + i, False, [replies[i]], [0]))
 
     def _commit(self, changes: list[Change], out: list, pending: list) -> bool:
         """Log the turn's writes; if the log refuses, undo them and fail those replies."""

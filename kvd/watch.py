@@ -68,7 +68,7 @@ class WatchHub:
         if self._subs:
             return [ev for c in changes for ev in self.record(c.key, c.entry)]
         start = self.cursor
-        self._history.extend((start + i, c.key, c.entry) for i, c in enumerate(changes, 1))
+        self._history.extend([(start + i, c.key, c.entry) for i, c in enumerate(changes, 1)])
         self.cursor = start + len(changes)
         return []
 

@@ -129,6 +129,9 @@ PEER_TYPES = frozenset(MsgType) - {MsgType.REQUEST, MsgType.REPLY, MsgType.BATCH
 Message = Peer | Request | Batch | Reply | list[Reply] | Event | Cancel
 
 
+_REQUEST, _REPLY = int(MsgType.REQUEST), int(MsgType.REPLY)  # plain ints: cheaper to compare
+
+
 def kind_of(value: object) -> ReplyKind:
     if isinstance(value, KvError):
         return ReplyKind.ERROR
@@ -160,8 +163,11 @@ def encode_batch(requests: list[tuple[int, list[bytes]]]) -> bytes:
 
 
 def encode_reply(request_id: int, value: object) -> bytes:
+    kind = _KIND_OF_TYPE.get(type(value))  # no KvError is among these types
+    if kind is not None:
+        return _packer.pack([PROTOCOL_VERSION, _REPLY, request_id, kind, value])
     return _packer.pack(
-        [PROTOCOL_VERSION, MsgType.REPLY, request_id, kind_of(value), _wire_value(value)]
+        [PROTOCOL_VERSION, _REPLY, request_id, kind_of(value), _wire_value(value)]
     )
 
 
@@ -195,6 +201,16 @@ def unpack(frame: bytes) -> object:
 def decode(frame: bytes) -> Message:
     """One frame to one message, or ProtocolError / VersionError."""
     msg = unpack(frame)
+    if type(msg) is list and len(msg) == 4 and msg[1] == _REQUEST and msg[0] == PROTOCOL_VERSION:
+        # A well-formed REQUEST, the daemon's commonest message: checked inline. Anything
+        # unusual in it takes the general path below, which says what is wrong.
+        rid, argv = msg[2], msg[3]
+        if type(rid) is int and 0 <= rid < 2**63 and type(argv) is list and argv:
+            for arg in argv:
+                if type(arg) is not bytes:
+                    break
+            else:
+                return Request(rid, argv)
     if not isinstance(msg, list) or len(msg) < 3:
         raise ProtocolError("frame is not a kv message: expected [version, type, ...]")
     version, mtype = msg[0], msg[1]

@@ -197,3 +197,17 @@ def test_batch_decoding_checks_every_pair_and_encodes_text() -> None:
                 [[1, b"PING"]]):
         with pytest.raises(KvError):
             codec.decode(msgpack.packb([1, 3, bad]))
+
+
+def test_requests_of_several_clients_run_together_keep_who_sent_each() -> None:
+    """The server runs a turn's one-request messages from every client as one batch: a WATCH
+    among them must still belong to the client that sent it."""
+    node = Node("a", "a:1")
+    requests = [[7, [b"SET", b"k1", b"v"]], [1, [b"WATCH", b"k"]], [8, [b"SET", b"k2", b"w"]],
+                [2, [b"GET", b"k1"]]]
+    replies, wrote = node.execute_batch(requests, Context(now=1_000), [b"B", b"A", b"B", b"C"])
+    assert [rid for rid, _ in replies] == [7, 1, 8, 2] and wrote == [0, 2]
+    assert replies[3][1] == b"v"
+    events = node.watches.record_all(node.take_changes())
+    assert [(client, rid, e["key"]) for client, rid, e in events] == [(b"A", 1, b"k1"),
+                                                                      (b"A", 1, b"k2")]
