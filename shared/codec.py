@@ -173,8 +173,8 @@ def encode_reply(request_id: int, value: object) -> bytes:
 
 def encode_batch_reply(replies: list[tuple[int, object]]) -> bytes:
     kinds = _KIND_OF_TYPE  # one type lookup per reply: the common kinds need no isinstance
-    body = [[rid, kinds[type(v)], v] if type(v) in kinds else [rid, kind_of(v), _wire_value(v)]
-            for rid, v in replies]
+    body = [[rid, k, v] if (k := kinds.get(type(v))) is not None
+            else [rid, kind_of(v), _wire_value(v)] for rid, v in replies]
     return _packer.pack([PROTOCOL_VERSION, MsgType.BATCH_REPLY, body])
 
 
