@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench import memory, report, suite
 from bench.clustertarget import Cluster
-from bench.targets import Kvd, Raw, Redis
+from bench.targets import Kvd, Raw, RawLoop, Redis
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp, ExitStack() as stack:
         home = Path(tmp)
         s = suite.Suite([], suite.default_modes(args.scale), args.reps, args.keyspace)
-        for target in (Raw(home / "raw"), *(Kvd(home / f, f) for f in
-                                            ("no", "everysec", "always"))):
+        for target in (Raw(home / "raw"), RawLoop(home / "raw-loop"),
+                       *(Kvd(home / f, f) for f in ("no", "everysec", "always"))):
             s.targets.append(target.start())
             stack.callback(target.stop)
         _add_cluster(s, home, args, stack)

@@ -34,7 +34,7 @@ def throughput_table(doc: dict, runs: list[Run]) -> list[str]:
     redis_mode = {"sequential": "sequential", "pipelined": "batched", "batched": "batched"}
     for mode in [m["name"] for m in doc["modes"]]:
         for op in ("set", "get"):
-            for target in ("raw", *KV, "redis"):
+            for target in ("raw", "raw-loop", *KV, "redis"):
                 if op not in doc["figures"].get(target, {}).get(mode, {}):
                     continue
                 raw = ratios(runs, target, "raw", mode, op) if target != "raw" else {}
@@ -80,6 +80,23 @@ def checks(doc: dict, runs: list[Run]) -> list[tuple[str, dict, str, bool | None
     return out
 
 
+def shares(runs: list[Run]) -> list[str]:
+    """kvd's distance from the raw ceiling, split in two by the loop-shaped ceiling: what the
+    shape of a daemon's loop costs by itself, and what kvd's own work costs on top of it."""
+    if not any(r.target == "raw-loop" for r in runs):
+        return []
+    lines = ["| mode | op | raw loop / raw ceiling | kvd everysec / raw loop | "
+             "kvd everysec / raw ceiling |", "| --- | --- | ---: | ---: | ---: |"]
+    for mode, key, what in (("pipelined", "rps", "req/s"), ("sequential", "p50_us", "p50")):
+        for op in ("set", "get"):
+            row = [ratios(runs, a, b, mode, op, key=key) for a, b in (
+                ("raw-loop", "raw"), ("kvd-everysec", "raw-loop"), ("kvd-everysec", "raw"))]
+            if row[2]:
+                lines.append(f"| {mode} ({what}) | {op.upper()} | "
+                             + " | ".join(fmt(x) for x in row) + " |")
+    return lines
+
+
 def markdown(doc: dict) -> str:
     runs = runs_of(doc)
     lines = [f"Run {doc['time']}: {doc['reps']} repetitions, interleaved; keyspace "
@@ -90,6 +107,10 @@ def markdown(doc: dict) -> str:
         verdict = "not measured" if met is None else ("yes" if met else "**no**")
         lines.append(f"| {what} | {fmt(s)} | {goal} | {verdict} |")
     lines += ["", *throughput_table(doc, runs), ""]
+    split = shares(runs)
+    if split:
+        lines += ["Where the distance from the raw ceiling goes (raw loop: the same dict in the "
+                  "shape of kvd's loop, `python -m bench.rawserver PORT --loop`):", "", *split, ""]
     mem = doc.get("memory", {})
     if mem.get("kvd"):
         k = mem["kvd"]

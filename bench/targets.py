@@ -119,6 +119,15 @@ class Raw(Target):
         return [sys.executable, "-m", "bench.rawserver", str(self.port)]
 
 
+class RawLoop(Raw):
+    """The raw ceiling's dict in the shape of kvd's loop (see bench.rawserver)."""
+
+    label = "raw-loop"
+
+    def argv(self) -> list[str]:
+        return [*super().argv(), "--loop"]
+
+
 class Kvd(Target):
     def __init__(self, home: Path, fsync: str, name: str | None = None,
                  join: list[str] | None = None) -> None:

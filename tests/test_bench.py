@@ -7,6 +7,8 @@ import subprocess
 import sys
 from array import array
 
+import pytest
+
 from kvd.bench import endpoints_of, percentile, split, summarise
 from kvd.loadgen import Workload
 from tests.procs import ROOT, env_for
@@ -73,7 +75,7 @@ def test_suite_quick_run(tmp_path) -> None:
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     doc = json.loads(next(tmp_path.glob("*.json")).read_text())
     targets = {r["target"] for r in doc["runs"]}
-    assert {"raw", "kvd-no", "kvd-everysec", "kvd-always"} <= targets
+    assert {"raw", "raw-loop", "kvd-no", "kvd-everysec", "kvd-always"} <= targets
     assert all(r["errors"] == 0 for r in doc["runs"])
     assert "| target |" in (tmp_path / "latest.md").read_text()
 
@@ -86,3 +88,22 @@ def test_paired_run_times_each_server(kvd, kvd_factory) -> None:
     results = run_paired([f"tcp://127.0.0.1:{kvd.port}", f"tcp://127.0.0.1:{other.port}"], w)
     assert [r.requests for r in results] == [30, 30]
     assert all(r.errors == 0 and r.p50_us > 0 for r in results)
+
+
+@pytest.mark.parametrize("shape", ["cycle", "loop"])
+def test_the_raw_ceilings_answer_like_a_store(tmp_path, shape: str) -> None:
+    """Both ceilings are only worth comparing with if they do the work: a GET finds the SET."""
+    from bench.targets import Raw, RawLoop
+    from kvsh.client import Client
+
+    server = (Raw if shape == "cycle" else RawLoop)(tmp_path).start()
+    try:
+        with Client("127.0.0.1", server.port, timeout=10) as c:
+            c.set(b"k", b"v")
+            assert c.get(b"k") == b"v" and c.get(b"nope") is None
+            replies = c.pipeline([[b"SET", b"a", b"1"], [b"GET", b"a"], [b"GET", b"k"]])
+            assert [r.value for r in replies] == ["OK", b"1", b"v"]
+            replies = c.pipeline([[b"GET", b"a"]] * 50, batch=False)
+            assert [r.value for r in replies] == [b"1"] * 50
+    finally:
+        server.stop()
