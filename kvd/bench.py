@@ -1,9 +1,10 @@
 """`kvd bench`: load a running node or cluster and report throughput and latency.
 
 Like redis-benchmark: `--clients` processes, each with `--pipeline` requests in flight (one
-BATCH message per refill unless `--no-batch`), `--requests` in total, spread round-robin over
-the `--host/--port` endpoints. One result per op in `--ops`. A terminal gets a progress bar and
-a rich table; a pipe gets plain text, or one JSON document with `--json`.
+BATCH message per refill unless `--no-batch`), `--requests` in total; each client spreads its
+messages round-robin over all the `--host/--port` endpoints (the nodes of a cluster). One
+result per op in `--ops`. A terminal gets a progress bar and a rich table; a pipe gets plain
+text, or one JSON document with `--json`.
 
 The arithmetic (percentiles, throughput) is pure and lives here; the socket work is in
 kvd.loadgen, run in worker processes so that the clients do not share one interpreter lock.
@@ -92,8 +93,7 @@ def run_op(endpoints: list[str], w: Workload, clients: int, on_progress=None) ->
     for i, n in enumerate(split(w.requests, clients)):
         mine = Workload(w.ops, n, w.pipeline, w.batch, w.keyspace, w.value_size, w.seed + i)
         procs.append(ctx.Process(target=worker, daemon=True,
-                                 args=(endpoints[i % len(endpoints)], mine, start,
-                                       progress, results)))
+                                 args=(endpoints, mine, start, progress, results)))
     for proc in procs:
         proc.start()
     try:

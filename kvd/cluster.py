@@ -22,7 +22,7 @@ from kvd.antientropy import STEP_ENTRIES, Counters, Walk
 from kvd.hlc import stamp_ms
 from kvd.membership import Member, Membership, Status, Timers
 from kvd.node import Change, Node
-from kvd.peerwire import STATUS, Dest, Out, check, get_field, item_from_wire, wire_item
+from kvd.peerwire import STATUS, Dest, Out, check, get_field, items_from_wire, wire_item
 from kvd.repair import Claim, Repair
 from kvd.replication import INF, Replication, stable_from_wire
 from kvd.store import NBUCKETS
@@ -229,7 +229,7 @@ class Cluster(Repair):
         origin, epoch, base = get_field(b, "origin", str), get_field(b, "epoch", int), \
             get_field(b, "base", int)
         raw = get_field(b, "items", list)
-        items = [item_from_wire(w, origin) for w in raw]
+        items = items_from_wire(raw, origin)
         fresh = self._apply_stream(origin, epoch, base, items, now)
         stream = self.repl.streams.get(origin)
         if stream is not None and stream.ahead:
@@ -243,12 +243,10 @@ class Cluster(Repair):
     def _apply_stream(self, origin: str, epoch: int, base: int, items: list,
                       now: int) -> list:
         fresh = self.repl.receive(origin, epoch, base, items)
-        node = self.node
         if fresh:
-            node.clock.observe(max(entry.stamp for _, _, entry in fresh))
-        for seq, key, entry in fresh:
-            node.apply(key, entry, seq)
-        if fresh:
+            node = self.node
+            node.clock.observe(max([entry.stamp for _, _, entry in fresh]))
+            node.apply_all(fresh)
             self.busy_until = now + self.s.sync_every_ms
         self.counters["received"] += len(fresh)
         self.counters["duplicates"] += len(items) - len(fresh)

@@ -1,7 +1,10 @@
 """The load generator behind `kvd bench`: one client process's socket layer (it imports zmq).
 
-A worker owns one DEALER connected to one endpoint and keeps up to `pipeline` requests in
-flight: whenever replies free slots, it refills them at once. With `batch`, the refill travels
+A worker owns one DEALER connected to every endpoint and keeps up to `pipeline` requests in
+flight: whenever replies free slots, it refills them at once. ZeroMQ hands a DEALER's messages
+to its connections in turn, so with several endpoints (the nodes of a cluster) every client
+spreads its messages round-robin over all of them, and a reply comes back from whichever
+node took the message. With `batch`, the refill travels
 as one BATCH message (the protocol-level coalescing of PROTOCOL.md), otherwise as one REQUEST
 message per command. `pipeline=1` is the sequential mode: one request, one round trip.
 
@@ -92,20 +95,26 @@ class Commands:
         return [self._argv(self._rand.randrange(self._keyspace)) for _ in range(k)]
 
 
-def connect(endpoint: str) -> tuple[zmq.Context, zmq.Socket]:
-    """A DEALER that has seen the server answer a PING (so timing starts on a live link)."""
+def connect(*endpoints: str) -> tuple[zmq.Context, zmq.Socket]:
+    """A DEALER connected to every endpoint, each of which has answered a PING (so timing
+    starts on live links). A connection's queue exists from connect() on, so the PINGs, one
+    per connection in turn, reach every endpoint once."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
-    sock.connect(endpoint)
-    sock.send(msgpack.packb([1, _REQUEST, 0, [b"PING"]]))
-    if not sock.poll(REPLY_TIMEOUT_MS):
-        sock.close()
-        ctx.term()
-        raise TimeoutError(f"no answer from {endpoint} within {REPLY_TIMEOUT_MS / 1000:g}s")
-    sock.recv()
+    for endpoint in endpoints:
+        sock.connect(endpoint)
+    for _ in endpoints:
+        sock.send(msgpack.packb([1, _REQUEST, 0, [b"PING"]]))
+    for _ in endpoints:
+        if not sock.poll(REPLY_TIMEOUT_MS):
+            sock.close()
+            ctx.term()
+            raise TimeoutError(f"no answer from {', '.join(endpoints)} within "
+                               f"{REPLY_TIMEOUT_MS / 1000:g}s")
+        sock.recv()
     return ctx, sock
 
 
@@ -216,9 +225,9 @@ def run_paired(socks: list[zmq.Socket], w: Workload) -> list[ClientResult]:
             for lat, e in zip(lats, errors, strict=True)]
 
 
-def worker(endpoint: str, w: Workload, start, progress, results) -> None:
+def worker(endpoints: list[str], w: Workload, start, progress, results) -> None:
     """Entry point of one client process: connect, wait for the start signal, run, report."""
-    ctx, sock = connect(endpoint)
+    ctx, sock = connect(*endpoints)
     try:
         start.wait()
         result = run(sock, w, progress)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from kvd.antientropy import Counters, Walk, collect, entry_to_wire, to_push
 from kvd.membership import Membership, Status
 from kvd.node import Node
-from kvd.peerwire import Out, check, get_field, item_from_wire, progress, wire_item
+from kvd.peerwire import Out, check, get_field, item_from_wire, items_from_wire, progress, wire_item
 from kvd.replication import Replication
 from kvd.store import NBUCKETS
 from shared.codec import MsgType, Peer
@@ -95,7 +95,7 @@ class Repair:
         b = msg.body
         origin, epoch, base = get_field(b, "origin", str), get_field(b, "epoch", int), \
             get_field(b, "base", int)
-        items = [item_from_wire(w, origin) for w in get_field(b, "items", list)]
+        items = items_from_wire(get_field(b, "items", list), origin)
         self.pending.pop(origin, None)
         fresh = self._apply_stream(origin, epoch, base, items, now)
         self.counters["catchup_received"] += len(fresh)

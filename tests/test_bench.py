@@ -51,6 +51,21 @@ def test_kvd_bench_against_a_node(kvd, tmp_path) -> None:
                for r in doc["results"])
 
 
+def test_one_client_spreads_its_writes_over_every_endpoint(kvd, kvd_factory, tmp_path) -> None:
+    """Two unconnected nodes, one client, non-batched pipelining: each node takes a share."""
+    other = kvd_factory("n2")
+    subprocess.run(
+        [sys.executable, "-m", "kvd", "bench", "--port", str(kvd.port), "--port",
+         str(other.port), "--clients", "1", "--pipeline", "4", "--no-batch", "--requests", "200",
+         "--keyspace", "1000", "--ops", "set", "--json"],
+        capture_output=True, env=env_for(tmp_path), timeout=120, check=True)
+    sizes = []
+    for node in (kvd, other):
+        with node.client() as c:
+            sizes.append(c.dbsize())
+    assert sum(sizes) >= 150 and all(n >= 50 for n in sizes), sizes
+
+
 def test_kvd_bench_plain_output_when_piped(kvd, tmp_path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "kvd", "bench", "--port", str(kvd.port), "--clients", "1",

@@ -211,3 +211,50 @@ def test_requests_of_several_clients_run_together_keep_who_sent_each() -> None:
     events = node.watches.record_all(node.take_changes())
     assert [(client, rid, e["key"]) for client, rid, e in events] == [(b"A", 1, b"k1"),
                                                                       (b"A", 1, b"k2")]
+
+
+_wire_field = st.one_of(st.integers(-2, 2**64), st.binary(max_size=3), st.none(),
+                        st.text(max_size=2), st.booleans(), st.lists(st.integers(), max_size=2))
+_wire_items = st.lists(st.one_of(
+    st.tuples(st.integers(0, 9), st.binary(max_size=3), st.one_of(st.none(), st.binary(max_size=3)),
+              st.integers(-1, 2**63), st.integers(-1, 9)).map(list),
+    st.lists(_wire_field, min_size=0, max_size=6),
+    _wire_field,
+), max_size=8)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_wire_items, st.one_of(st.text(max_size=3), st.integers()))
+def test_a_stream_of_wire_items_checks_as_one_item_at_a_time(raw: list, origin: object) -> None:
+    """items_from_wire is item_from_wire in one loop: same items, or a ProtocolError when
+    any one item (or the origin) would have been refused."""
+    from kvd.peerwire import item_from_wire, items_from_wire
+    from shared.errors import ProtocolError
+
+    def refused_as_none(f):  # noqa: ANN001, ANN202
+        try:
+            return f()
+        except ProtocolError:
+            return None
+
+    one_by_one = refused_as_none(lambda: [item_from_wire(w, origin) for w in raw])
+    batched = refused_as_none(lambda: items_from_wire(raw, origin))  # type: ignore[arg-type]
+    # The loop checks the origin once, up front, so it refuses a bad one even with no items.
+    assert batched == (one_by_one if type(origin) is str else None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c"]),
+                          st.one_of(st.none(), st.binary(max_size=3)),
+                          st.integers(1, 6), st.sampled_from(["p", "q"])), max_size=20))
+def test_applying_a_peer_stream_at_once_leaves_what_apply_would(writes: list) -> None:
+    one, many = Node("a", "a:1"), Node("a", "a:1")
+    items = [(i, key, Entry(value, stamp, origin, 0))
+             for i, (key, value, stamp, origin) in enumerate(writes, 1)]
+    for seq, key, entry in items:
+        one.apply(key, entry, seq)
+    many.apply_all(items)
+    assert dict(one.store.items()) == dict(many.store.items())
+    assert one.store.digest == many.store.digest
+    assert [(c.key, c.entry, c.previous, c.seq) for c in one.take_changes()] == \
+        [(c.key, c.entry, c.previous, c.seq) for c in many.take_changes()]
