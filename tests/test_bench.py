@@ -95,6 +95,19 @@ def test_suite_quick_run(tmp_path) -> None:
     assert "| target |" in (tmp_path / "latest.md").read_text()
 
 
+def test_turn_sections_run(tmp_path) -> None:
+    out = subprocess.run([sys.executable, "-m", "bench.turns", "--requests", "40"],
+                         capture_output=True, env=env_for(tmp_path), timeout=240, cwd=ROOT,
+                         text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines()
+            if line.startswith("| sequential") or line.startswith("| pipelined")]
+    assert [r[0].strip() for r in rows] == ["sequential SET", "sequential GET", "pipelined SET"]
+    turns = [int(r[1].replace(",", "")) for r in rows]
+    assert turns[0] == turns[1] == 41  # a turn per request and the opening PING; no fill
+    assert float(rows[0][8]) > 0 and float(rows[1][8]) == 0  # only SET commits to the log
+
+
 def test_paired_run_times_each_server(kvd, kvd_factory) -> None:
     from kvd.bench import run_paired
 
