@@ -67,8 +67,11 @@ def checks(doc: dict, runs: list[Run]) -> list[tuple[str, dict, str, bool | None
             ratios(runs, "kvd-everysec", "redis", "batched", op), 0.5, True)
     add("always / everysec, SET, 8 clients",
         ratios(runs, "kvd-always", "kvd-everysec", "8 clients", "set"), 0.5, True)
-    add("3-node cluster / single node, batched SET",
-        ratios(runs, "cluster-3", "kvd-everysec", "batched", "set"), 0.6, True)
+    # "Pipelined" as in the single-node goals (a message per request); the batched mode is
+    # held to the same goal, since batching is how a client would load a cluster.
+    for mode in ("pipelined", "batched"):
+        add(f"3-node cluster / single node, {mode} SET",
+            ratios(runs, "cluster-3", "kvd-everysec", mode, "set"), 0.6, True)
     mem = doc.get("memory", {})
     if mem.get("kvd") and mem.get("redis"):
         r = mem["kvd"]["rss_bytes"] / mem["redis"]["rss_bytes"]

@@ -108,6 +108,14 @@ def test_turn_sections_run(tmp_path) -> None:
     assert float(rows[0][8]) > 0 and float(rows[1][8]) == 0  # only SET commits to the log
 
 
+def test_replica_cost_runs_and_the_replica_takes_every_write(tmp_path) -> None:
+    out = subprocess.run([sys.executable, "-m", "bench.replicacost", "--rounds", "1",
+                          "--batches", "3"], capture_output=True, env=env_for(tmp_path),
+                         timeout=120, cwd=ROOT, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]  # it checks the replica's digest itself
+    assert "3-node cluster in all" in out.stdout
+
+
 def test_paired_run_times_each_server(kvd, kvd_factory) -> None:
     from kvd.bench import run_paired
 
