@@ -1,6 +1,6 @@
 """What one write costs each node of a cluster, in-process (no sockets, a warm CPU).
 
-    python -m bench.replicacost             # µs per write, best of 5 rounds
+    python -m bench.replicacost             # µs per write, best of 15 rounds
     python -m bench.replicacost --rounds 9 --batches 400
 
 A write costs its origin the batched SET path (run, reply, log record) plus encoding it into
@@ -78,8 +78,8 @@ def measure(rounds: int, batches: int) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.replicacost", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--batches", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--batches", type=int, default=100)
     args = p.parse_args()
     us = measure(args.rounds, args.batches)
     cluster = us["origin"] + 2 * us["replica"]

@@ -102,10 +102,12 @@ def test_turn_sections_run(tmp_path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in out.stdout.splitlines()
             if line.startswith("| sequential") or line.startswith("| pipelined")]
-    assert [r[0].strip() for r in rows] == ["sequential SET", "sequential GET", "pipelined SET"]
+    assert [r[0].strip() for r in rows] == ["sequential SET", "sequential GET", "pipelined SET",
+                                            "pipelined SET, 3-node cluster"]
     turns = [int(r[1].replace(",", "")) for r in rows]
     assert turns[0] == turns[1] == 41  # a turn per request and the opening PING; no fill
     assert float(rows[0][8]) > 0 and float(rows[1][8]) == 0  # only SET commits to the log
+    assert float(rows[2][10]) == 0 < float(rows[3][10])  # only a cluster applies peers' writes
 
 
 def test_replica_cost_runs_and_the_replica_takes_every_write(tmp_path) -> None:
