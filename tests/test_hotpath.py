@@ -213,34 +213,56 @@ def test_requests_of_several_clients_run_together_keep_who_sent_each() -> None:
                                                                       (b"A", 1, b"k2")]
 
 
-_wire_field = st.one_of(st.integers(-2, 2**64), st.binary(max_size=3), st.none(),
-                        st.text(max_size=2), st.booleans(), st.lists(st.integers(), max_size=2))
-_wire_items = st.lists(st.one_of(
-    st.tuples(st.integers(0, 9), st.binary(max_size=3), st.one_of(st.none(), st.binary(max_size=3)),
-              st.integers(-1, 2**63), st.integers(-1, 9)).map(list),
-    st.lists(_wire_field, min_size=0, max_size=6),
-    _wire_field,
-), max_size=8)
+_stream_items = st.lists(st.tuples(st.integers(0, 2**63), st.binary(max_size=4),
+                                   st.one_of(st.none(), st.binary(max_size=4)),
+                                   st.integers(0, 2**63), st.integers(0, 2**63)), max_size=6)
+# For each field of a stream item, values of the wrong type or range.
+_not_int = st.one_of(st.none(), st.booleans(), st.floats(), st.text(max_size=2),
+                     st.binary(max_size=2))
+_bad_field = [
+    _not_int,
+    st.one_of(st.none(), st.text(max_size=2), st.integers(), st.lists(st.integers(), max_size=2)),
+    st.one_of(st.text(max_size=2), st.integers(), st.booleans()),
+    st.one_of(_not_int, st.integers(max_value=-1)),
+    st.one_of(_not_int, st.integers(max_value=-1)),
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(_stream_items, st.text(max_size=3))
+def test_well_formed_stream_items_come_back_as_sent(items: list, origin: str) -> None:
+    from kvd.peerwire import items_from_wire, wire_item
+
+    sent = [(seq, key, Entry(value, stamp, origin, exp)) for seq, key, value, stamp, exp in items]
+    assert items_from_wire([wire_item(*item) for item in sent], origin) == sent
 
 
 @settings(max_examples=400, deadline=None)
-@given(_wire_items, st.one_of(st.text(max_size=3), st.integers()))
-def test_a_stream_of_wire_items_checks_as_one_item_at_a_time(raw: list, origin: object) -> None:
-    """items_from_wire is item_from_wire in one loop: same items, or a ProtocolError when
-    any one item (or the origin) would have been refused."""
-    from kvd.peerwire import item_from_wire, items_from_wire
+@given(_stream_items.filter(bool), st.data())
+def test_one_bad_field_anywhere_refuses_the_whole_stream(items: list, data) -> None:  # noqa: ANN001
+    from kvd.peerwire import items_from_wire
     from shared.errors import ProtocolError
 
-    def refused_as_none(f):  # noqa: ANN001, ANN202
-        try:
-            return f()
-        except ProtocolError:
-            return None
+    raw = [list(item) for item in items]
+    where = data.draw(st.integers(0, len(raw) - 1))
+    damage = data.draw(st.sampled_from(["field", "length", "shape"]))
+    if damage == "field":
+        field = data.draw(st.integers(0, 4))
+        raw[where][field] = data.draw(_bad_field[field])
+    elif damage == "length":
+        raw[where] = raw[where] + [0] if data.draw(st.booleans()) else raw[where][:-1]
+    else:
+        raw[where] = tuple(raw[where])
+    with pytest.raises(ProtocolError):
+        items_from_wire(raw, "o")
 
-    one_by_one = refused_as_none(lambda: [item_from_wire(w, origin) for w in raw])
-    batched = refused_as_none(lambda: items_from_wire(raw, origin))  # type: ignore[arg-type]
-    # The loop checks the origin once, up front, so it refuses a bad one even with no items.
-    assert batched == (one_by_one if type(origin) is str else None)
+
+def test_a_stream_needs_a_text_origin() -> None:
+    from kvd.peerwire import items_from_wire
+    from shared.errors import ProtocolError
+
+    with pytest.raises(ProtocolError):
+        items_from_wire([], 7)  # type: ignore[arg-type]
 
 
 @settings(max_examples=200, deadline=None)
