@@ -1,12 +1,12 @@
 """The load generator behind `kvd bench`: one client process's socket layer (it imports zmq).
 
 A worker owns one DEALER connected to every endpoint and keeps up to `pipeline` requests in
-flight: whenever replies free slots, it refills them at once. ZeroMQ hands a DEALER's messages
-to its connections in turn, so with several endpoints (the nodes of a cluster) every client
-spreads its messages round-robin over all of them, and a reply comes back from whichever
-node took the message. With `batch`, the refill travels
+flight: whenever replies free slots, it refills them at once. With `batch`, the refill travels
 as one BATCH message (the protocol-level coalescing of PROTOCOL.md), otherwise as one REQUEST
 message per command. `pipeline=1` is the sequential mode: one request, one round trip.
+ZeroMQ hands a DEALER's messages to its connections in turn, so with several endpoints (the
+nodes of a cluster) every client spreads its messages round-robin over all of them, and a
+reply comes back from whichever node took the message.
 
 It speaks the kv wire protocol directly instead of going through kvsh.client because the
 bench must cost the server as little client CPU as possible on a machine where both share two
