@@ -6,7 +6,7 @@ replication: whatever kvd spends beyond this is the price of being a real store.
 calls are the cheapest pyzmq offers (plain int flags, two recv/send calls instead of the
 *_multipart helpers), the same ones kvd's loop uses, so the ceiling is not an easy one.
 
-`--loop` runs the same dict in the shape of kvd's loop (kvd.server) instead of a blocking
+`--loop` runs the same dict in the shape of kvd's loop (kvd.loop) instead of a blocking
 recv/send cycle: poll the ROUTER beside the other sockets a node owns (its monitor and its
 gossip SUB), drain what is queued, then send the turn's replies. A daemon that waits on several
 sockets and timers, and commits a turn's writes before it answers, cannot have the plain
@@ -80,7 +80,7 @@ def serve(port: int, loop: bool = False) -> None:
 
 
 def _turns(ctx: zmq.Context, router: zmq.Socket, answer) -> None:
-    """kvd.server's loop shape around `answer`, with its socket calls and flags."""
+    """kvd.loop's loop shape around `answer`, with its socket calls and flags."""
     nb, snd = int(zmq.NOBLOCK), int(zmq.SNDMORE | zmq.NOBLOCK)
     more, events, pollin = int(zmq.RCVMORE), int(zmq.EVENTS), int(zmq.POLLIN)
     monitor = router.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)

@@ -10,7 +10,7 @@ import csv
 import io
 import subprocess
 
-from kvd.bench import Result
+from kvd.bench.runner import Result
 
 
 def run(port: int, op: str, clients: int, pipeline: int, requests: int, keyspace: int,

@@ -16,10 +16,10 @@ import argparse
 import random
 import time
 
-from kvd.cluster import Cluster, Settings
-from kvd.node import Context, Node
-from kvd.peerwire import Dest
-from kvd.record import encode_entries
+from kvd.cluster.cluster import Cluster, Settings
+from kvd.cluster.peerwire import Dest
+from kvd.log.record import encode_entries
+from kvd.state.node import Context, Node
 from shared import codec
 
 NOW = 1_700_000_000_000

@@ -6,7 +6,7 @@ Pure: a results document (bench.suite.to_json) in, markdown text out.
 from __future__ import annotations
 
 from bench.suite import Run, ratios
-from kvd.bench import Result
+from kvd.bench.runner import Result
 
 KV = ("kvd-no", "kvd-everysec", "kvd-always", "cluster-3")
 

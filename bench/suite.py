@@ -17,8 +17,8 @@ from pathlib import Path
 
 from bench import redisbench
 from bench.targets import Redis, Target
-from kvd.bench import Result, run_op, run_paired
-from kvd.loadgen import Workload
+from kvd.bench.loadgen import Workload
+from kvd.bench.runner import Result, run_op, run_paired
 
 VALUE_SIZE = 100
 
@@ -35,7 +35,7 @@ class Mode:
     redis: tuple[int, int] | None
     ops: tuple[str, ...] = ("set", "get")
     only: tuple[str, ...] = ()  # target labels; empty means all
-    paired: bool = False  # one client taking turns over the targets (kvd.loadgen.run_paired)
+    paired: bool = False  # one client taking turns over the targets (kvd.bench.loadgen.run_paired)
 
 
 def default_modes(scale: float = 1.0) -> list[Mode]:

@@ -31,14 +31,18 @@ import time
 from pathlib import Path
 
 SECTIONS = ("recv", "run", "peers", "commit", "send")
-# Server (and Peers) methods timed, and the section each one's time counts towards.
-TIMED = {"_recv": "recv", "_handle": "run", "_run_lone": "run", "_commit": "commit",
-         "_send": "send"}
+# The loop's, the native door's (and Peers') methods timed, and the section each one's time
+# counts towards.
+DOOR_TIMED = {"_recv": "recv", "_handle": "run", "_run_lone": "run", "_send": "send"}
+LOOP_TIMED = {"_commit": "commit"}
 
 
 def serve(out: Path, argv: list[str]) -> int:
     """Run `kvd ARGV` in this process with its loop timed; write the turns to `out`."""
-    from kvd import cli, node, peers, server
+    from kvd import cli, loop
+    from kvd.cluster import peers
+    from kvd.doors import native
+    from kvd.state import node
 
     clock = time.perf_counter_ns
     turns: list[list[int]] = []
@@ -55,18 +59,19 @@ def serve(out: Path, argv: list[str]) -> int:
                 current[section] += clock() - t0
         return wrapper
 
-    for name, section in TIMED.items():
-        setattr(server.Server, name, timed(getattr(server.Server, name), section))
+    for cls, table in ((native.NativeDoor, DOOR_TIMED), (loop.Loop, LOOP_TIMED)):
+        for name, section in table.items():
+            setattr(cls, name, timed(getattr(cls, name), section))
     peers.Peers.drain = timed(peers.Peers.drain, "peers")
     peers.Peers.route = timed(peers.Peers.route, "commit")
-    recv = server.Server._recv
+    recv = native.NativeDoor._recv
 
     def counting_recv(router):  # noqa: ANN001, ANN202
         frames = recv(router)
         messages[0] += frames is not None
         return frames
 
-    server.Server._recv = staticmethod(counting_recv)
+    native.NativeDoor._recv = staticmethod(counting_recv)
     apply_all = node.Node.apply_all
 
     def counting_apply_all(self, items):  # noqa: ANN001, ANN202
@@ -74,7 +79,7 @@ def serve(out: Path, argv: list[str]) -> int:
         return apply_all(self, items)
 
     node.Node.apply_all = counting_apply_all
-    turn = server.Server._turn
+    turn = loop.Loop._turn
 
     def timed_turn(self, ready):  # noqa: ANN001, ANN202
         current.update(dict.fromkeys(SECTIONS, 0))
@@ -85,7 +90,7 @@ def serve(out: Path, argv: list[str]) -> int:
             turns.append([clock() - t0, messages[0], *(current[s] for s in SECTIONS),
                           applied[0]])
 
-    server.Server._turn = timed_turn
+    loop.Loop._turn = timed_turn
     # SIGUSR1 forgets the turns so far: the driver sends it once the keys are loaded.
     signal.signal(signal.SIGUSR1, lambda *_: turns.clear())
     try:
@@ -116,7 +121,7 @@ def measure(label: str, op: str, pipeline: int, clients: int, requests: int, hom
     from bench.clustertarget import Cluster
     from bench.suite import VALUE_SIZE, run_op
     from bench.targets import Kvd
-    from kvd.loadgen import Workload
+    from kvd.bench.loadgen import Workload
 
     out = home / f"{label}.json"
 

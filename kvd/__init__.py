@@ -1,3 +1,15 @@
-"""kvd: the kv daemon."""
+"""kvd: the kv daemon.
+
+One subpackage per concern; imports point one way, down this list (tests/test_layout.py holds
+the code to it, cycles included):
+
+- process life: kvd.cli, kvd.config, kvd.daemon (and `kvd bench`, kvd.bench: a client)
+- kvd.loop: the one loop — polls every socket, runs a turn through the node, commits the
+  turn's writes, then replies
+- kvd.doors (protocol adapters), kvd.cluster (gossip, membership, repair, peer sockets),
+  kvd.log (durability) — none imports another
+- kvd.state: the state machine (node, store, clock, command handlers, watch hub), no I/O
+- shared: the command table, the codec, the errors, the client
+"""
 
 __version__ = "0.1.0"

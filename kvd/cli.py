@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from kvd import __version__, config, daemon
-from kvd.server import BindError
+from kvd.doors.native import BindError
 from shared.errors import KvError
 
 
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="load a running node or cluster; report throughput "
                            "and latency")
-    from kvd.bench import add_arguments  # the bench's flags live with the bench
+    from kvd.bench.runner import add_arguments  # the bench's flags live with the bench
 
     add_arguments(bench)
     return parser
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                 return daemon.run_foreground(cfg, args.repair)
             return daemon.start_detached(cfg, argv[argv.index("start") + 1 :])
         if args.action == "bench":
-            from kvd.bench import main as bench_main
+            from kvd.bench.runner import main as bench_main
 
             return bench_main(args)
         if args.action == "stop":
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_log(cfg: config.Config, repair: bool) -> int:
-    from kvd.recovery import check
+    from kvd.log.recovery import check
 
     assert cfg.data_dir is not None
     lock = daemon.DataDirLock(cfg.data_dir) if repair else None  # never repair under a kvd

@@ -40,12 +40,12 @@ class Config:
     max_value_size: int = 16 * 1024 * 1024
     cluster: str = "kv"  # peers must carry the same name; guards against crossed wires
     gossip_hwm: int = 1000  # gossip messages queued per subscriber before PUB drops
-    # Durability (kvd.wal, kvd.compaction): config-file keys, no flags.
+    # Durability (kvd.log.wal, kvd.log.compaction): config-file keys, no flags.
     appendonly: bool = True  # false runs without a log (benchmark baseline; data is lost)
     compaction_ratio: float = 2.0  # rewrite the log once it is this many times the live data
     compaction_min_size: int = 64 * 1024 * 1024  # ... and at least this many bytes
     # Seconds a deletion is kept in the log for peers, and the most a tombstone waits in memory
-    # for a member that is down (kvd.cluster; see README "Tombstones").
+    # for a member that is down (kvd.cluster.cluster; see README "Tombstones").
     tombstone_max_age: int = 7 * 86400
 
     def resolve(self) -> Config:

@@ -17,13 +17,15 @@ import sys
 import time
 from pathlib import Path
 
-from kvd.cluster import Cluster, Settings
+from kvd.cluster.cluster import Cluster
+from kvd.cluster.peers import Peers, load_members, next_epoch
+from kvd.cluster.settings import Settings
 from kvd.config import Config, data_root, log_path
-from kvd.hlc import wall_ms
-from kvd.node import Node
-from kvd.peers import Peers, load_members, next_epoch
-from kvd.server import Server
-from kvsh.client import Client
+from kvd.doors.native import NativeDoor
+from kvd.loop import Loop, NullLog
+from kvd.state.hlc import wall_ms
+from kvd.state.node import Node
+from shared.client import Client
 from shared.errors import KvError, Unreachable
 
 log = logging.getLogger("kvd")
@@ -77,19 +79,23 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
             lambda: {"pid": os.getpid(), "data_dir": str(cfg.data_dir), "port": cfg.port}
         )
         log_ = open_log(cfg, node, repair)  # replays first: the cluster starts from node.seq
-        server = Server(node, cfg.bind, cfg.port, log_)
         try:
-            server.attach(open_cluster(cfg, node, server))
+            loop = Loop(node, NativeDoor(node, cfg.bind, cfg.port), log_)
         except KvError:
-            server.close()
+            log_.close()
+            raise
+        try:
+            loop.attach(open_cluster(cfg, node, loop))
+        except KvError:
+            loop.close()
             raise
         pid_file.write_text(json.dumps({"pid": os.getpid(), "name": cfg.name, "port": cfg.port}))
-        server.install_signal_handlers()
+        loop.install_signal_handlers()
         log.info("%s serving on tcp://%s:%d (data %s)", cfg.name, cfg.bind, cfg.port, cfg.data_dir)
         try:
-            server.run()
+            loop.run()
         finally:
-            server.close()
+            loop.close()
         log.info("%s stopped", cfg.name)
         return 0
     finally:
@@ -97,7 +103,7 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
         lock.release()
 
 
-def open_cluster(cfg: Config, node: Node, server: Server) -> Peers:
+def open_cluster(cfg: Config, node: Node, loop: Loop) -> Peers:
     """The cluster core and its sockets; rejoins the members known from the last run."""
     assert cfg.data_dir is not None and cfg.gossip_port is not None
     settings = Settings(cluster=cfg.cluster, tombstone_max_age_ms=cfg.tombstone_max_age * 1000)
@@ -105,17 +111,15 @@ def open_cluster(cfg: Config, node: Node, server: Server) -> Peers:
     core = Cluster(node, f"{cfg.connect_host}:{cfg.gossip_port}", settings, now,
                    seeds=cfg.join, known=load_members(cfg.data_dir),
                    epoch=next_epoch(cfg.data_dir, now))
-    return Peers(core, cfg.bind, cfg.gossip_port, cfg.data_dir, server.poller, cfg.gossip_hwm)
+    return Peers(core, cfg.bind, cfg.gossip_port, cfg.data_dir, loop.poller, cfg.gossip_hwm)
 
 
 def open_log(cfg: Config, node: Node, repair: bool = False):
-    """The durability layer for this node (kvd.wal), after replaying it; or no log at all."""
-    from kvd.server import NullLog
-
+    """The durability layer for this node (kvd.log.wal), after replaying it; or no log at all."""
     if not cfg.appendonly:
         log.warning("appendonly = false: nothing is written to disk")
         return NullLog()
-    from kvd.recovery import open_log as recover_and_open
+    from kvd.log.recovery import open_log as recover_and_open
 
     assert cfg.data_dir is not None
     return recover_and_open(

@@ -1,1 +1,1 @@
-"""kvsh: the kv shell, and the Python client it is built on (`kvsh.client`)."""
+"""kvsh: the kv shell. The Python client users import is `kvsh.client` (see its docstring)."""

@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from kvsh.client import Client
+from shared.client import Client
 from shared.codec import Reply, ReplyKind
 from shared.commands import Command, lookup, parse
 from shared.errors import KvError, SyntaxError_, Unreachable

@@ -25,17 +25,17 @@ from prompt_toolkit.history import FileHistory, History
 from prompt_toolkit.styles import Style
 
 from kvsh import lexer, render, toolbar
-from kvsh.cli import show
-from kvsh.client import Client
 from kvsh.completer import KvCompleter, quote
 from kvsh.execute import Outcome, run_line, split
 from kvsh.grammar import all_commands, find
 from kvsh.keybindings import key_bindings
 from kvsh.keysource import KeySource
 from kvsh.link import LinkState, Monitor
+from kvsh.printer import show
 from kvsh.progress import PASTE_PROGRESS_FROM, keys_by_scan, run_with_progress
 from kvsh.shellcmds import SHELL_COMMANDS
 from kvsh.validator import KvValidator
+from shared.client import Client
 from shared.commands import COMMANDS, parse
 from shared.errors import KvError, Unreachable
 

@@ -37,7 +37,7 @@ class MsgType(enum.IntEnum):
     BATCH_REPLY = 4
     EVENT = 5
     CANCEL = 6
-    # node to node (kvd.cluster): [version, type, cluster, sender, {body}]
+    # node to node (kvd.cluster.cluster): [version, type, cluster, sender, {body}]
     JOIN = 7
     WELCOME = 8
     HEARTBEAT = 9
@@ -115,7 +115,7 @@ class Cancel:
 
 @dataclass(frozen=True, slots=True)
 class Peer:
-    """A node-to-node message; the body's fields are checked by kvd.cluster, per type."""
+    """A node-to-node message; the body's fields are checked by kvd.cluster.cluster, per type."""
 
     type: MsgType
     cluster: str

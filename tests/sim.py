@@ -2,7 +2,7 @@
 
 Every message goes through the real codec (bytes on the "wire") and can be dropped,
 duplicated, delayed (hence reordered) or cut by a partition. Time moves only when the test
-says so; nothing sleeps. What the socket layer does in kvd.server/kvd.peers, `SimNet` does
+says so; nothing sleeps. What the socket layer does in kvd.loop/kvd.cluster.peers, `SimNet` does
 here: deliver, commit the node's changes, publish what the core returns.
 """
 
@@ -13,10 +13,12 @@ import itertools
 import random
 from dataclasses import dataclass, field
 
-from kvd.cluster import Cluster, Dest, Out, Settings
-from kvd.hlc import HybridClock
-from kvd.node import Node
-from kvd.store import Entry
+from kvd.cluster.cluster import Cluster
+from kvd.cluster.peerwire import Dest, Out
+from kvd.cluster.settings import Settings
+from kvd.state.hlc import HybridClock
+from kvd.state.node import Node
+from kvd.state.store import Entry
 from shared import codec
 
 START_MS = 1_700_000_000_000

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from kvd.antientropy import collect, differing, entry_to_wire, to_push
-from kvd.replication import Replication
-from kvd.store import NBUCKETS, Entry, Store, bucket_of
+from kvd.cluster.antientropy import collect, differing, entry_to_wire, to_push
+from kvd.cluster.replication import Replication
+from kvd.state.store import NBUCKETS, Entry, Store, bucket_of
 
 
 def store_with(items: dict[bytes, Entry]) -> Store:

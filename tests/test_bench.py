@@ -9,8 +9,8 @@ from array import array
 
 import pytest
 
-from kvd.bench import endpoints_of, percentile, split, summarise
-from kvd.loadgen import Workload
+from kvd.bench.loadgen import Workload
+from kvd.bench.runner import endpoints_of, percentile, split, summarise
 from tests.procs import ROOT, env_for
 
 
@@ -119,7 +119,7 @@ def test_replica_cost_runs_and_the_replica_takes_every_write(tmp_path) -> None:
 
 
 def test_paired_run_times_each_server(kvd, kvd_factory) -> None:
-    from kvd.bench import run_paired
+    from kvd.bench.runner import run_paired
 
     other = kvd_factory("n2")
     w = Workload("mixed", 30, keyspace=10)
@@ -132,7 +132,7 @@ def test_paired_run_times_each_server(kvd, kvd_factory) -> None:
 def test_the_raw_ceilings_answer_like_a_store(tmp_path, shape: str) -> None:
     """Both ceilings are only worth comparing with if they do the work: a GET finds the SET."""
     from bench.targets import Raw, RawLoop
-    from kvsh.client import Client
+    from shared.client import Client
 
     server = (Raw if shape == "cycle" else RawLoop)(tmp_path).start()
     try:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from kvd.cluster import Settings
-from kvd.replication import Replication
-from kvd.store import NBUCKETS, Entry
+from kvd.cluster.cluster import Settings
+from kvd.cluster.replication import Replication
+from kvd.state.store import NBUCKETS, Entry
 from tests.sim import SimNet
 from tests.test_sim_cluster import Model, assert_converged
 

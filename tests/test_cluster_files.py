@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kvd.peers import load_members, next_epoch, save_members
+from kvd.cluster.peers import load_members, next_epoch, save_members
 
 
 def test_the_epoch_grows_across_runs_even_if_the_clock_steps_back(tmp_path: Path) -> None:

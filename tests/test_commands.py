@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kvd.handlers import HANDLERS
+from kvd.state.handlers import HANDLERS
 from shared.commands import COMMANDS, Kind, lookup, parse
 from shared.errors import ArityError, NotInteger, SyntaxError_, UnknownCommand
 

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvd.compaction import should_compact
-from kvd.hlc import HybridClock
-from kvd.node import Node
-from kvd.recovery import open_log, recover
-from kvd.store import Entry
-from kvd.wal import LOG_NAME, REWRITE_NAME, WriteAheadLog
+from kvd.log.compaction import should_compact
+from kvd.log.recovery import open_log, recover
+from kvd.log.wal import LOG_NAME, REWRITE_NAME, WriteAheadLog
+from kvd.state.hlc import HybridClock
+from kvd.state.node import Node
+from kvd.state.store import Entry
 from tests.procs import wait_for
 
 NOW_MS = 10_000_000_000

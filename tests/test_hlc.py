@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kvd.hlc import LOGICAL_BITS, HybridClock, stamp_ms
+from kvd.state.hlc import LOGICAL_BITS, HybridClock, stamp_ms
 
 
 class FakeWall:

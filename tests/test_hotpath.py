@@ -8,8 +8,8 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvd.node import Context, Node
-from kvd.store import Entry, Store, entry_hash
+from kvd.state.node import Context, Node
+from kvd.state.store import Entry, Store, entry_hash
 from shared import codec
 from shared.errors import KvError
 
@@ -56,7 +56,7 @@ def test_entry_hash_is_pinned_and_the_same_in_every_process() -> None:
     import sys
 
     assert entry_hash(b"key:000000000001", Entry(b"v" * 100, 1 << 40, "n1")) == PINNED
-    code = ("from kvd.store import Entry, entry_hash; "
+    code = ("from kvd.state.store import Entry, entry_hash; "
             "print(entry_hash(b'k', Entry(b'value', 12345, 'node-é', 7)))")
     seen = {
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -130,7 +130,7 @@ def test_server_survives_a_message_of_three_frames(kvd) -> None:
 
 def test_a_local_write_leaves_what_apply_would() -> None:
     """Node.write inlines apply(): same store, same change record, same sequence."""
-    from kvd.hlc import HybridClock
+    from kvd.state.hlc import HybridClock
 
     inlined = Node("a", "a:1", clock=HybridClock(lambda: 5))
     general = Node("a", "a:1", clock=HybridClock(lambda: 5))
@@ -161,7 +161,7 @@ _batch_commands = st.one_of(
 def test_a_batch_leaves_what_one_request_at_a_time_would(commands: list, ahead: int) -> None:
     """execute_batch inlines plain SET and GET: the same replies, store, changes (stamps and
     sequence numbers included), counters and clock as `execute`, request by request."""
-    from kvd.hlc import HybridClock
+    from kvd.state.hlc import HybridClock
 
     def node() -> Node:
         n = Node("a", "a:1", clock=HybridClock(lambda: 5), max_value=16)
@@ -231,7 +231,7 @@ _bad_field = [
 @settings(max_examples=200, deadline=None)
 @given(_stream_items, st.text(max_size=3))
 def test_well_formed_stream_items_come_back_as_sent(items: list, origin: str) -> None:
-    from kvd.peerwire import items_from_wire, wire_item
+    from kvd.cluster.peerwire import items_from_wire, wire_item
 
     sent = [(seq, key, Entry(value, stamp, origin, exp)) for seq, key, value, stamp, exp in items]
     assert items_from_wire([wire_item(*item) for item in sent], origin) == sent
@@ -240,7 +240,7 @@ def test_well_formed_stream_items_come_back_as_sent(items: list, origin: str) ->
 @settings(max_examples=400, deadline=None)
 @given(_stream_items.filter(bool), st.data())
 def test_one_bad_field_anywhere_refuses_the_whole_stream(items: list, data) -> None:  # noqa: ANN001
-    from kvd.peerwire import items_from_wire
+    from kvd.cluster.peerwire import items_from_wire
     from shared.errors import ProtocolError
 
     raw = [list(item) for item in items]
@@ -258,7 +258,7 @@ def test_one_bad_field_anywhere_refuses_the_whole_stream(items: list, data) -> N
 
 
 def test_a_stream_needs_a_text_origin() -> None:
-    from kvd.peerwire import items_from_wire
+    from kvd.cluster.peerwire import items_from_wire
     from shared.errors import ProtocolError
 
     with pytest.raises(ProtocolError):

@@ -145,7 +145,10 @@ def test_watch_one_shot_streams_until_interrupted(kvd: Kvd) -> None:
 
     proc = subprocess.Popen([sys.executable, "-m", "kvsh", "--port", str(kvd.port), "--json",
                              "-c", "WATCH user:"], stdout=subprocess.PIPE,
-                            env=env_for(kvd.home))
+                            env=env_for(kvd.home),
+                            # A suite run as a background job (`pytest &`) has SIGINT ignored,
+                            # and children inherit that: give kvsh a terminal's default.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout
     try:
         ack = json.loads(proc.stdout.readline())

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from kvd.membership import Membership, Status, Timers, next_status, supersedes, suspicion_timeout
+from kvd.cluster.membership import (
+    Membership,
+    Status,
+    Timers,
+    next_status,
+    supersedes,
+    suspicion_timeout,
+)
 
 T = Timers(heartbeat_ms=200, suspect_after_ms=1500, suspicion_min_ms=1000,
            suspicion_max_ms=4000, confirmations_k=3)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kvd.hlc import HybridClock
-from kvd.node import MAX_KEY, Context, Node
+from kvd.state.hlc import HybridClock
+from kvd.state.node import MAX_KEY, Context, Node
 from shared.errors import KvError
 
 

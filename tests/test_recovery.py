@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from kvd.hlc import HybridClock
-from kvd.node import Node
-from kvd.record import MAGIC, encode_entry
-from kvd.recovery import LogCorrupt, check, open_log, recover
-from kvd.store import Entry
-from kvd.wal import LOG_NAME, REWRITE_NAME
+from kvd.log.record import MAGIC, encode_entry
+from kvd.log.recovery import LogCorrupt, check, open_log, recover
+from kvd.log.wal import LOG_NAME, REWRITE_NAME
+from kvd.state.hlc import HybridClock
+from kvd.state.node import Node
+from kvd.state.store import Entry
 
 
 def fresh(name: str = "n1", wall: int = 1_000_000) -> Node:
@@ -139,7 +139,7 @@ def test_a_leftover_rewrite_is_discarded(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_log_is_one_clear_error(tmp_path: Path) -> None:
-    from kvd.recovery import LogUnavailable
+    from kvd.log.recovery import LogUnavailable
 
     (tmp_path / LOG_NAME).mkdir()  # a directory where the log should be: any OSError will do
     with pytest.raises(LogUnavailable, match="cannot use the log in"):
@@ -149,7 +149,7 @@ def test_an_unreadable_log_is_one_clear_error(tmp_path: Path) -> None:
 def test_an_intact_but_malformed_record_is_refused_even_with_repair(tmp_path: Path) -> None:
     import msgpack
 
-    from kvd.record import frame
+    from kvd.log.record import frame
 
     bad = frame(msgpack.packb([b"k", b"v", "not a stamp", "n1", 0, 1], use_bin_type=True))
     (tmp_path / LOG_NAME).write_bytes(MAGIC + bad)

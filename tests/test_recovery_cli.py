@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kvd.record import MAGIC
-from kvd.wal import LOG_NAME
+from kvd.log.record import MAGIC
+from kvd.log.wal import LOG_NAME
 from tests.procs import Kvd, env_for
 
 

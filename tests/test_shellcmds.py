@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kvd.handlers import HANDLERS
+from kvd.state.handlers import HANDLERS
 from kvsh.grammar import all_commands, find
 from kvsh.shellcmds import SHELL_COMMANDS
 from shared.commands import COMMANDS

@@ -8,10 +8,10 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kvd.antientropy import Walk
-from kvd.cluster import Settings
-from kvd.membership import Status
-from kvd.store import Entry
+from kvd.cluster.antientropy import Walk
+from kvd.cluster.cluster import Settings
+from kvd.cluster.membership import Status
+from kvd.state.store import Entry
 from tests.sim import Faults, SimNet
 
 HEAL_LIMIT_MS = 60_000
@@ -126,7 +126,7 @@ def test_a_fresh_node_joining_gets_everything() -> None:
     net.run(500)
     net.add("late", ["n1:1"])
     assert_converged(net, model)
-    assert net.nodes["late"].cluster.ae.keys_pulled > 0
+    assert net.nodes["late"].cluster.repair.ae.keys_pulled > 0
 
 
 def test_relay_reaches_a_member_cut_off_from_the_origin() -> None:
@@ -241,7 +241,7 @@ def test_no_peer_body_crashes_the_core(mtype, body) -> None:
 
     net = _fuzz_net()
     core = net.nodes["n0"].cluster
-    core.walk = None
+    core.repair.walk = None
     core.receive(Peer(MsgType(mtype), "kv", "n1", body), net.now)
     assert core.counters["dropped_unforeseen"] == 0, body
 
@@ -299,6 +299,6 @@ def test_no_mutated_peer_message_crashes_the_core(pick, field, value, drop) -> N
         body[field] = value
     net = _fuzz_net()
     core = net.nodes["n0"].cluster
-    core.walk = Walk("n1", net.now, net.now)  # so that a SYNC_REPLY is taken in
+    core.repair.walk = Walk("n1", net.now, net.now)  # so that a SYNC_REPLY is taken in
     core.receive(Peer(msg.type, "kv", "n1", body), net.now)
     assert core.counters["dropped_unforeseen"] == 0, (msg.type, field, value)

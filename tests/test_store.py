@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvd.store import NBUCKETS, Entry, Store, bucket_of, entry_hash
+from kvd.state.store import NBUCKETS, Entry, Store, bucket_of, entry_hash
 
 keys = st.binary(min_size=1, max_size=6)
 entries = st.builds(

@@ -6,9 +6,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvd.record import MAGIC, Reader, encode_entry
-from kvd.recovery import replay
-from kvd.store import Entry, Store
+from kvd.log.record import MAGIC, Reader, encode_entry
+from kvd.log.recovery import replay
+from kvd.state.store import Entry, Store
 
 ops = st.lists(
     st.tuples(

@@ -6,8 +6,7 @@ import zlib
 
 import pytest
 
-from kvd.node import Change
-from kvd.record import (
+from kvd.log.record import (
     MAGIC,
     Reader,
     encode_checkpoint,
@@ -16,7 +15,8 @@ from kvd.record import (
     entry_of,
     frame,
 )
-from kvd.store import Entry
+from kvd.state.node import Change
+from kvd.state.store import Entry
 
 # (key, entry, seq) -> the exact record bytes. Changing any of these breaks every log on disk.
 GOLDEN = [

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from kvd.hlc import HybridClock
-from kvd.node import Node
-from kvd.record import MAGIC, Reader
-from kvd.wal import WriteAheadLog
+from kvd.log.record import MAGIC, Reader
+from kvd.log.wal import WriteAheadLog
+from kvd.state.hlc import HybridClock
+from kvd.state.node import Node
 from shared.errors import StorageError
 
 
@@ -179,7 +179,7 @@ def test_info_fields() -> None:
 
 
 def test_the_everysec_thread_syncs_the_real_file(tmp_path: Path) -> None:
-    from kvd.logfile import LogFile, Syncer
+    from kvd.log.logfile import LogFile, Syncer
     from tests.procs import wait_for
 
     class Counting(LogFile):

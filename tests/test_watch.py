@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kvd.store import Entry
-from kvd.watch import WatchHub
+from kvd.state.store import Entry
+from kvd.state.watch import WatchHub
 
 
 def e(value: bytes | None, stamp: int = 1) -> Entry:

@@ -3,8 +3,8 @@ that resumes after a daemon restart (real processes)."""
 
 from __future__ import annotations
 
-from kvd.store import Entry
-from kvd.watch import WatchHub
+from kvd.state.store import Entry
+from kvd.state.watch import WatchHub
 
 
 def entry(value: bytes | None) -> Entry:

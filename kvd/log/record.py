@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from kvd.store import Entry
+from kvd.state.store import Entry
 
 MAGIC = b"KVWAL001"
 HEADER = struct.Struct(">II")  # crc32, length

@@ -17,7 +17,7 @@ next turn tries again. If cutting back or fsync fails, what is on disk is no lon
 the log refuses every later write until kvd restarts (as PostgreSQL does after a failed
 fsync); reads go on. Either way INFO (`log_error`) and the daemon's log say so.
 
-Compaction (kvd.compaction) runs in slices from `tick()`; every record committed meanwhile is
+Compaction (kvd.log.compaction) runs in slices from `tick()`; every record committed meanwhile is
 copied into the rewrite too, and the rewritten file replaces this one atomically.
 """
 
@@ -29,15 +29,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kvd.compaction import Rewrite, should_compact
-from kvd.hlc import wall_ms
-from kvd.logfile import LogFile, Syncer, sync_dir
-from kvd.node import Change
-from kvd.record import MAGIC, encode_entries
-from kvd.store import Store
+from kvd.log.compaction import Rewrite, should_compact
+from kvd.log.logfile import LogFile, Syncer, sync_dir
+from kvd.log.record import MAGIC, encode_entries
+from kvd.state.hlc import wall_ms
+from kvd.state.node import Change
+from kvd.state.store import Store
 from shared.errors import StorageError
 
-log = logging.getLogger("kvd.wal")
+log = logging.getLogger("kvd.log.wal")
 
 LOG_NAME = "kv.wal"
 REWRITE_NAME = "kv.wal.rewrite"
@@ -46,7 +46,7 @@ RETRY_S = 60.0  # after a failed compaction (e.g. disk full), wait before the ne
 
 
 class WriteAheadLog:
-    """The real `Log` of kvd.server.Log, over one file in the data dir."""
+    """The real `Log` of kvd.loop.Log, over one file in the data dir."""
 
     def __init__(self, data_dir: Path, file: LogFile, store: Store, policy: str, *,
                  records: int = 0, seqs: dict[str, int] | None = None,

@@ -1,6 +1,6 @@
 """Replication streams: per-origin sequence numbers, the seen vector, gaps and the backlog.
 
-Sans-IO bookkeeping; kvd.cluster moves the messages. Invariants:
+Sans-IO bookkeeping; kvd.cluster.cluster moves the messages. Invariants:
 
 - Each origin's writes form a stream numbered 1, 2, ... (`Node.seq`) within an *epoch*: the
   origin's start time in ms. A restart starts a new epoch at `base` (the next seq), so a node
@@ -24,7 +24,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from kvd.store import Entry
+from kvd.state.store import Entry
 
 BACKLOG = 100_000  # writes kept per stream for catch-up
 MARKS = 32  # heartbeat marks awaiting coverage, per stream

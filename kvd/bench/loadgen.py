@@ -8,7 +8,7 @@ ZeroMQ hands a DEALER's messages to its connections in turn, so with several end
 nodes of a cluster) every client spreads its messages round-robin over all of them, and a
 reply comes back from whichever node took the message.
 
-It speaks the kv wire protocol directly instead of going through kvsh.client because the
+It speaks the kv wire protocol directly instead of going through shared.client because the
 bench must cost the server as little client CPU as possible on a machine where both share two
 cores: replies are only unpacked, not turned into Reply objects. The raw ceiling server in
 bench/ speaks the same messages, so every target is driven by exactly this code.

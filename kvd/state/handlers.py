@@ -8,16 +8,30 @@ sockets or files; writes go through `Node.write`, which records them for the log
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from kvd.store import NBUCKETS
+from kvd.state.context import Context
+from kvd.state.store import NBUCKETS, Entry, Store
+from kvd.state.watch import WatchHub
 from shared.commands import COMMANDS, Call, lookup
 from shared.errors import SyntaxError_
 
-if TYPE_CHECKING:  # the node dispatches to handlers; handlers only need its type
-    from kvd.node import Context, Node
 
-Handler = Callable[["Node", Call, "Context"], object]
+class Node(Protocol):
+    """What a handler may use of the node (kvd.state.node.Node, which dispatches to the
+    handlers here): its store and watch hub to read, `write` to change anything."""
+
+    name: str
+    address: str
+    store: Store
+    watches: WatchHub
+    members_source: Callable[[int], list[dict]] | None
+
+    def write(self, key: bytes, value: bytes | None, expires_at: int = 0) -> Entry: ...
+    def info(self, now: int) -> dict: ...
+
+
+Handler = Callable[[Node, Call, Context], object]
 OK = "OK"
 
 

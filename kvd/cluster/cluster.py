@@ -2,9 +2,10 @@
 
 `Cluster` takes peer messages, the node's committed changes and the time, and returns `Out`s:
 what to publish on the gossip PUB socket, what to send to a peer's ROUTER (by address), and
-what to answer the peer whose request is being handled. kvd.peers moves the bytes; the tests'
-simulator (tests/sim.py) moves them in memory with a fake clock. Gap repair and anti-entropy
-live in kvd.repair (mixed in), the message bodies' checks in kvd.peerwire.
+what to answer the peer whose request is being handled. kvd.cluster.peers moves the bytes;
+the tests' simulator (tests/sim.py) moves them in memory with a fake clock. Gap repair and
+anti-entropy live in kvd.cluster.repair (the `repair` field), the message bodies' checks and
+shapes in kvd.cluster.peerwire.
 
 Safety: every message must carry our cluster name (checked here) and protocol version (checked
 by the codec); gossip and heartbeats are taken only from known members, requests from anyone in
@@ -16,41 +17,23 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass, field
 
-from kvd.antientropy import STEP_ENTRIES, Counters, Walk
-from kvd.hlc import stamp_ms
-from kvd.membership import Member, Membership, Status, Timers
-from kvd.node import Change, Node
-from kvd.peerwire import STATUS, Dest, Out, check, get_field, items_from_wire, wire_item
-from kvd.repair import Claim, Repair
-from kvd.replication import INF, Replication, stable_from_wire
-from kvd.store import NBUCKETS
+from kvd.cluster.membership import Member, Membership, Status
+from kvd.cluster.peerwire import STATUS, Out, Outbox, check, get_field, items_from_wire, wire_item
+from kvd.cluster.repair import Repair
+from kvd.cluster.replication import INF, Replication, stable_from_wire
+from kvd.cluster.settings import Settings
+from kvd.state.hlc import stamp_ms
+from kvd.state.node import Change, Node
+from kvd.state.store import NBUCKETS
 from shared.codec import MsgType, Peer
 from shared.errors import ProtocolError
 
 
-@dataclass(frozen=True)
-class Settings:
-    cluster: str = "kv"
-    timers: Timers = field(default_factory=Timers)
-    sync_every_ms: int = 2000  # anti-entropy period, while no writes flow
-    sync_max_ms: int = 20_000  # ... and at the latest, whatever flows
-    request_timeout_ms: int = 1500
-    gap_grace_ms: int = 500  # how long a write may be in flight before we call it lost
-    join_retry_ms: int = 500
-    catchup_chunk: int = 2000
-    gossip_chunk: int = 1000
-    gc_every_ms: int = 200
-    gc_buckets: int = 64  # buckets scanned per gc tick
-    tombstone_max_age_ms: int = 7 * 24 * 3600 * 1000
-    step_entries: int = STEP_ENTRIES
-
-
-class Cluster(Repair):
+class Cluster:
     """One node's view of the cluster. `seeds` are addresses to JOIN; `known` the members
     remembered from the last run; `epoch` this run's number (default `now`; it must exceed
-    every earlier run's, which kvd.peers ensures across clock steps with a file)."""
+    every earlier run's, which kvd.cluster.peers ensures across clock steps with a file)."""
 
     def __init__(self, node: Node, gossip: str, settings: Settings, now: int,
                  seeds: list[str] | None = None, known: list[list] | None = None,
@@ -63,11 +46,9 @@ class Cluster(Repair):
         self.repl = Replication(node.name, self.epoch, node.seq + 1)
         self.published = node.seq
         self.counters: Counter[str] = Counter()
-        self.ae = Counters()
-        self.walk: Walk | None = None
-        self.sync_wanted: str | None = None
-        self.pending: dict[str, tuple[str, int]] = {}  # origin -> (member, sent ms)
-        self.claims: dict[str, dict[str, Claim]] = {}  # origin -> member -> what it holds
+        self.out = Outbox(settings.cluster, node.name)
+        self.repair = Repair(node, settings, self.ms, self.repl, self.out, self.counters,
+                             self.rng, self._apply_stream, now)
         self.low_waters: dict[str, float] = {}
         self.acked: dict[str, int] = {}  # member -> how far it holds our current stream
         self.hears: dict[str, set[str]] = {}
@@ -79,27 +60,12 @@ class Cluster(Repair):
         self.welcomed = not self.seeds
         self.next_join = now
         self.next_heartbeat = now
-        self.next_sync = now + settings.sync_every_ms
         self.next_gc = now
-        self.busy_until = now  # writes flowing until then: the periodic pass waits
-        self.last_pass = now
         self.gc_cursor = 0
         node.info_sources.append(lambda: self.info(self.ms.me.last_seen))
         node.members_source = self.members_view
 
     # -- messages out ---------------------------------------------------------------------
-
-    def _msg(self, mtype: MsgType, body: dict) -> Peer:
-        return Peer(mtype, self.s.cluster, self.node.name, body)
-
-    def _publish(self, mtype: MsgType, body: dict) -> Out:
-        return Out(Dest.PUBLISH, self._msg(mtype, body))
-
-    def _request(self, address: str, mtype: MsgType, body: dict) -> Out:
-        return Out(Dest.REQUEST, self._msg(mtype, body), address)
-
-    def _reply(self, mtype: MsgType, body: dict) -> Out:
-        return Out(Dest.REPLY, self._msg(mtype, body))
 
     def gossip_endpoints(self) -> set[str]:
         """Whose PUB sockets to subscribe to: every member that has not left."""
@@ -115,7 +81,7 @@ class Cluster(Repair):
             return []
         self.repl.local_all(mine)
         self.published = mine[-1].seq
-        self.busy_until = now + self.s.sync_every_ms
+        self.repair.busy(now)
         if len(self.ms.members) == 1:
             # Alone: no member to read the gossip, so skip encoding it (PUB would drop it
             # anyway). The backlog above keeps the writes: a node that joins later finds the
@@ -127,7 +93,7 @@ class Cluster(Repair):
 
     def _gossip(self, origin: str, epoch: int, base: int, items: list) -> list[Out]:
         step = self.s.gossip_chunk
-        return [self._publish(MsgType.GOSSIP, {"origin": origin, "epoch": epoch, "base": base,
+        return [self.out.publish(MsgType.GOSSIP, {"origin": origin, "epoch": epoch, "base": base,
                                                "items": items[i:i + step]})
                 for i in range(0, len(items), step)]
 
@@ -171,14 +137,14 @@ class Cluster(Repair):
         self.ms.add(msg.sender, address, gossip, inc, now)
         self.ms.heard_from(msg.sender, inc, now)
         members = [m.wire() for m in self.ms.members.values()]
-        return [self._reply(MsgType.WELCOME, {"members": members})]
+        return [self.out.reply(MsgType.WELCOME, {"members": members})]
 
     def _on_welcome(self, msg: Peer, now: int) -> list[Out]:
         self._learn(msg.sender, get_field(msg.body, "members", list), now)
         if not self.welcomed:
             self.welcomed = True
             self.counters["joined"] += 1
-            return self._start_walk(msg.sender, now)  # like Clone: a snapshot, then updates
+            return self.repair.start_walk(msg.sender, now)  # like Clone: a snapshot, then updates
         return []
 
     def _learn(self, by: str, members: list, now: int) -> None:
@@ -210,14 +176,14 @@ class Cluster(Repair):
         self._learn(sender, get_field(b, "members", list), now)
         epoch, base, seq, stamp = stream
         self.repl.mark(sender, epoch, base, seq, stamp)
-        self._claim(sender, sender, epoch, base, seq, now)
+        self.repair.claim(sender, sender, epoch, base, seq, now)
         for origin, v in vector.items():
             check(type(origin) is str and isinstance(v, list) and len(v) == 3
                    and all(type(x) is int for x in v), "vector")
             if origin == self.node.name and v[0] == self.epoch:
                 self.acked[sender] = v[2]
             elif origin != sender and self.ms.is_member(origin):
-                self._claim(sender, origin, *v, now)
+                self.repair.claim(sender, origin, *v, now)
         self.low_waters[sender] = stable_from_wire(get_field(b, "low", int))
         hears = get_field(b, "hears", list)
         check(all(type(h) is str for h in hears), "hears")
@@ -233,7 +199,7 @@ class Cluster(Repair):
         fresh = self._apply_stream(origin, epoch, base, items, now)
         stream = self.repl.streams.get(origin)
         if stream is not None and stream.ahead:
-            self._claim(msg.sender, origin, epoch, base, max(stream.ahead), now)
+            self.repair.claim(msg.sender, origin, epoch, base, max(stream.ahead), now)
         if fresh and self._must_relay(origin, msg.sender):
             self.counters["relayed"] += len(fresh)
             return self._gossip(origin, epoch, base,
@@ -247,7 +213,7 @@ class Cluster(Repair):
             node = self.node
             node.clock.observe(max([entry.stamp for _, _, entry in fresh]))
             node.apply_all(fresh)
-            self.busy_until = now + self.s.sync_every_ms
+            self.repair.busy(now)
         self.counters["received"] += len(fresh)
         self.counters["duplicates"] += len(items) - len(fresh)
         return fresh
@@ -270,7 +236,7 @@ class Cluster(Repair):
         self.repl.finished(msg.sender, epoch, seq)
         stream = self.repl.streams.get(msg.sender)
         if stream is not None and stream.epoch == epoch:
-            self._claim(msg.sender, msg.sender, epoch, stream.base, seq, now)
+            self.repair.claim(msg.sender, msg.sender, epoch, stream.base, seq, now)
         return []
 
     # -- time -----------------------------------------------------------------------------
@@ -280,13 +246,12 @@ class Cluster(Repair):
         self.ms.me.last_seen = now
         if not self.welcomed and now >= self.next_join:
             self.next_join = now + self.s.join_retry_ms
-            out += [self._request(a, MsgType.JOIN, self._join_body()) for a in self.seeds]
+            out += [self.out.request(a, MsgType.JOIN, self._join_body()) for a in self.seeds]
         self.ms.tick(now)
         if now >= self.next_heartbeat:
             self.next_heartbeat = now + self.s.timers.heartbeat_ms
             out.append(self._heartbeat(now))
-        out += self._ask_gaps(now)
-        out += self._sync_tick(now)
+        out += self.repair.tick(now)
         if now >= self.next_gc:
             self.next_gc = now + self.s.gc_every_ms
             self.collect_tombstones(now)
@@ -305,7 +270,7 @@ class Cluster(Repair):
                 self.ms.members.values()], "vector": self.repl.vector(),
                 "stream": [self.epoch, self.repl.mine.base, self.published, node.clock.now()],
                 "low": -1 if low == INF else int(low), "hears": hears}
-        return self._publish(MsgType.HEARTBEAT, body)
+        return self.out.publish(MsgType.HEARTBEAT, body)
 
     # -- tombstones ---------------------------------------------------------------------------
 
@@ -346,8 +311,8 @@ class Cluster(Repair):
         self.ms.leave()
         body = {"incarnation": self.ms.me.incarnation, "epoch": self.epoch,
                 "seq": self.published}
-        out = [self._publish(MsgType.LEAVE, body)]
-        out += [self._request(m.address, MsgType.LEAVE, body) for m in self.ms.live()
+        out = [self.out.publish(MsgType.LEAVE, body)]
+        out += [self.out.request(m.address, MsgType.LEAVE, body) for m in self.ms.live()
                 if m is not self.ms.me]
         return out
 
@@ -363,7 +328,7 @@ class Cluster(Repair):
         is_me = m is self.ms.me
         stream = self.repl.streams.get(m.name)
         behind = 0 if is_me or stream is None else max(
-            [c.latest - stream.contiguous for c in self.claims.get(m.name, {}).values()]
+            [c.latest - stream.contiguous for c in self.repair.claims.get(m.name, {}).values()]
             + [len(stream.ahead)])
         lag = 0 if is_me else self.published - self.acked.get(m.name, self.repl.mine.base - 1)
         return {"name": m.name, "address": m.address, "gossip": m.gossip,
@@ -375,7 +340,7 @@ class Cluster(Repair):
         counts = self.ms.counts()
         info: dict = {"members": len(self.ms.members) - counts["members_left"], **counts,
                       "cluster": self.s.cluster, "epoch": self.epoch}
-        info.update(self.ae.info(now))
+        info.update(self.repair.ae.info(now))
         info.update({k: self.counters[k] for k in sorted({*COUNTERS, *self.counters})})
         return info
 
@@ -390,10 +355,10 @@ _HANDLERS = {
     MsgType.WELCOME: Cluster._on_welcome,
     MsgType.HEARTBEAT: Cluster._on_heartbeat,
     MsgType.GOSSIP: Cluster._on_gossip,
-    MsgType.CATCHUP: Cluster._on_catchup,
-    MsgType.CATCHUP_REPLY: Cluster._on_catchup_reply,
-    MsgType.SYNC: Cluster._on_sync,
-    MsgType.SYNC_REPLY: Cluster._on_sync_reply,
-    MsgType.SYNC_PUSH: Cluster._on_sync_push,
+    MsgType.CATCHUP: lambda c, msg, now: c.repair.on_catchup(msg, now),
+    MsgType.CATCHUP_REPLY: lambda c, msg, now: c.repair.on_catchup_reply(msg, now),
+    MsgType.SYNC: lambda c, msg, now: c.repair.on_sync(msg, now),
+    MsgType.SYNC_REPLY: lambda c, msg, now: c.repair.on_sync_reply(msg, now),
+    MsgType.SYNC_PUSH: lambda c, msg, now: c.repair.on_sync_push(msg, now),
     MsgType.LEAVE: Cluster._on_leave,
 }

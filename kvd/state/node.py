@@ -1,6 +1,6 @@
 """The node: one kvd's state and its write path, with no sockets and no clock of its own.
 
-The server hands it requests and the time; it answers with reply values and leaves behind, in
+The loop hands it requests and the time; it answers with reply values and leaves behind, in
 `changes`, every entry it applied this turn (for the log, the peers and WATCH). Everything here
 is deterministic given its inputs, which is what lets tests drive it with a fake clock.
 """
@@ -13,31 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvd import __version__
-from kvd.handlers import HANDLERS, OK
-from kvd.hlc import LOGICAL_BITS, HybridClock
-from kvd.store import LOST, Entry, Store
-from kvd.watch import WatchHub
+from kvd.state.context import Context
+from kvd.state.handlers import HANDLERS, OK
+from kvd.state.hlc import LOGICAL_BITS, HybridClock
+from kvd.state.store import LOST, Entry, Store
+from kvd.state.watch import WatchHub
 from shared.commands import Call, Command, Kind, lookup, parse
 from shared.errors import KvError, TooLarge
 
 MAX_KEY = 64 * 1024
 DEFAULT_MAX_VALUE = 16 * 1024 * 1024
-
-
-class Context:
-    """Who asked, and when: what a handler may need beyond its arguments.
-
-    A plain class: the server makes one per loop turn, and a dataclass's default_factory
-    made that a measurable part of a lone request's turn.
-    """
-
-    __slots__ = ("now", "client", "request_id", "events")
-
-    def __init__(self, now: int, client: bytes = b"", request_id: int = 0) -> None:
-        self.now = now  # wall-clock ms
-        self.client = client
-        self.request_id = request_id
-        self.events: list = []  # WATCH events owed right away
 
 
 @dataclass(slots=True)
@@ -68,13 +53,13 @@ class Node:
         self.clock = clock or HybridClock()
         self.max_value = max_value  # a property: keeps the size-check floor in step
         self.store = Store()
-        # Cursors unique across restarts: this run counts from its boot time (see kvd.watch).
+        # Cursors unique across restarts: this run counts from its boot time (see kvd.state.watch).
         self.watches = WatchHub(first_cursor=self.clock.wall_ms() << 20)
         self.changes: list[Change] = []
         self.seq = 0  # how many local writes this node has originated (its gossip sequence)
         self.counters: Counter[str] = Counter()
         self.info_sources: list[Callable[[], dict]] = []
-        self.members_source: Callable[[int], list[dict]] | None = None  # set by kvd.cluster
+        self.members_source: Callable[[int], list[dict]] | None = None  # set by kvd.cluster.cluster
         self._monotonic = monotonic
         self._started = monotonic()
         self._routes: dict[bytes, tuple[Command, Callable, int]] = {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kvd.store import NBUCKETS, Entry, Store
+from kvd.state.store import NBUCKETS, Entry, Store
 
 STEP_ENTRIES = 4096
 

@@ -1,6 +1,6 @@
 """The log's file: appends (short writes retried), fsync, and the everysec fsync thread.
 
-Kept apart from the policy logic in kvd.wal so tests can hand the log a fake file that fails
+Kept apart from the policy logic in kvd.log.wal so tests can hand the log a fake file that fails
 on demand (disk full, I/O error) and a syncer that runs inline.
 """
 

@@ -7,7 +7,7 @@ result per op in `--ops`. A terminal gets a progress bar and a rich table; a pip
 text, or one JSON document with `--json`.
 
 The arithmetic (percentiles, throughput) is pure and lives here; the socket work is in
-kvd.loadgen, run in worker processes so that the clients do not share one interpreter lock.
+kvd.bench.loadgen, run in worker processes so that the clients do not share one interpreter lock.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from array import array
 from dataclasses import asdict, dataclass
 
-from kvd.loadgen import Workload, worker
+from kvd.bench.loadgen import Workload, worker
 
 OPS = ("set", "get", "mixed")
 PERCENTILES = (50, 90, 99)
@@ -66,8 +66,8 @@ def summarise(op: str, parts: list[tuple], w: Workload, clients: int) -> Result:
 
 
 def run_paired(endpoints: list[str], w: Workload) -> list[Result]:
-    """One Result per endpoint from kvd.loadgen.run_paired, run in this process."""
-    from kvd import loadgen
+    """One Result per endpoint from kvd.bench.loadgen.run_paired, run in this process."""
+    from kvd.bench import loadgen
 
     conns = [loadgen.connect(e) for e in endpoints]
     try:

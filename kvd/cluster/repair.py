@@ -1,13 +1,14 @@
 """Repair: catch-up of lost gossip and anti-entropy passes, the cluster core's repair half.
 
-`Repair` is mixed into `kvd.cluster.Cluster`, which owns the state it uses; it is kept apart
-because it is the part that reasons about what is missing and how to get it back:
+`Repair` is a field of `kvd.cluster.cluster.Cluster`, which hands it the membership and the
+replication streams it reasons over and calls it for the messages and ticks it owns. It is
+the part that reasons about what is missing and how to get it back:
 
 - Catch-up: members claim (in heartbeats) how far they hold each origin's stream. A claim we
   still do not meet after `gap_grace_ms` means lost messages, not messages in flight: we ask the
   member that claims the most for the range, one chunk in flight per origin, the next chunk as
   soon as the previous one is applied (flow control by pull). `gone` sends us to anti-entropy.
-- Anti-entropy: one walk at a time over the bucket digests with one peer (kvd.antientropy);
+- Anti-entropy: one walk at a time over the bucket digests with one peer (kvd.cluster.antientropy);
   at the end we hold what the peer held when the walk began, so we adopt its progress.
 """
 
@@ -17,18 +18,28 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from kvd.antientropy import Counters, Walk, collect, entry_to_wire, to_push
-from kvd.membership import Membership, Status
-from kvd.node import Node
-from kvd.peerwire import Out, check, get_field, item_from_wire, items_from_wire, progress, wire_item
-from kvd.replication import Replication
-from kvd.store import NBUCKETS
+from kvd.cluster.antientropy import Counters, Walk, collect, entry_to_wire, to_push
+from kvd.cluster.membership import Membership, Status
+from kvd.cluster.peerwire import (
+    Out,
+    Outbox,
+    check,
+    get_field,
+    item_from_wire,
+    items_from_wire,
+    progress,
+    wire_item,
+)
+from kvd.cluster.replication import Replication
+from kvd.cluster.settings import Settings
+from kvd.state.node import Node
+from kvd.state.store import NBUCKETS
 from shared.codec import MsgType, Peer
 
-if TYPE_CHECKING:
-    from kvd.cluster import Settings
+# Applies a stream's items (origin, epoch, base, items, now) and returns the fresh ones: the
+# cluster's, shared by gossip and catch-up replies.
+ApplyStream = Callable[[str, int, int, list, int], list]
 
 
 @dataclass(slots=True)
@@ -42,25 +53,34 @@ class Claim:
 
 
 class Repair:
-    node: Node
-    s: Settings
-    rng: random.Random
-    ms: Membership
-    repl: Replication
-    counters: Counter[str]
-    ae: Counters
-    walk: Walk | None
-    sync_wanted: str | None
-    pending: dict[str, tuple[str, int]]  # origin -> (member asked, when)
-    claims: dict[str, dict[str, Claim]]  # origin -> member -> what it holds
-    next_sync: int
-    busy_until: int
-    last_pass: int
-    _request: Callable[[str, MsgType, dict], Out]
-    _reply: Callable[[MsgType, dict], Out]
-    _apply_stream: Callable[[str, int, int, list, int], list]
+    def __init__(self, node: Node, settings: Settings, ms: Membership, repl: Replication,
+                 outbox: Outbox, counters: Counter[str], rng: random.Random,
+                 apply_stream: ApplyStream, now: int) -> None:
+        self.node = node
+        self.s = settings
+        self.ms = ms
+        self.repl = repl
+        self.out = outbox
+        self.counters = counters  # the cluster's: one table for INFO
+        self.rng = rng
+        self._apply_stream = apply_stream
+        self.ae = Counters()
+        self.walk: Walk | None = None
+        self.sync_wanted: str | None = None
+        self.pending: dict[str, tuple[str, int]] = {}  # origin -> (member asked, when)
+        self.claims: dict[str, dict[str, Claim]] = {}  # origin -> member -> what it holds
+        self.next_sync = now + settings.sync_every_ms
+        self.busy_until = now  # writes flowing until then: the periodic pass waits
+        self.last_pass = now
 
-    def _claim(self, member: str, origin: str, epoch: int, base: int, seq: int,
+    def busy(self, now: int) -> None:
+        """Writes are flowing: hold the periodic anti-entropy pass back for a while."""
+        self.busy_until = now + self.s.sync_every_ms
+
+    def tick(self, now: int) -> list[Out]:
+        return self._ask_gaps(now) + self._sync_tick(now)
+
+    def claim(self, member: str, origin: str, epoch: int, base: int, seq: int,
                now: int) -> None:
         """`member` holds `origin`'s writes up to `seq`. A claim we still lack after the grace
         period means lost messages (not just ones in flight): then we ask for them."""
@@ -78,7 +98,7 @@ class Repair:
         if claim.seq <= stream.contiguous:  # the watched claim was met: watch this one
             claim.seq, claim.since = seq, now
 
-    def _on_catchup(self, msg: Peer, now: int) -> list[Out]:
+    def on_catchup(self, msg: Peer, now: int) -> list[Out]:
         b = msg.body
         origin, epoch = get_field(b, "origin", str), get_field(b, "epoch", int)
         first, last = get_field(b, "first", int), get_field(b, "last", int)
@@ -89,9 +109,9 @@ class Repair:
         base = stream.base if stream else 1
         body = {"origin": origin, "epoch": epoch, "base": base, "gone": items is None,
                 "items": [wire_item(*i) for i in items or []]}
-        return [self._reply(MsgType.CATCHUP_REPLY, body)]
+        return [self.out.reply(MsgType.CATCHUP_REPLY, body)]
 
-    def _on_catchup_reply(self, msg: Peer, now: int) -> list[Out]:
+    def on_catchup_reply(self, msg: Peer, now: int) -> list[Out]:
         b = msg.body
         origin, epoch, base = get_field(b, "origin", str), get_field(b, "epoch", int), \
             get_field(b, "base", int)
@@ -102,12 +122,12 @@ class Repair:
         if get_field(b, "gone", bool):
             self.counters["catchup_gone"] += 1
             self.claims.get(origin, {}).pop(msg.sender, None)
-            return self._start_walk(msg.sender, now)
+            return self.start_walk(msg.sender, now)
         if not fresh:  # it had nothing new for us (yet): let the timer ask again, not a loop
             return []
         return self._ask_gaps(now, only=origin)
 
-    def _start_walk(self, peer: str, now: int) -> list[Out]:
+    def start_walk(self, peer: str, now: int) -> list[Out]:
         member = self.ms.get(peer)
         if member is None:
             return []
@@ -118,10 +138,10 @@ class Repair:
         return [self._sync_step(member.address, 0)]
 
     def _sync_step(self, address: str, cursor: int) -> Out:
-        return self._request(address, MsgType.SYNC,
+        return self.out.request(address, MsgType.SYNC,
                              {"digests": self.node.store.bucket_digests, "cursor": cursor})
 
-    def _on_sync(self, msg: Peer, now: int) -> list[Out]:
+    def on_sync(self, msg: Peer, now: int) -> list[Out]:
         digests, cursor = get_field(msg.body, "digests", list), get_field(msg.body, "cursor", int)
         check(len(digests) == NBUCKETS and 0 <= cursor < NBUCKETS, "digests")
         self.repl.mine.stable = self.node.clock.last
@@ -129,9 +149,9 @@ class Repair:
                                         self.s.step_entries)
         body = {"buckets": buckets, "entries": entries, "next": nxt,
                 "progress": self.repl.progress() if cursor == 0 else {}}
-        return [self._reply(MsgType.SYNC_REPLY, body)]
+        return [self.out.reply(MsgType.SYNC_REPLY, body)]
 
-    def _on_sync_reply(self, msg: Peer, now: int) -> list[Out]:
+    def on_sync_reply(self, msg: Peer, now: int) -> list[Out]:
         walk = self.walk
         if walk is None or walk.peer != msg.sender:
             return []  # a late answer to a pass we gave up
@@ -148,7 +168,7 @@ class Repair:
         walk.pushed += len(push)
         member = self.ms.get(walk.peer)
         assert member is not None
-        out = [self._request(member.address, MsgType.SYNC_PUSH, {"entries": push})] if push \
+        out = [self.out.request(member.address, MsgType.SYNC_PUSH, {"entries": push})] if push \
             else []
         if nxt == -1:
             return out + self._finish_walk(walk, now)
@@ -171,7 +191,7 @@ class Repair:
         ae.last_sync[walk.peer] = now
         self.last_pass = now
         wanted, self.sync_wanted = self.sync_wanted, None
-        return self._start_walk(wanted, now) if wanted and wanted != walk.peer else []
+        return self.start_walk(wanted, now) if wanted and wanted != walk.peer else []
 
     def _prune_claims(self) -> None:
         for origin, claims in self.claims.items():
@@ -181,7 +201,7 @@ class Repair:
             for m in [m for m, c in claims.items() if c.latest <= done or c.epoch != epoch]:
                 del claims[m]
 
-    def _on_sync_push(self, msg: Peer, now: int) -> list[Out]:
+    def on_sync_push(self, msg: Peer, now: int) -> list[Out]:
         entries = [item_from_wire(w) for w in get_field(msg.body, "entries", list)]
         self._merge(entries)
         return []
@@ -219,7 +239,7 @@ class Repair:
             self.counters["catchup_requests"] += 1
             body = {"origin": origin, "epoch": stream.epoch, "first": stream.contiguous + 1,
                     "last": last}
-            out.append(self._request(self.ms.members[member].address, MsgType.CATCHUP, body))
+            out.append(self.out.request(self.ms.members[member].address, MsgType.CATCHUP, body))
         return out
 
     def _reachable(self, name: str) -> bool:
@@ -239,4 +259,4 @@ class Repair:
             # ship whole buckets for nothing. Lost gossip is caught by sequence gaps meanwhile.
             return []
         peers = [m.name for m in self.ms.others() if m.status is Status.ALIVE]
-        return self._start_walk(self.rng.choice(peers), now) if peers else []
+        return self.start_walk(self.rng.choice(peers), now) if peers else []

@@ -32,9 +32,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from kvd.hlc import stamp_ms
-from kvd.record import MAGIC, encode_checkpoint, encode_entry
-from kvd.store import NBUCKETS, Entry, Store
+from kvd.log.record import MAGIC, encode_checkpoint, encode_entry
+from kvd.state.hlc import stamp_ms
+from kvd.state.store import NBUCKETS, Entry, Store
 
 SLICE_S = 0.02  # per housekeeping tick (every 0.1 s): a rewrite takes at most ~20% of the loop
 FLUSH_BYTES = 1 << 20

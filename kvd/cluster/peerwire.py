@@ -11,10 +11,10 @@ import enum
 from dataclasses import dataclass
 from typing import TypeVar
 
-from kvd.membership import Status
-from kvd.replication import stable_from_wire
-from kvd.store import Entry
-from shared.codec import Peer
+from kvd.cluster.membership import Status
+from kvd.cluster.replication import stable_from_wire
+from kvd.state.store import Entry
+from shared.codec import MsgType, Peer
 from shared.errors import ProtocolError
 
 STATUS = {s.value: s for s in Status}
@@ -32,6 +32,26 @@ class Out:
     dest: Dest
     msg: Peer
     to: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Outbox:
+    """Shapes this node's outgoing messages: each carries our cluster's name and our own."""
+
+    cluster: str
+    sender: str
+
+    def message(self, mtype: MsgType, body: dict) -> Peer:
+        return Peer(mtype, self.cluster, self.sender, body)
+
+    def publish(self, mtype: MsgType, body: dict) -> Out:
+        return Out(Dest.PUBLISH, self.message(mtype, body))
+
+    def request(self, address: str, mtype: MsgType, body: dict) -> Out:
+        return Out(Dest.REQUEST, self.message(mtype, body), address)
+
+    def reply(self, mtype: MsgType, body: dict) -> Out:
+        return Out(Dest.REPLY, self.message(mtype, body))
 
 
 def wire_item(seq: int, key: bytes, e: Entry) -> list:

@@ -1,4 +1,4 @@
-"""The cluster's sockets and its one file: the IO shell around the sans-IO kvd.cluster core.
+"""The cluster's sockets and its one file: the IO shell around the sans-IO kvd.cluster.cluster core.
 
 The Harmony pattern of the ZeroMQ Guide, one socket kind per direction:
 
@@ -10,7 +10,7 @@ The Harmony pattern of the ZeroMQ Guide, one socket kind per direction:
   being made, so the first JOIN is not lost; a stale request that reaches a peer late is
   harmless (answers to a pass or catch-up no longer wanted are ignored, writes are LWW).
 
-Requests from peers arrive on our client ROUTER; kvd.server hands them to `on_request`.
+Requests from peers arrive on our client ROUTER; kvd.loop hands them to `on_request`.
 The member list is kept in `members.json` in the data dir, so a restarted node rejoins, and the
 last epoch in `epoch`, so a restart after a clock step back still starts a newer stream.
 """
@@ -25,11 +25,12 @@ from pathlib import Path
 
 import zmq
 
-from kvd.cluster import Cluster, Dest, Out
+from kvd.cluster.cluster import Cluster
+from kvd.cluster.peerwire import Dest, Out
 from shared import codec
 from shared.errors import KvError, VersionError
 
-log = logging.getLogger("kvd.peers")
+log = logging.getLogger("kvd.cluster.peers")
 
 MEMBERS_FILE = "members.json"
 EPOCH_FILE = "epoch"

@@ -1,6 +1,6 @@
-"""The kv Python client: the socket layer of the client side (the only kvsh module with zmq).
+"""The kv Python client: the socket layer of the client side (the only shared module with zmq).
 
-    from kvsh.client import connect
+    from kvsh.client import connect    # the public import path
     with connect("127.0.0.1", 7700, timeout=5) as kv:
         kv.set("greeting", "hello", ex=60)
         kv.get("greeting")          # b"hello"

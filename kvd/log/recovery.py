@@ -24,15 +24,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kvd.hlc import wall_ms
-from kvd.logfile import LogFile, sync_dir
-from kvd.node import Node
-from kvd.record import MAGIC, Damage, Reader
-from kvd.store import Entry, Store
-from kvd.wal import LOG_NAME, REWRITE_NAME, WriteAheadLog
+from kvd.log.logfile import LogFile, sync_dir
+from kvd.log.record import MAGIC, Damage, Reader
+from kvd.log.wal import LOG_NAME, REWRITE_NAME, WriteAheadLog
+from kvd.state.hlc import wall_ms
+from kvd.state.node import Node
+from kvd.state.store import Entry, Store
 from shared.errors import KvError
 
-log = logging.getLogger("kvd.recovery")
+log = logging.getLogger("kvd.log.recovery")
 
 
 class LogCorrupt(KvError):

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from kvd.store import Entry
+from kvd.state.store import Entry
 
 Subscriber = tuple[bytes, int]  # (client identity, request id)
 Outgoing = list[tuple[bytes, int, dict]]

@@ -1,0 +1,247 @@
+"""The native door: kv's own protocol (PROTOCOL.md) on a ZeroMQ ROUTER socket.
+
+A protocol adapter: frames in, the node's requests out; the node's replies in, frames out. The
+loop (kvd.loop) owns the turn: it asks the door to `read` everything already queued, commits the
+turn's writes to the log, then has the door `flush` its replies — so a reply never leaves
+before the write it acknowledges is in the log, and one fsync covers a whole turn.
+
+Bad input never stops the door: a message that does not decode gets an error reply (request id
+0) and is counted; a peer that fails the ZeroMQ handshake (garbage bytes on the port) is counted
+from the socket monitor. Peers' requests arrive here too (they are clients of our ROUTER); the
+door hands them to `on_peer`, which the loop points at the cluster's peer layer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from kvd.state.context import Context
+from kvd.state.node import Node
+from shared import codec
+from shared.errors import KvError, ProtocolError
+
+MAX_DRAIN = 4096  # messages per turn: bounds the latency one busy client can add to others
+
+# Plain ints, not pyzmq's Flag enums: combining or passing an enum costs more than the
+# syscall-free send it decorates, and these run once per message.
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
+# A peer's request, the time, and how to answer it (kvd.cluster.peers.Peers.on_request).
+PeerHandler = Callable[[codec.Peer, int, Callable[[bytes], None]], None]
+
+
+@dataclass(slots=True)
+class Pending:
+    """A reply already encoded whose writes are not yet in the log."""
+
+    index: int  # in the turn's outgoing list
+    batch: bool
+    replies: list[tuple[int, object]]  # (request id, value)
+    wrote: list[int]  # positions in `replies` of the requests that wrote
+
+
+class BindError(KvError):
+    code = "BIND"
+
+
+class NativeDoor:
+    def __init__(self, node: Node, bind: str, port: int, max_message: int | None = None) -> None:
+        self.node = node
+        self.on_peer: PeerHandler | None = None
+        self.counters: Counter[str] = Counter()
+        self.out: list[list[bytes]] = []  # this turn's [client, body] messages, in order
+        self.pending: list[Pending] = []  # ... of which these wait for the turn's commit
+        self._lone: list[list] = []  # this turn's one-request messages: [request id, argv]
+        self._lone_clients: list[bytes] = []  # ... and who sent each
+        self._ctx = zmq.Context.instance()
+        self.router = self._ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 1000)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.SNDHWM, 100_000)
+        self.router.setsockopt(zmq.RCVHWM, 100_000)
+        # A hostile client cannot make us buffer more than one maximal request.
+        self.router.setsockopt(zmq.MAXMSGSIZE, max_message or node.max_value + 1024 * 1024)
+        self.monitor = self.router.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            | zmq.EVENT_ACCEPTED
+        )
+        try:
+            self.router.bind(f"tcp://{bind}:{port}")
+        except zmq.ZMQError as exc:
+            self.close()
+            if exc.errno == zmq.EADDRINUSE:
+                raise BindError(
+                    f"port {port} on {bind} is in use — stop what holds it or pick --port"
+                ) from None
+            raise BindError(f"cannot listen on {bind}:{port}: {exc.strerror}") from None
+
+    def info(self) -> dict:
+        return {
+            "bad_frames": self.counters["bad_frames"],
+            "bad_handshakes": self.counters["bad_handshakes"],
+            "connections_accepted": self.counters["accepted"],
+            "dropped_replies": self.counters["dropped_replies"],
+        }
+
+    # -- a turn: read, (the loop commits), flush --------------------------------------------
+
+    def read(self, ctx: Context) -> None:
+        """Run every message already queued (up to MAX_DRAIN) through the node."""
+        router = self.router
+        for i in range(MAX_DRAIN):
+            # After the first message, one EVENTS query (a poll(2)) says whether a second is
+            # queued: cheaper than the zmq.Again a lone request (a sequential client) would
+            # otherwise end the turn on. Busier turns then drain until Again.
+            if i == 1 and not router.get(_EVENTS) & _POLLIN:
+                break
+            frames = self._recv(router)
+            if frames is None:
+                break
+            self._handle(frames, ctx)
+        if self._lone:
+            self._run_lone(ctx)
+
+    @staticmethod
+    def _recv(router: zmq.Socket) -> list[bytes] | None:
+        """One queued message, or None when the queue is empty.
+
+        Two plain recv calls read the [client, body] every ROUTER message starts with; that
+        is cheaper than recv_multipart's two RCVMORE queries plus its enum flags. The end of
+        the queue is found by zmq.Again, not by asking EVENTS before each message: EVENTS
+        costs a poll(2) inside libzmq on every call, the exception costs once per turn.
+        """
+        try:
+            frames = [router.recv(_NOBLOCK), router.recv(_NOBLOCK)]
+        except zmq.Again:
+            return None
+        while router.get(_RCVMORE):  # a malformed message: read it whole, _handle rejects it
+            frames.append(router.recv(_NOBLOCK))
+        return frames
+
+    def _handle(self, frames: list[bytes], ctx: Context) -> None:
+        client, out = frames[0], self.out
+        if len(frames) != 2:
+            self.counters["bad_frames"] += 1
+            err = ProtocolError(f"expected one body frame, got {len(frames) - 1}")
+            out.append([client, codec.encode_reply(0, err)])
+            return
+        try:
+            msg = codec.decode(frames[1])
+        except KvError as exc:
+            self.counters["bad_frames"] += 1
+            out.append([client, codec.encode_reply(0, exc)])
+            return
+        if type(msg) is codec.Request:
+            # Collected, and run together with the turn's other one-request messages when the
+            # drain ends (or before any other kind of message, to keep each client's order).
+            self._lone.append([msg.request_id, msg.argv])
+            self._lone_clients.append(client)
+            return
+        if self._lone:
+            self._run_lone(ctx)
+        ctx.client = client
+        if type(msg) is codec.Batch:
+            replies, wrote = self.node.execute_batch(msg.requests, ctx)
+            out.append([client, codec.encode_batch_reply(replies)])
+            if wrote:
+                self.pending.append(Pending(len(out) - 1, True, replies, wrote))
+        elif isinstance(msg, codec.Cancel):
+            self.node.watches.cancel(client, msg.request_id)
+        elif isinstance(msg, codec.Peer) and self.on_peer is not None:
+            self.on_peer(msg, ctx.now, lambda frame: out.append([client, frame]))
+        else:
+            self.counters["bad_frames"] += 1
+            err = ProtocolError("clients send REQUEST, BATCH or CANCEL messages")
+            out.append([client, codec.encode_reply(0, err)])
+
+    def _run_lone(self, ctx: Context) -> None:
+        """The one-request messages collected this turn, through the node's batch path (one
+        loop for a pipelining client's many small messages, as for a BATCH), each answered by
+        its own REPLY."""
+        requests, clients = self._lone, self._lone_clients
+        self._lone, self._lone_clients = [], []
+        out, pending = self.out, self.pending
+        if len(requests) == 1:  # a sequential client's turn: the batch loop's set-up costs more
+            (rid, argv), = requests
+            ctx.client, ctx.request_id = clients[0], rid
+            before = len(self.node.changes)
+            value = self.node.execute(argv, ctx)
+            out.append([clients[0], codec.encode_reply(rid, value)])
+            if len(self.node.changes) != before:
+                pending.append(Pending(len(out) - 1, False, [(rid, value)], [0]))
+            return
+        replies, wrote = self.node.execute_batch(requests, ctx, clients)
+        base = len(out)
+        encode = codec.encode_reply
+        out.extend([[client, encode(rid, value)]
+                    for (rid, value), client in zip(replies, clients, strict=True)])
+        for i in wrote:
+            pending.append(Pending(base + i, False, [replies[i]], [0]))
+
+    def fail(self, exc: KvError) -> None:
+        """The turn's commit failed: every reply to a request that wrote becomes `exc`."""
+        out = self.out
+        for p in self.pending:
+            failed = list(p.replies)
+            for i in p.wrote:
+                failed[i] = (failed[i][0], exc)
+            out[p.index][1] = (
+                codec.encode_batch_reply(failed) if p.batch else codec.encode_reply(*failed[0])
+            )
+
+    def deliver(self, events: list) -> None:
+        """WATCH events, (client, request id, event) each, queued after the turn's replies."""
+        out, encode = self.out, codec.encode_event
+        for client, rid, event in events:
+            out.append([client, encode(rid, event)])
+
+    def flush(self) -> None:
+        """Send the turn's messages, in order."""
+        out, self.out, self.pending = self.out, [], []
+        for frames in out:
+            self._send(frames)
+
+    def _send(self, frames: list[bytes]) -> None:
+        try:
+            # Every reply is [client, body]; two sends beat send_multipart's generic loop.
+            self.router.send(frames[0], _SNDMORE_NOBLOCK)
+            self.router.send(frames[1], _NOBLOCK)
+        except zmq.Again:
+            self.counters["dropped_replies"] += 1
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            self.counters["dropped_replies"] += 1
+            self.node.watches.drop_client(frames[0])  # the client went away
+
+    # -- outside the turn -----------------------------------------------------------------
+
+    def drain_monitor(self) -> None:
+        while True:
+            try:
+                event = parse_monitor_message(self.monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self.counters["accepted"] += 1
+            else:
+                self.counters["bad_handshakes"] += 1
+
+    def heartbeats(self) -> None:
+        """Tell every watcher the stream is alive (a silent one resubscribes)."""
+        self.deliver(self.node.watches.heartbeats())
+        self.flush()
+
+    def close(self) -> None:
+        self.router.disable_monitor()
+        self.monitor.close(linger=0)
+        self.router.close()
