@@ -143,7 +143,7 @@ def converge(home: Path, diverged: int) -> dict:
 
     def in_ns(i: int, code: str, wait: bool = True):
         argv = ["ip", "netns", "exec", net.nodes[i], sys.executable, "-c",
-                "from shared.client import Client\n" + code]
+                "from kvsh.client import Client\n" + code]
         if wait:
             return subprocess.run(argv, env=env, cwd=ROOT, check=True, capture_output=True,
                                   text=True, timeout=300).stdout

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.targets import free_port, rss_bytes  # noqa: E402
-from shared.client import Client  # noqa: E402
+from kvsh.client import Client  # noqa: E402
 from shared.errors import Unreachable  # noqa: E402
 
 POLICIES = ["off", "no", "everysec", "always"]

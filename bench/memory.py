@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.redisbench import fill_commands
 from bench.targets import Kvd, Redis, rss_bytes
 from kvd.bench.loadgen import key_of
-from shared.client import Client
+from kvsh.client import Client
 
 CHUNK = 20_000  # commands per pipeline() call; the client splits them into ~1 MiB BATCHes
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared.client import Client
+from kvsh.client import Client
 from shared.errors import KvError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.targets import free_port  # one copy, shared with the benchmark suite
-from shared.client import Client
+from kvsh.client import Client
 from shared.errors import Unreachable
 
 ROOT = Path(__file__).resolve().parent.parent

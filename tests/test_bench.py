@@ -132,7 +132,7 @@ def test_paired_run_times_each_server(kvd, kvd_factory) -> None:
 def test_the_raw_ceilings_answer_like_a_store(tmp_path, shape: str) -> None:
     """Both ceilings are only worth comparing with if they do the work: a GET finds the SET."""
     from bench.targets import Raw, RawLoop
-    from shared.client import Client
+    from kvsh.client import Client
 
     server = (Raw if shape == "cycle" else RawLoop)(tmp_path).start()
     try:

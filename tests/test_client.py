@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.client import Client, connect
+from kvsh.client import Client, connect
 from shared.codec import ReplyKind
 from shared.errors import ServerError, Timeout, Unreachable
 from tests.procs import Kvd, free_port

@@ -110,7 +110,7 @@ def start(net: Net, i: int, home: Path, procs: list, join: str | None) -> None:
 
 def ask(net: Net, i: int, home: Path, expr: str) -> object:
     """Evaluate `expr` with `c`, a kv client of node i, inside its namespace."""
-    code = ("import json,sys; from shared.client import Client\n"
+    code = ("import json,sys; from kvsh.client import Client\n"
             f"c = Client({net.ip_of(i)!r}, {PORT}, timeout=2)\n"
             f"print(json.dumps({expr}, default=lambda b: b.decode()))")
     done = subprocess.run(["ip", "netns", "exec", net.nodes[i], sys.executable, "-c", code],

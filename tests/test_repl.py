@@ -14,9 +14,9 @@ from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
+from kvsh.client import Client
 from kvsh.printer import Printer
 from kvsh.repl import Shell, history_path
-from shared.client import Client
 from tests.procs import Kvd, free_port
 
 PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
