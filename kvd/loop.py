@@ -133,7 +133,8 @@ class Loop:
         changes = node.take_changes()
         if changes and self._commit(changes) and peers is not None:
             peers.route(peers.cluster.committed(changes, ctx.now))
-        door.deliver(ctx.events)
+        if ctx.events:
+            door.deliver(ctx.events)
         door.flush()
 
     def _commit(self, changes: list[Change]) -> bool:

@@ -206,7 +206,9 @@ class NativeDoor:
 
     def flush(self) -> None:
         """Send the turn's messages, in order."""
-        out, self.out, self.pending = self.out, [], []
+        out, self.out = self.out, []
+        if self.pending:
+            self.pending = []
         for frames in out:
             self._send(frames)
 
