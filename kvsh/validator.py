@@ -34,8 +34,26 @@ def problem(line: str) -> str | None:
 
 
 def _did_you_mean(name: str) -> str:
-    close = difflib.get_close_matches(name.upper(), [c.name for c in all_commands()], n=1)
-    return f" — did you mean {close[0]}?" if close else " — try HELP for the list"
+    typed = name.upper()
+    close = difflib.get_close_matches(typed, [c.name for c in all_commands()], n=5)
+    if not close:
+        return " — try HELP for the list"
+    # Of the similar names, the fewest typing mistakes away: GTE is a swap from GET, two
+    # letters short of GETEX, though difflib ranks GETEX first.
+    best = min(close, key=lambda c: _typos(typed, c))
+    return f" — did you mean {best}?"
+
+
+def _typos(a: str, b: str) -> int:
+    """Edits from a to b, a swap of neighbours counting as one (optimal string alignment)."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
 
 
 class KvValidator(Validator):

@@ -11,6 +11,8 @@ options sharing a `group` exclude each other.
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shared.errors import ArityError, NotInteger, SyntaxError_, UnknownCommand
@@ -51,6 +53,13 @@ class Command:
     repeat: int = 0  # how many trailing args repeat as a group (MGET: 1, MSET: 2)
     mutating: bool = False
     streaming: bool = False
+    # Redis's arity for the same command (argc with the name; negative = at least), which the
+    # RESP door enforces first, as Redis does; None for kv's own commands.
+    redis_arity: int | None = None
+    # The error for an option this command does not have (Redis words it per command).
+    unknown_option: str = "syntax error"
+    # Checks the options as a whole once they are scanned, before any value is converted.
+    check: Callable[[dict], None] | None = field(default=None, compare=False, repr=False)
     _option_index: dict[str, Option] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -92,42 +101,127 @@ def _k(name: str) -> Arg:
     return Arg(name, Kind.KEY)
 
 
+def _expire_conflicts(options: dict) -> None:
+    """EXPIRE's NX/XX/GT/LT combine only as Redis allows (XX with GT or LT)."""
+    if "NX" in options and len(options) > 1:
+        raise SyntaxError_("EXPIRE: NX excludes XX, GT and LT",
+                           redis="ERR NX and XX, GT or LT options at the same time are not "
+                                 "compatible")
+    if "GT" in options and "LT" in options:
+        raise SyntaxError_("EXPIRE: GT and LT exclude each other",
+                           redis="ERR GT and LT options at the same time are not compatible")
+
+
+_EXPIRY = (
+    Option("EX", Arg("seconds", Kind.INTEGER), "expiry"),
+    Option("PX", Arg("milliseconds", Kind.INTEGER), "expiry"),
+    Option("EXAT", Arg("unix-seconds", Kind.INTEGER), "expiry"),
+    Option("PXAT", Arg("unix-milliseconds", Kind.INTEGER), "expiry"),
+)
+_EXPIRE_CONDITIONS = (Option("NX"), Option("XX"), Option("GT"), Option("LT"))
+
+
+def _expire(name: str, unit: str, summary: str) -> Command:
+    return Command(name, summary, (_k("key"), Arg(unit, Kind.INTEGER)), _EXPIRE_CONDITIONS,
+                   mutating=True, redis_arity=-3, unknown_option="Unsupported option {token}",
+                   check=_expire_conflicts)
+
+
+def _counter(name: str, summary: str, by: bool) -> Command:
+    args = (_k("key"), Arg("increment", Kind.INTEGER)) if by else (_k("key"),)
+    return Command(name, summary, args, mutating=True, redis_arity=len(args) + 1)
+
+
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
-        Command("PING", "Check the server answers", (Arg("message", Kind.STRING, True),)),
+        Command("PING", "Check the server answers", (Arg("message", Kind.STRING, True),),
+                redis_arity=-1),
+        Command("ECHO", "Reply with the message", (Arg("message", Kind.STRING),),
+                redis_arity=2),
         Command(
             "SET",
             "Set a key to a value, optionally with an expiry or a condition",
             (_k("key"), Arg("value", Kind.VALUE)),
             (
-                Option("EX", Arg("seconds", Kind.INTEGER), "expiry"),
-                Option("PX", Arg("milliseconds", Kind.INTEGER), "expiry"),
+                *_EXPIRY,
+                Option("KEEPTTL", None, "expiry"),
                 Option("NX", None, "condition"),
                 Option("XX", None, "condition"),
+                Option("GET"),
             ),
             mutating=True,
+            redis_arity=-3,
         ),
-        Command("GET", "Get the value of a key", (_k("key"),)),
-        Command("MGET", "Get the values of several keys", (_k("key"),), repeat=1),
+        Command("SETNX", "Set a key only if it does not exist; 1 if set",
+                (_k("key"), Arg("value", Kind.VALUE)), mutating=True, redis_arity=3),
+        Command("SETEX", "Set a key with an expiry in seconds",
+                (_k("key"), Arg("seconds", Kind.INTEGER), Arg("value", Kind.VALUE)),
+                mutating=True, redis_arity=4),
+        Command("PSETEX", "Set a key with an expiry in milliseconds",
+                (_k("key"), Arg("milliseconds", Kind.INTEGER), Arg("value", Kind.VALUE)),
+                mutating=True, redis_arity=4),
+        Command("GET", "Get the value of a key", (_k("key"),), redis_arity=2),
+        Command("GETSET", "Set a key and return its old value",
+                (_k("key"), Arg("value", Kind.VALUE)), mutating=True, redis_arity=3),
+        Command("GETDEL", "Get a key's value and delete it", (_k("key"),), mutating=True,
+                redis_arity=2),
+        Command("GETEX", "Get a key's value and set or remove its expiry", (_k("key"),),
+                (*_EXPIRY, Option("PERSIST", None, "expiry")), mutating=True, redis_arity=-2),
+        Command("MGET", "Get the values of several keys", (_k("key"),), repeat=1,
+                redis_arity=-2),
         Command(
             "MSET",
             "Set several keys at once",
             (_k("key"), Arg("value", Kind.VALUE)),
             repeat=2,
             mutating=True,
+            redis_arity=-3,
         ),
+        Command("MSETNX", "Set several keys only if none of them exists; 1 if set",
+                (_k("key"), Arg("value", Kind.VALUE)), repeat=2, mutating=True,
+                redis_arity=-3),
+        Command("APPEND", "Append to a key's value; replies the new length",
+                (_k("key"), Arg("value", Kind.VALUE)), mutating=True, redis_arity=3),
+        Command("STRLEN", "The length of a key's value", (_k("key"),), redis_arity=2),
+        Command("GETRANGE", "A substring of a key's value (inclusive offsets, negative from "
+                "the end)", (_k("key"), Arg("start", Kind.INTEGER), Arg("end", Kind.INTEGER)),
+                redis_arity=4),
+        Command("SETRANGE", "Overwrite part of a key's value from an offset",
+                (_k("key"), Arg("offset", Kind.INTEGER), Arg("value", Kind.VALUE)),
+                mutating=True, redis_arity=4),
+        _counter("INCR", "Add 1 to the integer in a key", False),
+        _counter("DECR", "Subtract 1 from the integer in a key", False),
+        _counter("INCRBY", "Add to the integer in a key", True),
+        _counter("DECRBY", "Subtract from the integer in a key", True),
+        Command("INCRBYFLOAT", "Add a decimal number to the number in a key",
+                (_k("key"), Arg("increment", Kind.STRING)), mutating=True, redis_arity=3),
         Command("DEL", "Delete keys; replies how many existed", (_k("key"),), repeat=1,
-                mutating=True),
-        Command("EXISTS", "Count how many of the keys exist", (_k("key"),), repeat=1),
-        Command(
-            "EXPIRE",
-            "Set a key's time to live in seconds",
-            (_k("key"), Arg("seconds", Kind.INTEGER)),
-            mutating=True,
-        ),
-        Command("TTL", "Seconds a key has left (-1 no expiry, -2 no key)", (_k("key"),)),
-        Command("KEYS", "List keys matching a glob pattern", (Arg("pattern", Kind.PATTERN, True),)),
+                mutating=True, redis_arity=-2),
+        Command("UNLINK", "Delete keys (as DEL); replies how many existed", (_k("key"),),
+                repeat=1, mutating=True, redis_arity=-2),
+        Command("EXISTS", "Count how many of the keys exist", (_k("key"),), repeat=1,
+                redis_arity=-2),
+        Command("TOUCH", "Count how many of the keys exist (as EXISTS)", (_k("key"),),
+                repeat=1, redis_arity=-2),
+        Command("TYPE", "The type of a key's value: string, or none", (_k("key"),),
+                redis_arity=2),
+        _expire("EXPIRE", "seconds", "Set a key's time to live in seconds"),
+        _expire("PEXPIRE", "milliseconds", "Set a key's time to live in milliseconds"),
+        _expire("EXPIREAT", "unix-seconds", "Expire a key at a Unix time in seconds"),
+        _expire("PEXPIREAT", "unix-milliseconds", "Expire a key at a Unix time in "
+                "milliseconds"),
+        Command("TTL", "Seconds a key has left (-1 no expiry, -2 no key)", (_k("key"),),
+                redis_arity=2),
+        Command("PTTL", "Milliseconds a key has left (-1 no expiry, -2 no key)", (_k("key"),),
+                redis_arity=2),
+        Command("PERSIST", "Remove a key's expiry; 1 if it had one", (_k("key"),),
+                mutating=True, redis_arity=2),
+        Command("RENAME", "Rename a key, replacing the new name's value",
+                (_k("key"), _k("newkey")), mutating=True, redis_arity=3),
+        Command("RANDOMKEY", "A random live key, or nil", redis_arity=1),
+        Command("KEYS", "List keys matching a glob pattern", (Arg("pattern", Kind.PATTERN, True),),
+                redis_arity=2),
         Command(
             "SCAN",
             "Iterate over keys a batch at a time",
@@ -135,11 +229,21 @@ COMMANDS: dict[str, Command] = {
             (
                 Option("MATCH", Arg("pattern", Kind.PATTERN)),
                 Option("COUNT", Arg("count", Kind.INTEGER)),
+                Option("TYPE", Arg("type", Kind.STRING)),
             ),
+            redis_arity=-2,
         ),
-        Command("DBSIZE", "Count live keys"),
-        Command("INFO", "Show the node's state and counters"),
-        Command("MEMBERS", "List the cluster's members and their status"),
+        Command("DBSIZE", "Count live keys", redis_arity=1),
+        Command("FLUSHDB", "Delete every key, on every node", (),
+                (Option("ASYNC", None, "mode"), Option("SYNC", None, "mode")), mutating=True,
+                redis_arity=-1),
+        Command("FLUSHALL", "Delete every key, on every node (as FLUSHDB)", (),
+                (Option("ASYNC", None, "mode"), Option("SYNC", None, "mode")), mutating=True,
+                redis_arity=-1),
+        Command("TIME", "The server's time: [unix seconds, microseconds]", redis_arity=1),
+        Command("INFO", "Show the node's state and counters", (Arg("section", Kind.STRING, True),),
+                repeat=1),
+        Command("MEMBERS", "List the cluster's members and their status", redis_arity=1),
         Command(
             "WATCH",
             "Stream changes to keys under a prefix until stopped",
@@ -161,20 +265,38 @@ def lookup(name: str | bytes) -> Command:
     return command
 
 
+# Redis's string2ll: an optional minus, then 0 or digits without a leading zero; no spaces, no
+# plus sign, no underscores (Python's int() takes all three), and within 64 bits.
+_INTEGER = re.compile(rb"-?(?:0|[1-9][0-9]{0,19})")
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def strict_int(raw: bytes) -> int | None:
+    """`raw` as Redis reads an integer argument, or None when Redis would refuse it."""
+    if _INTEGER.fullmatch(raw) is None or raw == b"-0":
+        return None
+    value = int(raw)
+    return value if INT64_MIN <= value <= INT64_MAX else None
+
+
 def _convert(arg: Arg, raw: bytes, command: Command) -> object:
     if arg.kind is Kind.INTEGER:
-        try:
-            return int(raw)
-        except ValueError:
+        value = strict_int(raw)
+        if value is None:
             shown = raw[:40].decode("utf-8", "replace")
             raise NotInteger(
                 f"{command.name} {arg.name}: '{shown}' is not an integer — usage: {command.syntax}"
-            ) from None
+            )
+        return value
     return raw
 
 
 def parse(command: Command, raw: list[bytes] | tuple[bytes, ...]) -> Call:
-    """Check `raw` (the arguments after the name) against the grammar and convert them."""
+    """Check `raw` (the arguments after the name) against the grammar and convert them.
+
+    The order of the checks is Redis's, so that both report the same first mistake: the
+    number of arguments, then the options' syntax, then the values' conversion.
+    """
     n_pos = len(command.args)
     required = command.required
     if not command.options:
@@ -193,19 +315,29 @@ def parse(command: Command, raw: list[bytes] | tuple[bytes, ...]) -> Call:
         return Call(command, values, {})
     if len(raw) < required:
         raise _arity(command)
+    scanned = _scan_options(command, raw[n_pos:])
+    if command.check is not None:
+        command.check(scanned)
     args = tuple(_convert(a, r, command) for a, r in zip(command.args, raw, strict=False))
-    return Call(command, args, _parse_options(command, raw[n_pos:]))
+    options = {token: True if value is None else _convert(command.option(token).value, value,
+                                                          command)  # type: ignore[union-attr]
+               for token, value in scanned.items()}
+    return Call(command, args, options)
 
 
-def _parse_options(command: Command, raw: list[bytes] | tuple[bytes, ...]) -> dict:
-    options: dict[str, object] = {}
+def _scan_options(command: Command, raw: list[bytes] | tuple[bytes, ...]) -> dict:
+    """Option tokens to their raw values (None for a flag); a repeated option keeps its last
+    value, as Redis does."""
+    options: dict[str, bytes | None] = {}
     groups: dict[str, str] = {}
     i = 0
     while i < len(raw):
-        token = raw[i].decode("utf-8", "replace").upper()
+        typed = raw[i].decode("utf-8", "replace")
+        token = typed.upper()
         option = command.option(token)
         if option is None:
-            raise SyntaxError_(f"{command.name}: unexpected '{token}' — usage: {command.syntax}")
+            raise SyntaxError_(f"{command.name}: unexpected '{token}' — usage: {command.syntax}",
+                               redis="ERR " + command.unknown_option.format(token=typed))
         if option.group:
             other = groups.setdefault(option.group, token)
             if other != token:
@@ -214,12 +346,12 @@ def _parse_options(command: Command, raw: list[bytes] | tuple[bytes, ...]) -> di
                     f"{command.syntax}"
                 )
         if option.value is None:
-            options[token] = True
+            options[token] = None
             i += 1
             continue
         if i + 1 >= len(raw):
             raise SyntaxError_(f"{command.name}: {token} needs a {option.value.name}")
-        options[token] = _convert(option.value, raw[i + 1], command)
+        options[token] = raw[i + 1]
         i += 2
     return options
 

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 
 class KvError(Exception):
-    """Base of every kv error. `code` is stable and part of the protocol."""
+    """Base of every kv error. `code` is stable and part of the protocol.
+
+    `redis` is the error line Redis gives for the same mistake (prefix included, e.g.
+    "ERR syntax error"), which the RESP door sends instead of kv's own wording; None means
+    the door derives it (see kvd.doors.respwire.error_line).
+    """
 
     code = "ERR"
+    redis_default: str | None = None
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, redis: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.redis = redis or self.redis_default
 
     def __str__(self) -> str:
         return self.message
@@ -45,10 +52,28 @@ class SyntaxError_(KvError):
     """An option or argument that does not fit the command's grammar."""
 
     code = "SYNTAX"
+    redis_default = "ERR syntax error"
 
 
 class NotInteger(KvError):
     code = "NOT_INTEGER"
+    redis_default = "ERR value is not an integer or out of range"
+
+
+class NotFloat(KvError):
+    code = "NOT_FLOAT"
+    redis_default = "ERR value is not a valid float"
+
+
+class Overflow(KvError):
+    """An arithmetic result out of the 64-bit integer range (or not finite)."""
+
+    code = "OVERFLOW"
+
+
+class NoSuchKey(KvError):
+    code = "NO_SUCH_KEY"
+    redis_default = "ERR no such key"
 
 
 class TooLarge(KvError):
@@ -94,6 +119,9 @@ ERRORS_BY_CODE: dict[str, type[KvError]] = {
         ArityError,
         SyntaxError_,
         NotInteger,
+        NotFloat,
+        Overflow,
+        NoSuchKey,
         TooLarge,
         StorageError,
         InternalError,

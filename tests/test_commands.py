@@ -67,13 +67,16 @@ def test_repeating_groups_keep_their_kinds() -> None:
 
 
 def test_syntax_is_written_from_the_table() -> None:
-    assert COMMANDS["SET"].syntax == "SET key value [EX seconds | PX milliseconds] [NX | XX]"
+    assert COMMANDS["SET"].syntax == (
+        "SET key value [EX seconds | PX milliseconds | EXAT unix-seconds | PXAT "
+        "unix-milliseconds | KEEPTTL] [NX | XX] [GET]")
     assert COMMANDS["MSET"].syntax == "MSET key value [key value ...]"
-    assert COMMANDS["SCAN"].syntax == "SCAN cursor [MATCH pattern] [COUNT count]"
+    assert COMMANDS["SCAN"].syntax == "SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]"
 
 
 def test_flags() -> None:
     mutating = {n for n, c in COMMANDS.items() if c.mutating}
-    assert mutating == {"SET", "MSET", "DEL", "EXPIRE"}
+    assert {"SET", "MSET", "DEL", "EXPIRE", "INCR", "RENAME", "FLUSHDB"} <= mutating
+    assert not mutating & {"GET", "MGET", "TTL", "KEYS", "SCAN", "EXISTS", "STRLEN"}
     assert [n for n, c in COMMANDS.items() if c.streaming] == ["WATCH"]
     assert COMMANDS["GET"].args[0].kind is Kind.KEY

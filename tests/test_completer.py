@@ -37,9 +37,9 @@ def texts(text: str, source=None) -> list[str]:
 
 
 def test_command_names_follow_the_typed_case():
-    assert texts("se") == ["set"]
-    assert texts("SE") == ["SET"]
-    assert texts("Ex") == ["EXISTS", "EXIT", "EXPIRE"]
+    assert texts("se") == ["set", "setex", "setnx", "setrange"]
+    assert texts("SE") == ["SET", "SETEX", "SETNX", "SETRANGE"]
+    assert texts("Ex") == ["EXISTS", "EXIT", "EXPIRE", "EXPIREAT"]
     assert "CONNECT" in texts("")
 
 
@@ -68,11 +68,11 @@ def test_every_key_slot_completes_keys_but_values_do_not():
 
 
 def test_options_where_the_table_says_they_fit():
-    assert texts("SET k v ") == ["EX", "PX", "NX", "XX"]
-    assert texts("set k v e") == ["ex"]
-    assert texts("SET k v EX 10 ") == ["NX", "XX"]  # EX and PX exclude each other
-    assert texts("SET k v NX ") == ["EX", "PX"]
-    assert texts("SCAN 0 ") == ["MATCH", "COUNT"]
+    assert texts("SET k v ") == ["EX", "PX", "EXAT", "PXAT", "KEEPTTL", "NX", "XX", "GET"]
+    assert texts("set k v e") == ["ex", "exat"]
+    assert texts("SET k v EX 10 ") == ["NX", "XX", "GET"]  # one expiry option at most
+    assert texts("SET k v NX ") == ["EX", "PX", "EXAT", "PXAT", "KEEPTTL", "GET"]
+    assert texts("SCAN 0 ") == ["MATCH", "COUNT", "TYPE"]
     assert texts("SCAN 0 MATCH ", FakeSource([b"x"])) == ["x"]  # a pattern: keys offered
     assert texts("SCAN 0 COUNT ") == []  # a number
     assert texts("WATCH p ") == ["FROM"]

@@ -94,7 +94,7 @@ def test_binary_values_round_trip_through_raw(kvd: Kvd) -> None:
 
 
 def test_pipe_mode_runs_every_line_and_exits_with_the_highest_code(kvd: Kvd) -> None:
-    script = b"SET p 1\nGET p\n\n# a comment\nGET nope\nINCR p\nGET p\n"
+    script = b"SET p 1\nGET p\n\n# a comment\nGET nope\nBUMP p\nGET p\n"
     result = sh(kvd, input=script)
     assert result.returncode == 2
     lines = result.stdout.splitlines()

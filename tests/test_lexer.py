@@ -11,6 +11,7 @@ from kvsh.lexer import KvLexer, classify
 from kvsh.link import LinkState
 from kvsh.toolbar import connection, current_part, hint, toolbar
 from kvsh.validator import KvValidator, problem
+from shared.commands import COMMANDS
 
 
 def classes(line: str) -> list[str]:
@@ -82,7 +83,7 @@ def test_the_hint_highlights_the_argument_under_the_cursor(line, part):
 def test_the_hint_shows_the_syntax_with_the_current_part_marked():
     frags = hint("SET k")
     assert ("class:toolbar.current", "key") in frags
-    assert "SET key value [EX seconds | PX milliseconds] [NX | XX]" in "".join(
+    assert COMMANDS["SET"].syntax in "".join(
         t for s, t in frags if "syntax" in s or "current" in s)
     assert any("unknown command" in t for _, t in hint("FROB "))
     assert "SCAN · SET" in hint("S")[0][1]

@@ -1,6 +1,14 @@
-"""The request context: who asked, and when. Shared by the node and the command handlers."""
+"""What a command handler is given: the request context (who asked, and when) and the view
+of the node it may use. Shared by the node and the handler modules, so neither imports the
+other's module for its types."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from kvd.state.store import Entry, Store
+from kvd.state.watch import WatchHub
 
 
 class Context:
@@ -17,3 +25,18 @@ class Context:
         self.client = client
         self.request_id = request_id
         self.events: list = []  # WATCH events owed right away
+
+
+class Node(Protocol):
+    """What a handler may use of the node (kvd.state.node.Node, which dispatches to the
+    handlers here): its store and watch hub to read, `write` to change anything."""
+
+    name: str
+    address: str
+    max_value: int
+    store: Store
+    watches: WatchHub
+    members_source: Callable[[int], list[dict]] | None
+
+    def write(self, key: bytes, value: bytes | None, expires_at: int = 0) -> Entry: ...
+    def info(self, now: int) -> dict: ...

@@ -8,61 +8,19 @@ sockets or files; writes go through `Node.write`, which records them for the log
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
-from kvd.state.context import Context
-from kvd.state.store import NBUCKETS, Entry, Store
-from kvd.state.watch import WatchHub
+from kvd.state import keyspace, strings
+from kvd.state.context import Context, Node
+from kvd.state.store import NBUCKETS
 from shared.commands import COMMANDS, Call, lookup
 from shared.errors import SyntaxError_
 
-
-class Node(Protocol):
-    """What a handler may use of the node (kvd.state.node.Node, which dispatches to the
-    handlers here): its store and watch hub to read, `write` to change anything."""
-
-    name: str
-    address: str
-    store: Store
-    watches: WatchHub
-    members_source: Callable[[int], list[dict]] | None
-
-    def write(self, key: bytes, value: bytes | None, expires_at: int = 0) -> Entry: ...
-    def info(self, now: int) -> dict: ...
-
-
 Handler = Callable[[Node, Call, Context], object]
-OK = "OK"
+OK = strings.OK
 
 
 def ping(node: Node, call: Call, ctx: Context) -> object:
     return call.args[0] if call.args else "PONG"
-
-
-def set_(node: Node, call: Call, ctx: Context) -> object:
-    key, value = call.args
-    opts = call.options
-    if opts:
-        current = node.store.get(key, ctx.now)
-        if ("NX" in opts and current is not None) or ("XX" in opts and current is None):
-            return None
-        expires_at = _expiry(opts, ctx.now)
-    else:
-        expires_at = 0
-    node.write(key, value, expires_at)
-    return OK
-
-
-def _expiry(opts: dict, now: int) -> int:
-    if "EX" in opts:
-        ms = opts["EX"] * 1000
-    elif "PX" in opts:
-        ms = opts["PX"]
-    else:
-        return 0
-    if ms <= 0:
-        raise SyntaxError_("SET: the expiry must be a positive number — use DEL to remove a key")
-    return now + ms
 
 
 def get(node: Node, call: Call, ctx: Context) -> object:
@@ -95,27 +53,6 @@ def exists(node: Node, call: Call, ctx: Context) -> object:
     return sum(1 for key in call.args if node.store.get(key, ctx.now) is not None)
 
 
-def expire(node: Node, call: Call, ctx: Context) -> object:
-    key, seconds = call.args
-    entry = node.store.get(key, ctx.now)
-    if entry is None:
-        return 0
-    if seconds <= 0:  # as in Redis: a non-positive TTL deletes the key
-        node.write(key, None)
-    else:
-        node.write(key, entry.value, ctx.now + seconds * 1000)
-    return 1
-
-
-def ttl(node: Node, call: Call, ctx: Context) -> object:
-    entry = node.store.get(call.args[0], ctx.now)
-    if entry is None:
-        return -2
-    if not entry.expires_at:
-        return -1
-    return (entry.expires_at - ctx.now + 500) // 1000
-
-
 def keys(node: Node, call: Call, ctx: Context) -> object:
     return node.store.keys(call.args[0] if call.args else None, ctx.now)
 
@@ -123,10 +60,13 @@ def keys(node: Node, call: Call, ctx: Context) -> object:
 def scan(node: Node, call: Call, ctx: Context) -> object:
     cursor = call.args[0]
     count = call.options.get("COUNT", 10)
-    if not 0 <= cursor < NBUCKETS or count <= 0:
-        raise SyntaxError_(
-            "SCAN: use the cursor the previous SCAN returned (0 to start) and COUNT > 0"
-        )
+    if count <= 0:
+        raise SyntaxError_("SCAN: COUNT must be 1 or more")
+    if not 0 <= cursor < NBUCKETS:
+        raise SyntaxError_("SCAN: use the cursor the previous SCAN returned (0 to start)",
+                           redis="ERR invalid cursor")
+    if call.options.get("TYPE", b"string").lower() != b"string":
+        return [b"0", []]  # kv holds strings only
     next_cursor, found = node.store.scan(cursor, call.options.get("MATCH"), count, ctx.now)
     return [str(next_cursor).encode(), found]
 
@@ -169,17 +109,47 @@ def help_(node: Node, call: Call, ctx: Context) -> object:
 
 HANDLERS: dict[str, Handler] = {
     "PING": ping,
-    "SET": set_,
+    "ECHO": keyspace.echo,
+    "SET": strings.set_,
+    "SETNX": strings.setnx,
+    "SETEX": strings.setex,
+    "PSETEX": strings.setex,
     "GET": get,
+    "GETSET": strings.getset,
+    "GETDEL": strings.getdel,
+    "GETEX": strings.getex,
     "MGET": mget,
     "MSET": mset,
+    "MSETNX": strings.msetnx,
+    "APPEND": strings.append,
+    "STRLEN": strings.strlen,
+    "GETRANGE": strings.getrange,
+    "SETRANGE": strings.setrange,
+    "INCR": strings.counter,
+    "DECR": strings.counter,
+    "INCRBY": strings.counter,
+    "DECRBY": strings.counter,
+    "INCRBYFLOAT": strings.incrbyfloat,
     "DEL": delete,
+    "UNLINK": delete,
     "EXISTS": exists,
-    "EXPIRE": expire,
-    "TTL": ttl,
+    "TOUCH": exists,
+    "TYPE": keyspace.type_,
+    "EXPIRE": keyspace.expire,
+    "PEXPIRE": keyspace.expire,
+    "EXPIREAT": keyspace.expire,
+    "PEXPIREAT": keyspace.expire,
+    "TTL": keyspace.ttl,
+    "PTTL": keyspace.ttl,
+    "PERSIST": keyspace.persist,
+    "RENAME": keyspace.rename,
+    "RANDOMKEY": keyspace.randomkey,
     "KEYS": keys,
     "SCAN": scan,
     "DBSIZE": dbsize,
+    "FLUSHDB": keyspace.flushdb,
+    "FLUSHALL": keyspace.flushdb,
+    "TIME": keyspace.time_,
     "INFO": info,
     "MEMBERS": members,
     "WATCH": watch,

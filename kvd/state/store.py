@@ -20,10 +20,11 @@ Invariants:
 
 from __future__ import annotations
 
-import fnmatch
 import heapq
 import zlib
 from collections.abc import Iterator
+
+from kvd.state.glob import compile_glob
 
 NBUCKETS = 1024  # part of the anti-entropy protocol: every node must use the same number
 _MASK64 = (1 << 64) - 1
@@ -113,7 +114,7 @@ def matcher(pattern: bytes | None):
     body = pattern[:-1]
     if pattern.endswith(b"*") and not any(c in body for c in b"*?[\\"):
         return lambda key: key.startswith(body)
-    return lambda key: fnmatch.fnmatchcase(key, pattern)
+    return compile_glob(pattern)
 
 
 class Store:

@@ -1,0 +1,307 @@
+"""RESP, sans-IO: bytes in to requests, reply values to bytes, as Redis 7.0 reads and writes them.
+
+Requests. A buffer starting with `*` holds multibulk requests (`*N` then N `$len` bulks), one
+starting with anything else an inline line (telnet, nc) split with Redis's quoting rules. The
+checks, their order and their error texts are Redis's (networking.c, processMultibulkBuffer
+and processInlineBuffer), so a client sees the same `-ERR Protocol error: ...`, after which the
+connection is closed, as Redis does. Memory stays bounded: a header line longer than 64 KiB is
+refused before its end arrives, and a declared bulk longer than `max_bulk` is refused before any
+of it is buffered (a 1 GB declaration costs nothing).
+
+Why not hiredis: it is a reply parser. It takes reply types inside a request (`:5`, `+OK`,
+nested arrays) that Redis refuses with its own protocol errors, and it buffers a declared bulk
+whole before it says anything, so bounding memory needs the headers read here anyway.
+
+Replies. `encode(value, proto)` writes a reply value of the node or the door: bytes -> bulk,
+str -> status, int -> integer, None -> null, list -> array, dict -> map (RESP3) or flat array
+(RESP2), KvError -> error line, and the few shapes below for what RESP3 types apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.commands import strict_int
+from shared.errors import ArityError, KvError, UnknownCommand
+
+INLINE_MAX = 64 * 1024  # PROTO_INLINE_MAX_SIZE: the longest header or inline line
+MAX_MULTIBULK = 1024 * 1024  # arguments in one request (Redis 7.0 takes up to INT_MAX)
+CRLF = b"\r\n"
+
+
+class ProtocolViolation(Exception):
+    """The client broke the protocol: reply with `line`, then close the connection."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+@dataclass(slots=True)
+class Verbatim:
+    """RESP3's verbatim string (INFO's text); a bulk string in RESP2."""
+
+    text: bytes
+    format: bytes = b"txt"
+
+
+@dataclass(slots=True)
+class Push:
+    """An out-of-band message (pub/sub): RESP3 `>`, a plain array in RESP2."""
+
+    items: list
+
+
+class NullArray:
+    """EXEC of a transaction a WATCHed key spoiled: `*-1` in RESP2, `_` in RESP3."""
+
+
+NULL_ARRAY = NullArray()
+
+
+class RequestParser:
+    """Feed bytes, take whole requests. Holds at most one partial request plus what is fed."""
+
+    def __init__(self, max_bulk: int) -> None:
+        self.max_bulk = max_bulk
+        self.buf = bytearray()
+        self.pos = 0
+        self._argc = 0  # arguments still expected of the multibulk request being read
+        self._bulk = -1  # length of the bulk being read, -1 while its header is unread
+        self._argv: list[bytes] = []
+
+    def feed(self, data: bytes) -> None:
+        if self.pos and self.pos == len(self.buf):
+            self.buf.clear()
+            self.pos = 0
+        self.buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self.buf) - self.pos
+
+    def requests(self) -> list[list[bytes]]:
+        """Every whole request buffered, in order; raises ProtocolViolation at the first bad
+        one (the requests before it are lost with it: the connection is closing anyway)."""
+        out: list[list[bytes]] = []
+        buf = self.buf
+        while self.pos < len(buf):
+            if self._argc == 0 and buf[self.pos] != 0x2A:  # not '*': an inline request
+                argv = self._inline()
+            else:
+                argv = self._multibulk()
+            if argv is None:
+                break
+            if argv:
+                out.append(argv)
+        if self.pos > 65536 and self.pos * 2 > len(buf):
+            del buf[: self.pos]  # keep the buffer from growing with what was already read
+            self.pos = 0
+        return out
+
+    def _inline(self) -> list[bytes] | None:
+        buf, pos = self.buf, self.pos
+        newline = buf.find(b"\n", pos)
+        if newline < 0:
+            if len(buf) - pos > INLINE_MAX:
+                raise ProtocolViolation("ERR Protocol error: too big inline request")
+            return None
+        end = newline - 1 if newline > pos and buf[newline - 1] == 0x0D else newline
+        line = bytes(buf[pos:end])
+        self.pos = newline + 1
+        argv = split_inline(line)
+        if argv is None:
+            raise ProtocolViolation("ERR Protocol error: unbalanced quotes in request")
+        return argv
+
+    def _multibulk(self) -> list[bytes] | None:
+        buf = self.buf
+        if self._argc == 0:
+            line = self._line("ERR Protocol error: too big mbulk count string")
+            if line is None:
+                return None
+            count = strict_int(bytes(line[1:]))
+            if count is None or count > MAX_MULTIBULK:
+                raise ProtocolViolation("ERR Protocol error: invalid multibulk length")
+            if count <= 0:
+                return []  # Redis skips an empty request
+            self._argc, self._argv = count, []
+        while self._argc:
+            if self._bulk < 0:
+                line = self._line("ERR Protocol error: too big bulk count string")
+                if line is None:
+                    return None
+                if line[:1] != b"$":
+                    got = chr(line[0]) if line else "\r"
+                    raise ProtocolViolation(f"ERR Protocol error: expected '$', got '{got}'")
+                size = strict_int(bytes(line[1:]))
+                if size is None or size < 0 or size > self.max_bulk:
+                    raise ProtocolViolation("ERR Protocol error: invalid bulk length")
+                self._bulk = size
+            if len(buf) - self.pos < self._bulk + 2:
+                return None
+            # As in Redis, the two bytes after the bulk are taken as its CRLF unchecked.
+            self._argv.append(bytes(buf[self.pos : self.pos + self._bulk]))
+            self.pos += self._bulk + 2
+            self._bulk = -1
+            self._argc -= 1
+        argv, self._argv = self._argv, []
+        return argv
+
+    def _line(self, too_big: str) -> bytearray | None:
+        """The header line at `pos` (without CRLF), consumed; None until it is whole."""
+        buf, pos = self.buf, self.pos
+        cr = buf.find(b"\r", pos)
+        if cr < 0:
+            if len(buf) - pos > INLINE_MAX:
+                raise ProtocolViolation(too_big)
+            return None
+        if cr + 1 >= len(buf):
+            return None  # the \n has not arrived yet
+        self.pos = cr + 2
+        return buf[pos:cr]
+
+
+_SPACE = b" \t\n\r\x0b\x0c"  # C's isspace
+_ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("b"): b"\b",
+            ord("a"): b"\a"}
+_HEX = b"0123456789abcdefABCDEF"
+
+
+def split_inline(line: bytes) -> list[bytes] | None:
+    """Redis's sdssplitargs: words split on blanks, "..." with escapes, '...' raw; a closing
+    quote must be followed by a blank or the end. None for unbalanced quotes."""
+    line = line.split(b"\0", 1)[0]  # a C string: a NUL ends it
+    argv: list[bytes] = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i] in _SPACE:
+            i += 1
+        if i >= n:
+            return argv
+        word = bytearray()
+        quote = 0  # 0, or the quote character we are inside
+        while True:
+            c = line[i] if i < n else 0
+            if quote == 0x22:  # "
+                if c == 0x5C and i + 3 < n and line[i + 1] == 0x78 \
+                        and line[i + 2] in _HEX and line[i + 3] in _HEX:
+                    word.append(int(line[i + 2 : i + 4], 16))
+                    i += 3
+                elif c == 0x5C and i + 1 < n:
+                    i += 1
+                    word += _ESCAPES.get(line[i], line[i : i + 1])
+                elif c == 0x22:
+                    if i + 1 < n and line[i + 1] not in _SPACE:
+                        return None
+                    i += 1
+                    break
+                elif i >= n:
+                    return None
+                else:
+                    word.append(c)
+            elif quote == 0x27:  # '
+                if c == 0x5C and i + 1 < n and line[i + 1] == 0x27:
+                    i += 1
+                    word.append(0x27)
+                elif c == 0x27:
+                    if i + 1 < n and line[i + 1] not in _SPACE:
+                        return None
+                    i += 1
+                    break
+                elif i >= n:
+                    return None
+                else:
+                    word.append(c)
+            elif i >= n or c in b" \n\r\t":
+                break
+            elif c in (0x22, 0x27):
+                quote = c
+            else:
+                word.append(c)
+            i += 1
+        argv.append(bytes(word))
+
+
+# -- replies ---------------------------------------------------------------------------------
+
+
+def encode(value: object, proto: int = 2) -> bytes:
+    out: list[bytes] = []
+    _encode(value, proto, out)
+    return b"".join(out)
+
+
+def _encode(value: object, proto: int, out: list[bytes]) -> None:
+    t = type(value)
+    if t is bytes:
+        out.append(b"$%d\r\n%b\r\n" % (len(value), value))  # type: ignore[arg-type]
+    elif t is str:
+        out.append(b"+%b\r\n" % value.encode())  # type: ignore[union-attr]
+    elif t is int:
+        out.append(b":%d\r\n" % value)
+    elif value is None:
+        out.append(b"_\r\n" if proto == 3 else b"$-1\r\n")
+    elif t is list or t is tuple:
+        out.append(b"*%d\r\n" % len(value))  # type: ignore[arg-type]
+        for item in value:  # type: ignore[union-attr]
+            _encode(item, proto, out)
+    elif t is bool:
+        out.append((b"#t\r\n" if value else b"#f\r\n") if proto == 3
+                   else (b":1\r\n" if value else b":0\r\n"))
+    elif t is dict:
+        items = value.items()  # type: ignore[union-attr]
+        out.append((b"%%%d\r\n" if proto == 3 else b"*%d\r\n")
+                   % (len(items) * (1 if proto == 3 else 2)))
+        for k, v in items:
+            _encode(k.encode() if type(k) is str else k, proto, out)
+            _encode(v.encode() if type(v) is str else v, proto, out)
+    elif isinstance(value, KvError):
+        out.append(b"-%b\r\n" % error_line(value).encode())
+    elif t is Verbatim:
+        body = value.format + b":" + value.text  # type: ignore[union-attr]
+        out.append(b"=%d\r\n%b\r\n" % (len(body), body) if proto == 3
+                   else b"$%d\r\n%b\r\n" % (len(value.text), value.text))  # type: ignore
+    elif t is Push:
+        items = value.items  # type: ignore[union-attr]
+        out.append(b"%c%d\r\n" % (b">"[0] if proto == 3 else b"*"[0], len(items)))
+        for item in items:
+            _encode(item, proto, out)
+    elif t is NullArray:
+        out.append(b"_\r\n" if proto == 3 else b"*-1\r\n")
+    elif t is float:
+        text = repr(value).encode()
+        out.append(b",%b\r\n" % text if proto == 3 else b"$%d\r\n%b\r\n" % (len(text), text))
+    else:
+        raise TypeError(f"no RESP encoding for {t.__name__}")
+
+
+def error_line(exc: KvError, command: str = "") -> str:
+    """The error line Redis would send for `exc` (prefix first, no CR or LF in it)."""
+    line = exc.redis
+    if line is None:
+        if isinstance(exc, ArityError):
+            line = f"ERR wrong number of arguments for '{command.lower()}' command"
+        elif isinstance(exc, UnknownCommand):
+            line = f"ERR {exc.message}"
+        else:
+            prefix = "ERR" if exc.code in _ERR_CODES else exc.code
+            line = f"{prefix} {exc.message}"
+    return line.replace("\r", " ").replace("\n", " ")
+
+
+# kv's codes that Redis reports as plain ERR; the rest keep their own prefix (LAGGED, ...).
+_ERR_CODES = {"ERR", "PROTOCOL", "SYNTAX", "NOT_INTEGER", "NOT_FLOAT", "OVERFLOW",
+              "NO_SUCH_KEY", "TOO_LARGE", "UNKNOWN_COMMAND", "WRONG_ARITY", "IO_ERROR",
+              "INTERNAL", "VERSION"}
+
+
+def unknown_command(argv: list[bytes]) -> UnknownCommand:
+    """Redis's words for a command it does not have, with the first arguments quoted."""
+    name = argv[0][:128].decode("utf-8", "replace")
+    args = ""
+    for arg in argv[1:]:
+        if len(args) >= 128:
+            break
+        args += "'" + arg[: 128 - len(args)].decode("utf-8", "replace") + "' "
+    return UnknownCommand(f"unknown command '{name}', with args beginning with: {args}")
