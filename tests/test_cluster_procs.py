@@ -69,6 +69,11 @@ def test_writes_on_each_node_replicate_and_concurrent_writes_converge(kvd_factor
     values = {n.client().get("hot") for n in nodes}
     assert len(values) == 1 and values.pop().endswith(b"2999")
     assert 0 < nodes[2].client().ttl("ttl") <= 600  # the origin's expiry travelled with it
+    # Heartbeats carry wall time: every node measures every peer's clock (one host here, so
+    # the offsets are the one-way delays; their size is the simulator's to check).
+    assert all(type(info(n)["max_clock_offset_ms"]) is int for n in nodes)
+    wait_for(lambda: all(type(r["clock_offset_ms"]) is int for n in nodes
+                         for r in n.client().members()), DEADLINE_S, "clock offsets measured")
 
 
 def test_a_killed_node_catches_up_after_restart_and_resurrects_nothing(kvd_factory) -> None:
