@@ -3,8 +3,7 @@
 The TOML keys are the flags' long names (`port`, `gossip_port` or `gossip-port`, `fsync`, ...)
 plus `max_value_size`, the log's `appendonly`, `compaction_ratio`, `compaction_min_size`,
 `tombstone_max_age` (seconds), and the cluster's `cluster`, `gossip_hwm` and
-`max_clock_offset_ms`. Paths come from
-platformdirs, so XDG_* variables move them.
+`max_clock_offset_ms`. Paths come from platformdirs, so XDG_* variables move them.
 """
 
 from __future__ import annotations
