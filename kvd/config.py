@@ -2,8 +2,8 @@
 
 The TOML keys are the flags' long names (`port`, `gossip_port` or `gossip-port`, `fsync`, ...)
 plus `max_value_size`, the log's `appendonly`, `compaction_ratio`, `compaction_min_size`,
-`tombstone_max_age` (seconds), and the cluster's `cluster` and `gossip_hwm`. Paths come from
-platformdirs, so XDG_* variables move them.
+`tombstone_max_age` (seconds), and the cluster's `cluster`, `gossip_hwm` and
+`max_clock_offset_ms`. Paths come from platformdirs, so XDG_* variables move them.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ class Config:
     # Seconds a deletion is kept in the log for peers, and the most a tombstone waits in memory
     # for a member that is down (kvd.cluster.cluster; see README "Tombstones").
     tombstone_max_age: int = 7 * 86400
+    # A peer's clock measured further off than this (ms) is logged (kvd.cluster.clockskew).
+    max_clock_offset_ms: int = 500
 
     def resolve(self) -> Config:
         """Fill in the defaults that depend on other settings; check the values."""
@@ -57,6 +59,8 @@ class Config:
             raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}")
         if self.compaction_ratio <= 1 or self.compaction_min_size < 0:
             raise ConfigError("compaction_ratio must be over 1 and compaction_min_size >= 0")
+        if self.max_clock_offset_ms <= 0:
+            raise ConfigError("max_clock_offset_ms must be a positive number of milliseconds")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port} is out of range (1-65535)")
         if self.gossip_port is None:

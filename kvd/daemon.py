@@ -106,7 +106,8 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
 def open_cluster(cfg: Config, node: Node, loop: Loop) -> Peers:
     """The cluster core and its sockets; rejoins the members known from the last run."""
     assert cfg.data_dir is not None and cfg.gossip_port is not None
-    settings = Settings(cluster=cfg.cluster, tombstone_max_age_ms=cfg.tombstone_max_age * 1000)
+    settings = Settings(cluster=cfg.cluster, tombstone_max_age_ms=cfg.tombstone_max_age * 1000,
+                        max_clock_offset_ms=cfg.max_clock_offset_ms)
     now = wall_ms()
     core = Cluster(node, f"{cfg.connect_host}:{cfg.gossip_port}", settings, now,
                    seeds=cfg.join, known=load_members(cfg.data_dir),

@@ -125,14 +125,14 @@ class Loop:
 
     def _turn(self, ready: dict) -> None:
         node, door, peers = self.node, self.door, self.peers
-        ctx = Context(now=wall_ms())
+        ctx = Context(now=node.clock.time_ms(), wall=wall_ms())
         if door.router in ready:
             door.read(ctx)
         if peers is not None:
-            peers.drain(ready, ctx.now)
+            peers.drain(ready, ctx.wall)
         changes = node.take_changes()
         if changes and self._commit(changes) and peers is not None:
-            peers.route(peers.cluster.committed(changes, ctx.now))
+            peers.route(peers.cluster.committed(changes, ctx.wall))
         if ctx.events:
             door.deliver(ctx.events)
         door.flush()
@@ -155,7 +155,7 @@ class Loop:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_S
             self.door.heartbeats()
-        self.node.store.expire_due(wall_ms(), EXPIRE_PER_TICK)
+        self.node.store.expire_due(self.node.clock.time_ms(), EXPIRE_PER_TICK)
         self.log.tick(now)
         if self.peers is not None:
             self.peers.tick(wall_ms())

@@ -2,8 +2,10 @@
 
 Every message goes through the real codec (bytes on the "wire") and can be dropped,
 duplicated, delayed (hence reordered) or cut by a partition. Time moves only when the test
-says so; nothing sleeps. What the socket layer does in kvd.loop/kvd.cluster.peers, `SimNet` does
-here: deliver, commit the node's changes, publish what the core returns.
+says so; nothing sleeps. Each node may run its wall clock `skew_ms` off the network's time:
+its core, its hybrid clock and its expiry all read its own clock, as a skewed host's would.
+What the socket layer does in kvd.loop/kvd.cluster.peers, `SimNet` does here: deliver, commit
+the node's changes, publish what the core returns.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from kvd.cluster.cluster import Cluster
 from kvd.cluster.peerwire import Dest, Out
 from kvd.cluster.settings import Settings
+from kvd.state.context import Context
 from kvd.state.hlc import HybridClock
 from kvd.state.node import Node
 from kvd.state.store import Entry
@@ -39,13 +42,22 @@ class SimNode:
     def __init__(self, net: SimNet, name: str, seeds: list[str], skew_ms: int,
                  settings: Settings, seq: int = 0) -> None:
         self.name = name
+        self.net = net
         self.skew_ms = skew_ms
-        self.node = Node(name, f"{name}:1", clock=HybridClock(lambda: net.now + self.skew_ms),
+        self.node = Node(name, f"{name}:1", clock=HybridClock(self.wall),
                          monotonic=lambda: net.now / 1000)
         self.node.seq = seq
-        self.cluster = Cluster(self.node, f"{name}:2", settings, net.now, seeds,
+        self.cluster = Cluster(self.node, f"{name}:2", settings, self.wall(), seeds,
                                rng=random.Random(hash(name) & 0xFFFF))
         self.up = True
+
+    def wall(self) -> int:
+        """This node's wall clock: the network's time, off by its skew."""
+        return self.net.now + self.skew_ms
+
+    def time(self) -> int:
+        """This node's time for expiry and TTL, as kvd.loop reads it."""
+        return self.node.clock.time_ms()
 
     @property
     def address(self) -> str:
@@ -76,7 +88,7 @@ class SimNet:
         old = self.nodes[name]
         known = [m.wire() for m in old.cluster.ms.others()]
         new = SimNode(self, name, [], old.skew_ms, self.settings)
-        new.cluster = Cluster(new.node, f"{name}:2", self.settings, self.now, [],
+        new.cluster = Cluster(new.node, f"{name}:2", self.settings, new.wall(), [],
                               known=known, rng=random.Random(self.now))
         if keep_data:
             for key, e in old.node.store.items():
@@ -93,12 +105,20 @@ class SimNet:
         self._commit(node)
         return entry
 
+    def command(self, name: str, *argv: bytes) -> object:
+        """A client's request on node `name`, with the times kvd.loop gives a turn."""
+        node = self.nodes[name]
+        ctx = Context(now=node.time(), client=b"sim", request_id=1, wall=node.wall())
+        reply = node.node.execute(list(argv), ctx)
+        self._commit(node)
+        return reply
+
     # -- the wire ------------------------------------------------------------------------
 
     def _commit(self, node: SimNode) -> None:
         changes = node.node.take_changes()
         if changes:
-            self._route(node, node.cluster.committed(changes, self.now), None)
+            self._route(node, node.cluster.committed(changes, node.wall()), None)
 
     def _route(self, src: SimNode, outs: list[Out], requester: str | None) -> None:
         for out in outs:
@@ -131,7 +151,7 @@ class SimNet:
         self.delivered += 1
         msg = codec.decode(frame)
         assert isinstance(msg, codec.Peer)
-        self._route(node, node.cluster.receive(msg, self.now), src)
+        self._route(node, node.cluster.receive(msg, node.wall()), src)
         self._commit(node)
 
     # -- time ----------------------------------------------------------------------------
@@ -146,8 +166,8 @@ class SimNet:
                 self._deliver(src, dst, frame)
             for node in list(self.nodes.values()):
                 if node.up:
-                    node.node.store.expire_due(self.now)
-                    self._route(node, node.cluster.tick(self.now), None)
+                    node.node.store.expire_due(node.time())
+                    self._route(node, node.cluster.tick(node.wall()), None)
                     self._commit(node)
 
     def run_until(self, predicate, limit_ms: int, tick_ms: int = 20) -> bool:
@@ -169,13 +189,14 @@ class SimNet:
 
     def digests(self) -> set[int]:
         for n in self.live():
-            n.node.store.expire_due(self.now)
+            n.node.store.expire_due(n.time())
         return {n.node.store.digest for n in self.live()}
 
     def converged(self) -> bool:
         return len(self.digests()) == 1
 
     def data(self, name: str) -> dict[bytes, tuple[bytes, int]]:
-        store = self.nodes[name].node.store
-        return {k: (e.value, e.expires_at) for k, e in store.items()  # type: ignore[misc]
-                if e.live(self.now)}
+        node = self.nodes[name]
+        now = node.time()
+        return {k: (e.value, e.expires_at) for k, e in node.node.store.items()  # type: ignore[misc]
+                if e.live(now)}

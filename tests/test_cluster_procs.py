@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import zmq
@@ -69,6 +70,11 @@ def test_writes_on_each_node_replicate_and_concurrent_writes_converge(kvd_factor
     values = {n.client().get("hot") for n in nodes}
     assert len(values) == 1 and values.pop().endswith(b"2999")
     assert 0 < nodes[2].client().ttl("ttl") <= 600  # the origin's expiry travelled with it
+    # Heartbeats carry wall time: every node measures every peer's clock (one host here, so
+    # the offsets are the one-way delays; their size is the simulator's to check).
+    assert all(type(info(n)["max_clock_offset_ms"]) is int for n in nodes)
+    wait_for(lambda: all(type(r["clock_offset_ms"]) is int for n in nodes
+                         for r in n.client().members()), DEADLINE_S, "clock offsets measured")
 
 
 def test_a_killed_node_catches_up_after_restart_and_resurrects_nothing(kvd_factory) -> None:
@@ -214,3 +220,31 @@ def test_members_that_come_back_on_other_ports_find_each_other(kvd_factory) -> N
     new0.client().set("after-the-move", "1")
     wait_for(lambda: new1.client().get("after-the-move") == b"1", DEADLINE_S, "gossip")
     assert info(new1)["received"] >= 1  # by gossip, not only by anti-entropy
+
+
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+@pytest.mark.skipif(not LIBFAKETIME.exists(), reason="needs libfaketime (apt-get install faketime)")
+def test_a_node_30s_behind_is_measured_and_its_ttls_live_on_the_others(kvd_factory,
+                                                                       monkeypatch) -> None:
+    n0, n1 = start_cluster(kvd_factory, 2)
+    slow = kvd_factory("slow", ["--join", n0.address], start=False)
+    with monkeypatch.context() as m:  # only the slow node's process runs on the fake clock
+        m.setenv("LD_PRELOAD", str(LIBFAKETIME))
+        m.setenv("FAKETIME", "-30s")
+        m.setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        slow.start()
+
+    def offset_of_slow() -> int | None:
+        rows = {r["name"]: r for r in n0.client().members()}
+        return rows["slow"].get("clock_offset_ms") if "slow" in rows else None
+
+    wait_for(lambda: (offset_of_slow() or 0) < -29_000, DEADLINE_S, "n0 to measure slow's clock")
+    assert info(n0)["max_clock_offset_ms"] > 29_000
+    wait_for(lambda: "the clock of slow is -" in n0.stderr(), DEADLINE_S, "n0's warning")
+    assert slow.client().set("k", "v", ex=10)
+    for node in (n0, n1):  # not born expired: visible, with (about) the TTL it was given
+        wait_for(lambda node=node: node.client().get("k") == b"v", DEADLINE_S,
+                 f"slow's key with a TTL on {node.name}")
+        assert 0 < node.client().ttl("k") <= 10

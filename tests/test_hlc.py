@@ -38,3 +38,13 @@ def test_a_write_after_observing_a_fast_peer_sorts_after_the_peer() -> None:
     assert slow.now() > remote
     slow.observe(remote - 5)  # older stamps change nothing
     assert slow.last > remote
+
+
+def test_time_for_expiry_is_never_behind_a_stamp_seen_nor_the_wall() -> None:
+    wall = FakeWall(1000)
+    clock = HybridClock(wall)
+    assert clock.time_ms() == 1000
+    clock.observe((31_000 << LOGICAL_BITS) + 7)  # a peer whose clock runs 30 s ahead
+    assert clock.time_ms() == 31_000 and clock.wall_ms() == 1000
+    wall.ms = 40_000
+    assert clock.time_ms() == 40_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -222,6 +223,86 @@ def test_members_show_replication_lag_of_a_cut_off_member() -> None:
     assert rows["n2"]["last_seen_ms"] >= 800 and rows["n0"]["self"]
 
 
+SKEW_MS = 30_000
+
+
+def skewed_cluster(skew_ms: int) -> SimNet:
+    """n0 and n1 on the network's time, `odd` with its wall clock `skew_ms` off."""
+    net = SimNet()
+    net.add("n0")
+    net.add("n1", ["n0:1"])
+    net.add("odd", ["n0:1"], skew_ms=skew_ms)
+    assert net.run_until(lambda: all(len(x.cluster.ms.members) == 3 for x in net.live())
+                         and all(x.cluster.clocks.of(p.name) is not None for x in net.live()
+                                 for p in x.cluster.ms.others()), 10_000)
+    net.run(2000)  # a few heartbeats more: the smoothed offsets settle
+    return net
+
+
+@pytest.mark.parametrize("skew_ms", [-SKEW_MS, SKEW_MS])
+def test_clock_offsets_are_measured_reported_and_warned_about(skew_ms) -> None:
+    net = skewed_cluster(skew_ms)
+    n0, odd = net.nodes["n0"].cluster, net.nodes["odd"].cluster
+    # A sample reads low by the one-way delay (here up to a 20 ms tick and 5 ms in flight).
+    rows = {r["name"]: r for r in n0.members_view(net.now)}
+    assert abs(rows["odd"]["clock_offset_ms"] - skew_ms) <= 50
+    assert abs(rows["n1"]["clock_offset_ms"]) <= 50 and rows["n0"]["clock_offset_ms"] == 0
+    assert abs(n0.info(net.now)["max_clock_offset_ms"] - SKEW_MS) <= 50
+    assert abs(odd.info(odd.ms.me.last_seen)["max_clock_offset_ms"] - SKEW_MS) <= 50
+    # Past the bound (500 ms by default): one warning per peer, then quiet for a minute.
+    assert [p for p, _ in n0.clock_warnings(net.now)] == ["odd"]
+    assert sorted(p for p, _ in odd.clock_warnings(net.nodes["odd"].wall())) == ["n0", "n1"]
+    assert n0.clock_warnings(net.now + 1000) == []
+    assert [p for p, _ in n0.clock_warnings(net.now + 61_000)] == ["odd"]
+    assert n0.counters["clock_offset_warnings"] == 2
+    assert [p for p, _ in net.nodes["n1"].cluster.clock_warnings(net.now)] == ["odd"]
+
+
+def test_clocks_within_the_bound_raise_no_warning() -> None:
+    net = skewed_cluster(200)
+    assert all(x.cluster.clock_warnings(x.wall()) == [] for x in net.live())
+    assert 150 <= net.nodes["n0"].cluster.info(net.now)["max_clock_offset_ms"] <= 250
+
+
+@pytest.mark.parametrize("skew_ms", [-SKEW_MS, SKEW_MS])
+def test_a_ttl_set_on_a_skewed_node_lives_its_ttl_everywhere(skew_ms) -> None:
+    net = skewed_cluster(skew_ms)
+    assert net.command("odd", b"SET", b"k", b"v", b"EX", b"10") == "OK"
+    net.run(200)
+    for name in net.nodes:  # not born expired anywhere, and the same TTL everywhere
+        assert net.data(name).get(b"k", (None,))[0] == b"v", name
+        assert net.command(name, b"TTL", b"k") in (9, 10), name
+    net.run(9000)
+    assert all(net.command(name, b"GET", b"k") == b"v" for name in net.nodes)
+    net.run(1500)  # and it expires everywhere at the same moment, give or take a heartbeat
+    assert all(net.command(name, b"GET", b"k") is None for name in net.nodes)
+    assert net.converged()
+
+
+def test_a_ttl_set_by_expire_on_a_slow_node_lives_everywhere() -> None:
+    net = skewed_cluster(-SKEW_MS)
+    net.command("odd", b"SET", b"k", b"v")
+    assert net.command("odd", b"EXPIRE", b"k", b"5") == 1
+    net.run(200)
+    assert all(net.command(name, b"TTL", b"k") in (4, 5) for name in net.nodes)
+
+
+def test_a_heartbeat_without_wall_time_is_taken_from_an_older_peer() -> None:
+    from shared.codec import MsgType, Peer
+
+    net = cluster(2)
+    n1 = net.nodes["n1"]
+    heartbeat = n1.cluster._heartbeat(net.now).msg
+    body = {k: v for k, v in heartbeat.body.items() if k != "wall"}
+    core = net.nodes["n0"].cluster
+    core.clocks = type(core.clocks)(500)  # measured nothing yet
+    core.receive(Peer(MsgType.HEARTBEAT, "kv", "n1", body), net.now)
+    assert core.counters["dropped_malformed"] == 0
+    rows = {r["name"]: r for r in core.members_view(net.now)}
+    assert rows["n1"]["clock_offset_ms"] is None
+    assert core.info(net.now)["max_clock_offset_ms"] == 0
+
+
 wire_value = st.recursive(
     st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.binary(max_size=8)
     | st.text(max_size=8),
@@ -231,7 +312,7 @@ wire_value = st.recursive(
 )
 FIELDS = ["origin", "epoch", "base", "items", "address", "gossip", "incarnation", "members",
           "stream", "vector", "low", "hears", "first", "last", "gone", "digests", "cursor",
-          "buckets", "entries", "next", "progress", "seq"]
+          "buckets", "entries", "next", "progress", "seq", "wall"]
 
 
 @settings(max_examples=300, deadline=None)

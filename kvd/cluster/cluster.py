@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+from kvd.cluster.clockskew import ClockOffsets
 from kvd.cluster.membership import Member, Membership, Status
 from kvd.cluster.peerwire import STATUS, Out, Outbox, check, get_field, items_from_wire, wire_item
 from kvd.cluster.repair import Repair
@@ -52,6 +53,7 @@ class Cluster:
         self.low_waters: dict[str, float] = {}
         self.acked: dict[str, int] = {}  # member -> how far it holds our current stream
         self.hears: dict[str, set[str]] = {}
+        self.clocks = ClockOffsets(settings.max_clock_offset_ms)
         for name, address, gossip_, *_ in known or []:
             if name != node.name:
                 self.ms.add(name, address, gossip_, 0, now)
@@ -172,6 +174,8 @@ class Cluster:
         stream = get_field(b, "stream", list)
         vector = get_field(b, "vector", dict)
         check(len(stream) == 4 and all(type(x) is int for x in stream), "stream")
+        wall = b.get("wall")  # absent from a peer of an older version
+        check(wall is None or type(wall) is int, "wall must be int")
         self.ms.heard_from(sender, inc, now)
         self._learn(sender, get_field(b, "members", list), now)
         epoch, base, seq, stamp = stream
@@ -188,6 +192,11 @@ class Cluster:
         hears = get_field(b, "hears", list)
         check(all(type(h) is str for h in hears), "hears")
         self.hears[sender] = set(hears)
+        if wall is not None:
+            self.clocks.sample(sender, wall, now)
+        # Our hybrid clock keeps up with the fastest member even while no writes flow, so
+        # that a slow wall clock does not judge expiry (HybridClock.time_ms) in the past.
+        self.node.clock.observe(stamp)
         return []
 
     def _on_gossip(self, msg: Peer, now: int) -> list[Out]:
@@ -269,7 +278,7 @@ class Cluster:
         body = {"incarnation": me.incarnation, "members": [m.wire() for m in
                 self.ms.members.values()], "vector": self.repl.vector(),
                 "stream": [self.epoch, self.repl.mine.base, self.published, node.clock.now()],
-                "low": -1 if low == INF else int(low), "hears": hears}
+                "low": -1 if low == INF else int(low), "hears": hears, "wall": now}
         return self.out.publish(MsgType.HEARTBEAT, body)
 
     # -- tombstones ---------------------------------------------------------------------------
@@ -324,7 +333,8 @@ class Cluster:
 
     def _member_row(self, m: Member, now: int) -> dict:
         """`lag`: how many of our writes the member had not acknowledged in its last heartbeat;
-        `behind`: how many of its writes we know of and do not hold yet."""
+        `behind`: how many of its writes we know of and do not hold yet; `clock_offset_ms`: its
+        wall clock minus ours (kvd.cluster.clockskew), None until measured."""
         is_me = m is self.ms.me
         stream = self.repl.streams.get(m.name)
         behind = 0 if is_me or stream is None else max(
@@ -334,12 +344,24 @@ class Cluster:
         return {"name": m.name, "address": m.address, "gossip": m.gossip,
                 "status": m.status.value, "self": is_me, "incarnation": m.incarnation,
                 "last_seen_ms": 0 if is_me else max(0, now - m.last_seen),
-                "lag": max(0, lag), "behind": max(0, behind)}
+                "lag": max(0, lag), "behind": max(0, behind),
+                "clock_offset_ms": 0 if is_me else self.clocks.of(m.name)}
+
+    def clock_warnings(self, now: int) -> list[tuple[str, int]]:
+        """(peer, offset ms) for live peers whose clock is off past `max_clock_offset_ms`,
+        each at most once a minute: for the peer layer to log. Counted here."""
+        due = self.clocks.due_warnings(self._live_peers(), now)
+        self.counters["clock_offset_warnings"] += len(due)
+        return due
+
+    def _live_peers(self) -> list[str]:
+        return [m.name for m in self.ms.live() if m is not self.ms.me]
 
     def info(self, now: int) -> dict:
         counts = self.ms.counts()
         info: dict = {"members": len(self.ms.members) - counts["members_left"], **counts,
                       "cluster": self.s.cluster, "epoch": self.epoch}
+        info["max_clock_offset_ms"] = self.clocks.largest(self._live_peers())
         info.update(self.repair.ae.info(now))
         info.update({k: self.counters[k] for k in sorted({*COUNTERS, *self.counters})})
         return info
@@ -348,7 +370,7 @@ class Cluster:
 COUNTERS = ("received", "duplicates", "relayed", "catchup_requests", "catchup_received",
             "catchup_served", "catchup_gone", "tombstones_collected", "dropped_wrong_cluster",
             "dropped_stranger", "dropped_malformed", "dropped_unforeseen", "dropped_bad_version",
-            "dropped_requests", "joined")
+            "dropped_requests", "joined", "clock_offset_warnings")
 _FROM_ANYONE = {MsgType.JOIN, MsgType.WELCOME}
 _HANDLERS = {
     MsgType.JOIN: Cluster._on_join,

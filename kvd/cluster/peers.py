@@ -175,6 +175,10 @@ class Peers:
     def tick(self, now: int) -> None:
         self.route(self.cluster.tick(now))
         self._sync_subscriptions()
+        for peer, offset in self.cluster.clock_warnings(now):
+            log.warning("the clock of %s is %+d ms off ours (bound max_clock_offset_ms = %d): "
+                        "concurrent writes favour the faster clock — sync the clocks (NTP)",
+                        peer, offset, self.cluster.s.max_clock_offset_ms)
 
     def _sync_subscriptions(self) -> None:
         wanted = self.cluster.gossip_endpoints()

@@ -23,3 +23,4 @@ class Settings:
     gc_buckets: int = 64  # buckets scanned per gc tick
     tombstone_max_age_ms: int = 7 * 24 * 3600 * 1000
     step_entries: int = STEP_ENTRIES
+    max_clock_offset_ms: int = 500  # a peer's clock further off than this is logged

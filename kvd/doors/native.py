@@ -157,7 +157,7 @@ class NativeDoor:
         elif isinstance(msg, codec.Cancel):
             self.node.watches.cancel(client, msg.request_id)
         elif isinstance(msg, codec.Peer) and self.on_peer is not None:
-            self.on_peer(msg, ctx.now, lambda frame: out.append([client, frame]))
+            self.on_peer(msg, ctx.wall, lambda frame: out.append([client, frame]))
         else:
             self.counters["bad_frames"] += 1
             err = ProtocolError("clients send REQUEST, BATCH or CANCEL messages")

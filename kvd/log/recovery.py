@@ -27,7 +27,6 @@ from pathlib import Path
 from kvd.log.logfile import LogFile, sync_dir
 from kvd.log.record import MAGIC, Damage, Reader
 from kvd.log.wal import LOG_NAME, REWRITE_NAME, WriteAheadLog
-from kvd.state.hlc import wall_ms
 from kvd.state.node import Node
 from kvd.state.store import Entry, Store
 from shared.errors import KvError
@@ -149,7 +148,7 @@ def recover(data_dir: Path, node: Node, repair: bool = False) -> Replayed:
             _handle_damage(path, data, result, repair)
     node.clock.observe(result.max_stamp)
     node.seq = max(node.seq, result.seqs.get(node.name, 0))
-    node.store.expire_due(wall_ms())
+    node.store.expire_due(node.clock.time_ms())  # the time expiry is judged by (kvd.state.hlc)
     # The loaded store lives as long as the process: keep later full collections off it.
     gc.freeze()
     log.info("replayed %d records in %.2f s from %s", result.records, result.seconds, path)

@@ -82,7 +82,7 @@ def info(node: Node, call: Call, ctx: Context) -> object:
 
 def members(node: Node, call: Call, ctx: Context) -> object:
     if node.members_source is not None:
-        return node.members_source(ctx.now)
+        return node.members_source(ctx.wall)  # members' timers run on the wall clock
     return [{"name": node.name, "address": node.address, "status": "alive", "self": True,
              "last_seen_ms": 0, "lag": 0}]
 

@@ -4,6 +4,11 @@ A stamp is `physical_ms << 16 | logical`: it sorts like wall time, yet every sta
 issues is greater than every stamp it has issued or observed, so a write that causally follows
 another always carries the greater stamp, even when wall clocks disagree by a little.
 The wall clock is injected, so tests drive time by hand.
+
+`time_ms()` is the node's time for data (expiry, TTL): the later of its wall clock and the
+physical part of the latest stamp it issued or observed. Peers' heartbeats carry their stamps,
+so it follows the fastest clock in the cluster within a heartbeat; a node whose wall clock runs
+behind then neither sets expiries in the past of its peers nor keeps keys they have expired.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ class HybridClock:
     def wall_ms(self) -> int:
         """The (injected) wall clock in ms, without issuing a stamp."""
         return self._wall()
+
+    def time_ms(self) -> int:
+        """The node's time for expiry: never behind a stamp it has issued or seen."""
+        return max(self._wall(), self.last >> LOGICAL_BITS)
 
     def now(self) -> int:
         """A fresh stamp for a local event: greater than anything seen so far."""
