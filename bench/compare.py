@@ -31,6 +31,13 @@ class RefKvd(Kvd):
     def env(self) -> dict[str, str]:
         return dict(super().env(), PYTHONPATH=str(self.source))
 
+    def argv(self) -> list[str]:
+        argv = super().argv()
+        if "--resp-port" not in (self.source / "kvd" / "cli.py").read_text():
+            i = argv.index("--resp-port")  # a kvd from before the Redis door
+            del argv[i : i + 2]
+        return argv
+
 
 def export(ref: str, into: Path) -> Path:
     tar = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True, check=True)

@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--bind", help="address to listen on (default 127.0.0.1)")
     start.add_argument("--port", type=int, help="client port (default 7700)")
     start.add_argument("--gossip-port", type=int, help="gossip PUB port (default port + 1)")
+    start.add_argument("--resp-port", type=int, help="Redis-protocol port (default 7379; 0 "
+                       "closes it)")
     start.add_argument("--join", action="append", default=[], metavar="HOST:PORT",
                        help="a member's client port to join; repeatable")
     start.add_argument("--data-dir", type=Path, help="data folder (default: one per node "
@@ -60,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-START_KEYS = ("name", "bind", "port", "gossip_port", "join", "data_dir", "fsync", "log_level")
+START_KEYS = ("name", "bind", "port", "gossip_port", "resp_port", "join", "data_dir", "fsync",
+              "log_level")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,9 @@
 
 The TOML keys are the flags' long names (`port`, `gossip_port` or `gossip-port`, `fsync`, ...)
 plus `max_value_size`, the log's `appendonly`, `compaction_ratio`, `compaction_min_size`,
-`tombstone_max_age` (seconds), and the cluster's `cluster`, `gossip_hwm` and
-`max_clock_offset_ms`. Paths come from platformdirs, so XDG_* variables move them.
+`tombstone_max_age` (seconds), the cluster's `cluster`, `gossip_hwm` and
+`max_clock_offset_ms`, and the Redis door's `resp_port` (also a flag) and `maxclients`.
+Paths come from platformdirs, so XDG_* variables move them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Config:
     bind: str = "127.0.0.1"
     port: int = 7700
     gossip_port: int | None = None
+    resp_port: int = 7379  # the Redis door (kvd.doors.resp); 0 closes it
+    maxclients: int = 10_000  # Redis-door connections at once
     join: list[str] = field(default_factory=list)
     data_dir: Path | None = None
     fsync: str = "everysec"
@@ -63,6 +66,11 @@ class Config:
             raise ConfigError("max_clock_offset_ms must be a positive number of milliseconds")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port} is out of range (1-65535)")
+        if not 0 <= self.resp_port < 65536:
+            raise ConfigError(f"resp_port {self.resp_port} is out of range (0 closes the door, "
+                              "or 1-65535)")
+        if self.maxclients < 1:
+            raise ConfigError("maxclients must be 1 or more")
         if self.gossip_port is None:
             self.gossip_port = self.port + 1
         if self.name is None:

@@ -22,6 +22,7 @@ from kvd.cluster.peers import Peers, load_members, next_epoch
 from kvd.cluster.settings import Settings
 from kvd.config import Config, data_root, log_path
 from kvd.doors.native import NativeDoor
+from kvd.doors.resp import RespDoor
 from kvd.loop import Loop, NullLog
 from kvd.state.hlc import wall_ms
 from kvd.state.node import Node
@@ -80,7 +81,7 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
         )
         log_ = open_log(cfg, node, repair)  # replays first: the cluster starts from node.seq
         try:
-            loop = Loop(node, NativeDoor(node, cfg.bind, cfg.port), log_)
+            loop = open_loop(cfg, node, log_)
         except KvError:
             log_.close()
             raise
@@ -101,6 +102,19 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
     finally:
         pid_file.unlink(missing_ok=True)
         lock.release()
+
+
+def open_loop(cfg: Config, node: Node, log_) -> Loop:  # noqa: ANN001
+    """The loop and its doors; a door that cannot bind closes the ones opened before it."""
+    native = NativeDoor(node, cfg.bind, cfg.port)
+    doors = []
+    try:
+        if cfg.resp_port:
+            doors.append(RespDoor(node, cfg.bind, cfg.resp_port, cfg.maxclients))
+    except KvError:
+        native.close()
+        raise
+    return Loop(node, native, log_, tuple(doors))
 
 
 def open_cluster(cfg: Config, node: Node, loop: Loop) -> Peers:

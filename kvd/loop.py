@@ -49,6 +49,19 @@ class Log(Protocol):
     def info(self) -> dict: ...
 
 
+class Door(Protocol):
+    """A protocol adapter besides the native door (kvd.doors.resp): it polls its own sockets
+    through the loop's poller and answers only after the turn's commit."""
+
+    def attach(self, poller: zmq.Poller) -> None: ...
+    def read(self, ready: dict, ctx: Context) -> None: ...
+    def fail(self, exc: StorageError) -> None: ...
+    def committed(self, changes: list[Change]) -> None: ...
+    def flush(self) -> None: ...
+    def tick(self, now: float) -> None: ...
+    def close(self) -> None: ...
+
+
 class NullLog:
     """No durability: for tests of the loop and for `--fsync` benchmarks' baseline."""
 
@@ -69,9 +82,11 @@ class NullLog:
 
 
 class Loop:
-    def __init__(self, node: Node, door: NativeDoor, log_: Log | None = None) -> None:
+    def __init__(self, node: Node, door: NativeDoor, log_: Log | None = None,
+                 doors: tuple[Door, ...] = ()) -> None:
         self.node = node
         self.door = door
+        self.doors = doors
         self.log = log_ or NullLog()
         self.peers: Peers | None = None
         self._stopping = False
@@ -80,6 +95,8 @@ class Loop:
         self.poller = zmq.Poller()
         self.poller.register(door.router, zmq.POLLIN)
         self.poller.register(door.monitor, zmq.POLLIN)
+        for other in doors:
+            other.attach(self.poller)
 
     def attach(self, peers: Peers) -> None:
         """Join the loop to a cluster: its sockets are polled and its messages handled here."""
@@ -112,7 +129,7 @@ class Loop:
         while not self._stopping:
             timeout = max(0.0, next_tick - time.monotonic())
             ready = dict(self.poller.poll(timeout * 1000))
-            if router in ready or (self.peers and len(ready) > (monitor in ready)):
+            if router in ready or len(ready) > (monitor in ready):
                 self._turn(ready)
             if monitor in ready:
                 self.door.drain_monitor()
@@ -128,6 +145,8 @@ class Loop:
         ctx = Context(now=node.clock.time_ms(), wall=wall_ms())
         if door.router in ready:
             door.read(ctx)
+        for other in self.doors:
+            other.read(ready, ctx)
         if peers is not None:
             peers.drain(ready, ctx.wall)
         changes = node.take_changes()
@@ -136,6 +155,8 @@ class Loop:
         if ctx.events:
             door.deliver(ctx.events)
         door.flush()
+        for other in self.doors:
+            other.flush()
 
     def _commit(self, changes: list[Change]) -> bool:
         """Log the turn's writes; if the log refuses, undo them and fail those replies."""
@@ -146,8 +167,12 @@ class Loop:
             log.error("%s", exc)
             self.node.undo(changes)
             self.door.fail(exc)
+            for other in self.doors:
+                other.fail(exc)
             return False
         self.door.deliver(self.node.watches.record_all(changes))
+        for other in self.doors:
+            other.committed(changes)
         return True
 
     def _housekeeping(self) -> None:
@@ -164,4 +189,6 @@ class Loop:
         if self.peers is not None:
             self.peers.close()
         self.log.close()
+        for other in self.doors:
+            other.close()
         self.door.close()

@@ -58,6 +58,7 @@ class Kvd:
         self.name = name
         self.port = port or free_port()
         self.gossip_port = self.port + 1
+        self.resp_port = free_port()
         self.data_dir = data_dir or home / "nodes" / name
         self.extra = extra or []
         self.proc: subprocess.Popen | None = None
@@ -71,7 +72,7 @@ class Kvd:
         return [
             sys.executable, "-m", "kvd", "start", "--foreground", "--name", self.name,
             "--port", str(self.port), "--gossip-port", str(self.gossip_port),
-            "--data-dir", str(self.data_dir), *self.extra,
+            "--resp-port", str(self.resp_port), "--data-dir", str(self.data_dir), *self.extra,
         ]
 
     def start(self, wait: bool = True) -> Kvd:

@@ -2,5 +2,6 @@
 requests and the node's replies back into bytes; none touches the store itself, and none
 replies before the loop has committed the turn's writes.
 
-Today: kvd.doors.native (kv's own protocol over ZeroMQ). Imports kvd.state and `shared` only.
+kvd.doors.native: kv's own protocol over ZeroMQ. kvd.doors.resp: the Redis protocol (RESP2/3)
+on TCP. Imports kvd.state and `shared` only.
 """

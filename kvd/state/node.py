@@ -226,6 +226,16 @@ class Node:
 
     # -- introspection ---------------------------------------------------------------------
 
+    def version_of(self, key: bytes) -> tuple | None:
+        """What identifies the key's current state (a deletion or an expired value included):
+        it changes with every write that wins, local or replicated. Redis's WATCH reads it."""
+        entry = self.store.lookup(key)
+        return None if entry is None else (entry.stamp, entry.origin, entry.expires_at)
+
+    def expiring(self, now: int) -> int:
+        """Live keys with an expiry (a full pass: for INFO, not for every request)."""
+        return sum(1 for _, e in self.store.items() if e.expires_at and e.live(now))
+
     def uptime_s(self) -> int:
         return int(self._monotonic() - self._started)
 

@@ -1,0 +1,399 @@
+"""The Redis door: RESP2/RESP3 on a TCP port, so redis-cli, redis-benchmark, redis-py and
+telnet talk to kv unchanged.
+
+A protocol adapter the loop drives like the native door: its listening socket and its
+connections (non-blocking) are polled with every other socket; in a turn the door reads what
+each ready connection has sent, runs the requests through the node (runs of plain commands
+through `Node.execute_batch`, one loop for a pipeline), and queues the replies; the loop
+commits the turn's writes, then `flush` sends them, in order. No reply leaves before the write
+it acknowledges is in the log, and one fsync covers everyone's writes of the turn.
+
+Bounds: a connection's unread input is parsed as it arrives (respwire refuses oversize
+declarations before buffering them); a connection whose replies pile up past `OUTPUT_LIMIT`
+is not read from until it drains (it stops costing memory, as TCP's own flow control would);
+a subscriber that stops reading its notifications is dropped at the limit, as Redis's
+client-output-buffer-limit does for pub/sub, and logged. `max_clients` caps connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+import time
+from collections import Counter
+
+import zmq
+
+from kvd.doors import respsession as rs
+from kvd.doors.native import BindError
+from kvd.doors.respinfo import info_text
+from kvd.doors.respwire import (
+    NULL_ARRAY,
+    ProtocolViolation,
+    RequestParser,
+    Verbatim,
+    encode,
+    error_line,
+)
+from kvd.doors.respwire import unknown_command as unknown
+from kvd.state.context import Context
+from kvd.state.node import Change, Node
+from shared.commands import COMMANDS
+from shared.errors import KvError
+
+log = logging.getLogger("kvd.doors.resp")
+
+READ_CHUNK = 256 * 1024
+READ_PER_TURN = 1024 * 1024  # bytes read from one connection per turn: fairness
+OUTPUT_LIMIT = 64 * 1024 * 1024
+ACCEPT_PER_TURN = 64
+LOG_EVERY_S = 10.0
+_POLLIN, _POLLOUT = zmq.POLLIN, zmq.POLLOUT
+_OK, _QUEUED = b"+OK\r\n", b"+QUEUED\r\n"
+
+
+class Conn:
+    __slots__ = ("sock", "fd", "session", "parser", "out", "replies", "flags")
+
+    def __init__(self, sock: socket.socket, session: rs.Session, max_bulk: int) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.session = session
+        self.parser = RequestParser(max_bulk)
+        self.out = bytearray()  # encoded, not yet sent
+        self.replies: list[bytes] = []  # this turn's, sent after the commit
+        self.flags = _POLLIN
+
+
+class RespDoor:
+    def __init__(self, node: Node, bind: str, port: int, max_clients: int = 10_000) -> None:
+        self.node = node
+        self.max_clients = max_clients
+        self.counters: Counter[str] = Counter()
+        self.conns: dict[int, Conn] = {}
+        self.pending: list[tuple[Conn, int]] = []  # replies of this turn that wrote
+        self.touched: dict[int, Conn] = {}  # connections with replies this turn
+        self.poller: zmq.Poller | None = None
+        self._ids = 0
+        self._logged: dict[str, float] = {}
+        self._plain: dict[bytes, int] = {}  # raw name -> Redis arity, for node commands
+        self.listener = _listen(bind, port)
+        self.port = self.listener.getsockname()[1]
+        self.env = rs.Env(node, {}, {"maxclients": str(max_clients), "save": "",
+                                     "appendonly": "yes", "databases": "1",
+                                     "port": str(self.port)}, self._info)
+        node.info_sources.append(self.info)
+
+    def attach(self, poller: zmq.Poller) -> None:
+        self.poller = poller
+        poller.register(self.listener.fileno(), _POLLIN)
+
+    def info(self) -> dict:
+        return {"resp_port": self.port, "resp_clients": len(self.conns),
+                "resp_maxclients": self.max_clients,
+                "resp_connections_received": self.counters["accepted"],
+                "resp_rejected_connections": self.counters["rejected"],
+                "resp_protocol_errors": self.counters["protocol_errors"],
+                "resp_dropped_slow_subscribers": self.counters["dropped_slow"]}
+
+    # -- a turn: read, (the loop commits), flush --------------------------------------------
+
+    def read(self, ready: dict, ctx: Context) -> None:
+        lfd = self.listener.fileno()
+        for fd, events in ready.items():
+            if type(fd) is not int:
+                continue
+            if fd == lfd:
+                self._accept()
+                continue
+            conn = self.conns.get(fd)
+            if conn is None:
+                continue
+            if events & _POLLOUT:
+                self._send(conn)
+            if events & ~_POLLOUT and conn.flags & _POLLIN:
+                self._recv(conn, ctx)
+
+    def _recv(self, conn: Conn, ctx: Context) -> None:
+        got, closed = 0, False
+        while got < READ_PER_TURN:
+            try:
+                data = conn.sock.recv(READ_CHUNK)
+            except BlockingIOError:
+                break
+            except OSError:
+                closed = True
+                break
+            if not data:
+                closed = True
+                break
+            conn.parser.feed(data)
+            got += len(data)
+        try:
+            requests = conn.parser.requests()
+        except ProtocolViolation as exc:
+            self.counters["protocol_errors"] += 1
+            requests = []
+            conn.session.closing = True
+            conn.replies.append(b"-%b\r\n" % exc.line.encode())
+            self.touched[conn.fd] = conn
+        if requests:
+            self.touched[conn.fd] = conn
+            self._run_all(conn, requests, ctx)
+        if closed:
+            conn.session.closing = True
+            self.touched[conn.fd] = conn
+
+    def _run_all(self, conn: Conn, requests: list[list[bytes]], ctx: Context) -> None:
+        s, plain = conn.session, self._plain
+        batch: list[list] = []
+        for argv in requests:
+            if s.closing:
+                break
+            arity = plain.get(argv[0])
+            if arity is not None and s.multi is None and not s.subscribed:
+                n = len(argv)
+                if n == arity or (arity < 0 and n >= -arity):
+                    batch.append([0, argv])
+                    continue
+            if batch:
+                self._run_batch(conn, batch, ctx)
+                batch = []
+            self._run_one(conn, argv, ctx)
+        if batch:
+            self._run_batch(conn, batch, ctx)
+
+    def _run_batch(self, conn: Conn, batch: list[list], ctx: Context) -> None:
+        replies, wrote = self.node.execute_batch(batch, ctx)
+        out, proto = conn.replies, conn.session.proto
+        base = len(out)
+        for (_, value), (_, argv) in zip(replies, batch, strict=True):
+            if value == "OK":
+                out.append(_OK)
+            elif type(value) is bytes:
+                out.append(b"$%d\r\n%b\r\n" % (len(value), value))
+            elif isinstance(value, KvError):
+                out.append(b"-%b\r\n" % error_line(value, argv[0].decode("utf-8", "replace"))
+                           .encode())
+            else:
+                out.append(encode(value, proto))
+        self.pending.extend((conn, base + i) for i in wrote)
+
+    def _run_one(self, conn: Conn, argv: list[bytes], ctx: Context) -> None:
+        s = conn.session
+        name = argv[0].upper()
+        before = len(self.node.changes)
+        if s.proto == 2 and s.subscribed and name not in rs.WHILE_SUBSCRIBED:
+            reply: object = rs.RespError(
+                f"ERR Can't execute '{argv[0].decode('utf-8', 'replace').lower()}': only "
+                "(P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this "
+                "context")
+        elif s.multi is not None and name not in rs.NOT_QUEUED:
+            reply = self._queue(s, argv, name)
+        elif name == b"EXEC":
+            reply = self._exec(s, ctx)
+        elif name == b"PING" and s.subscribed and s.proto == 2 and len(argv) <= 2:
+            reply = [b"pong", argv[1] if len(argv) > 1 else b""]
+        else:
+            reply = self._dispatch(s, argv, name, ctx)
+        if isinstance(reply, list) and reply and isinstance(reply[0], rs.Push):
+            conn.replies.extend(encode(p, s.proto) for p in reply)  # one per channel
+        else:
+            conn.replies.append(encode(reply, s.proto) if not isinstance(reply, KvError)
+                                else b"-%b\r\n" % error_line(reply, name.decode()).encode())
+        if len(self.node.changes) != before:
+            self.pending.append((conn, len(conn.replies) - 1))
+
+    def _dispatch(self, s: rs.Session, argv: list[bytes], name: bytes, ctx: Context) -> object:
+        """One command, run now: the session's own, or the node's (via the command table)."""
+        own = rs.SESSION_COMMANDS.get(name)
+        arity = own[0] if own else self._arity(argv[0])
+        if arity is None:
+            return unknown(argv)
+        n = len(argv)
+        if n != arity and not (arity < 0 and n >= -arity):
+            return rs.RespError(f"ERR wrong number of arguments for '{name.lower().decode()}' "
+                                "command")
+        if own:
+            return own[1](s, argv, self.env)
+        return self.node.execute(argv, ctx)
+
+    def _arity(self, raw: bytes) -> int | None:
+        arity = self._plain.get(raw)
+        if arity is None:
+            command = COMMANDS.get(raw.decode("utf-8", "replace").upper())
+            if command is None or command.redis_arity is None \
+                    or raw.upper() in rs.NOT_FOR_THE_NODE:
+                return None
+            arity = self._plain[raw] = command.redis_arity
+        return arity
+
+    def _queue(self, s: rs.Session, argv: list[bytes], name: bytes) -> object:
+        own = rs.SESSION_COMMANDS.get(name)
+        arity = own[0] if own else self._arity(argv[0])
+        n = len(argv)
+        if arity is None:
+            s.multi_failed = True
+            return unknown(argv)
+        if n != arity and not (arity < 0 and n >= -arity):
+            s.multi_failed = True
+            return rs.RespError(f"ERR wrong number of arguments for '{name.lower().decode()}' "
+                                "command")
+        s.multi.append(argv)  # type: ignore[union-attr]
+        return "QUEUED"
+
+    def _exec(self, s: rs.Session, ctx: Context) -> object:
+        queued = s.multi
+        why = rs.exec_abort(s)
+        if isinstance(why, KvError):
+            return why
+        if why is not None and rs.spoiled(why, self.node):  # a WATCHed key changed
+            return NULL_ARRAY
+        # The loop runs one turn at a time: nothing else touches the node until this ends.
+        return [self._dispatch(s, argv, argv[0].upper(), ctx) for argv in queued or []]
+
+    def fail(self, exc: KvError) -> None:
+        """The turn's commit failed: every reply to a request that wrote becomes `exc`."""
+        line = b"-%b\r\n" % error_line(exc).encode()
+        for conn, i in self.pending:
+            conn.replies[i] = line
+
+    def committed(self, changes: list[Change]) -> None:
+        """Keyspace notifications for the turn's changes (local, replicated and repaired)."""
+        subscribers = [c for c in self.conns.values() if c.session.subscribed]
+        for conn in subscribers:
+            s = conn.session
+            for change in changes:
+                event = b"del" if change.entry.value is None else b"set"
+                for push in rs.notices(s, change.key, event):
+                    conn.replies.append(encode(push, s.proto))
+            if conn.replies:
+                self.touched[conn.fd] = conn
+
+    def flush(self) -> None:
+        touched, self.touched = self.touched, {}
+        if self.pending:
+            self.pending = []
+        for conn in touched.values():
+            if conn.replies:
+                conn.out += b"".join(conn.replies)
+                conn.replies = []
+            self._send(conn)
+
+    # -- sockets ------------------------------------------------------------------------------
+
+    def _send(self, conn: Conn) -> None:
+        if conn.out:
+            try:
+                sent = conn.sock.send(conn.out)
+                del conn.out[:sent]
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._close(conn)
+                return
+        if conn.session.closing and not conn.out:
+            self._close(conn)
+            return
+        if len(conn.out) > OUTPUT_LIMIT and conn.session.subscribed:
+            self.counters["dropped_slow"] += 1
+            self._say("slow", "dropped a subscriber that stopped reading (%s): %d bytes of "
+                      "notifications unsent", conn.session.addr, len(conn.out))
+            self._close(conn)
+            return
+        reading = _POLLIN if len(conn.out) <= OUTPUT_LIMIT and not conn.session.closing else 0
+        flags = reading | (_POLLOUT if conn.out else 0)
+        if flags != conn.flags:
+            conn.flags = flags
+            assert self.poller is not None
+            if flags:
+                self.poller.register(conn.fd, flags)
+            else:
+                self.poller.unregister(conn.fd)
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_PER_TURN):
+            try:
+                sock, addr = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.counters["accept_errors"] += 1
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    self._say("fds", "cannot accept a Redis client: out of file descriptors "
+                              "(raise ulimit -n)")
+                return
+            if len(self.conns) >= self.max_clients:
+                self.counters["rejected"] += 1
+                with contextlib.suppress(OSError):  # it is being turned away either way
+                    sock.send(b"-ERR max number of clients reached\r\n")
+                sock.close()
+                continue
+            self._open(sock, addr)
+
+    def _open(self, sock: socket.socket, addr: tuple) -> None:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._ids += 1
+        local = sock.getsockname()
+        session = rs.Session(self._ids, f"{addr[0]}:{addr[1]}", f"{local[0]}:{local[1]}",
+                             sock.fileno())
+        conn = Conn(sock, session, self.node.max_value + 1024 * 1024)
+        self.conns[conn.fd] = conn
+        self.env.sessions[session.id] = session
+        self.counters["accepted"] += 1
+        assert self.poller is not None
+        self.poller.register(conn.fd, _POLLIN)
+
+    def _close(self, conn: Conn) -> None:
+        if self.conns.pop(conn.fd, None) is None:
+            return
+        self.env.sessions.pop(conn.session.id, None)
+        self.touched.pop(conn.fd, None)
+        if self.poller is not None and conn.flags:
+            self.poller.unregister(conn.fd)
+        conn.sock.close()
+
+    def _say(self, what: str, message: str, *args: object) -> None:
+        """Log at most once per LOG_EVERY_S for each kind of trouble."""
+        now = time.monotonic()
+        if now - self._logged.get(what, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._logged[what] = now
+            log.warning(message, *args)
+
+    def _info(self, sections: list[bytes]) -> object:
+        now = self.node.clock.time_ms()
+        info = self.node.info(now)
+        wanted = {s.lower() for s in sections}
+        expires = 0
+        if not wanted or wanted & {b"keyspace", b"all", b"everything", b"default"}:
+            expires = self.node.expiring(now)
+        return Verbatim(info_text(info, len(self.conns), expires, sections))
+
+    def tick(self, now: float) -> None:
+        pass
+
+    def close(self) -> None:
+        for conn in list(self.conns.values()):
+            self._close(conn)
+        if self.poller is not None:
+            self.poller.unregister(self.listener.fileno())
+        self.listener.close()
+
+
+def _listen(bind: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((bind, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise BindError(f"port {port} on {bind} is in use — stop what holds it or pick "
+                            "--resp-port (0 closes the Redis door)") from None
+        raise BindError(f"cannot listen on {bind}:{port} (--resp-port): {exc.strerror}") from None
+    sock.listen(511)
+    sock.setblocking(False)
+    return sock
