@@ -137,7 +137,7 @@ class RespDoor:
             self.counters["protocol_errors"] += 1
             requests = []
             conn.session.closing = True
-            conn.replies.append(b"-%b\r\n" % exc.line.encode())
+            conn.replies.append(b"-%b\r\n" % exc.line.encode("latin-1"))
             self.touched[conn.fd] = conn
         if requests:
             self.touched[conn.fd] = conn

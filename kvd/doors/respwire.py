@@ -30,7 +30,8 @@ CRLF = b"\r\n"
 
 
 class ProtocolViolation(Exception):
-    """The client broke the protocol: reply with `line`, then close the connection."""
+    """The client broke the protocol: reply with `line` (latin-1: one byte per character),
+    then close the connection."""
 
     def __init__(self, line: str) -> None:
         super().__init__(line)
@@ -60,43 +61,51 @@ NULL_ARRAY = NullArray()
 
 
 class RequestParser:
-    """Feed bytes, take whole requests. Holds at most one partial request plus what is fed."""
+    """Feed bytes, take whole requests. Holds at most one partial request plus what is fed.
+
+    The unread bytes are kept as one `bytes` (slicing it is four times cheaper than slicing a
+    bytearray, and every argument is a slice); what arrives is joined to it only when a
+    request can complete, so a 16 MiB value arriving in small reads is copied once, not once
+    per read.
+    """
 
     def __init__(self, max_bulk: int) -> None:
         self.max_bulk = max_bulk
-        self.buf = bytearray()
+        self.buf = b""
         self.pos = 0
+        self._chunks: list[bytes] = []  # fed, not yet joined to buf
+        self._fed = 0  # their total size
+        self._short = 0  # bytes still missing before the request being read can complete
         self._argc = 0  # arguments still expected of the multibulk request being read
         self._bulk = -1  # length of the bulk being read, -1 while its header is unread
         self._argv: list[bytes] = []
 
     def feed(self, data: bytes) -> None:
-        if self.pos and self.pos == len(self.buf):
-            self.buf.clear()
-            self.pos = 0
-        self.buf += data
+        self._chunks.append(data)
+        self._fed += len(data)
 
     @property
     def buffered(self) -> int:
-        return len(self.buf) - self.pos
+        return len(self.buf) - self.pos + self._fed
 
     def requests(self) -> list[list[bytes]]:
         """Every whole request buffered, in order; raises ProtocolViolation at the first bad
         one (the requests before it are lost with it: the connection is closing anyway)."""
+        if self._fed < self._short:
+            return []
+        if self._chunks:
+            self.buf = self.buf[self.pos:] + b"".join(self._chunks)
+            self.pos, self._chunks, self._fed = 0, [], 0
+        self._short = 0
         out: list[list[bytes]] = []
         buf = self.buf
         while self.pos < len(buf):
-            if self._argc == 0 and buf[self.pos] != 0x2A:  # not '*': an inline request
-                argv = self._inline()
-            else:
-                argv = self._multibulk()
+            inline = self._argc == 0 and buf[self.pos] != 0x2A  # not '*': a telnet line
+            argv = self._inline() if inline else self._multibulk()
             if argv is None:
                 break
             if argv:
                 out.append(argv)
-        if self.pos > 65536 and self.pos * 2 > len(buf):
-            del buf[: self.pos]  # keep the buffer from growing with what was already read
-            self.pos = 0
         return out
 
     def _inline(self) -> list[bytes] | None:
@@ -107,59 +116,66 @@ class RequestParser:
                 raise ProtocolViolation("ERR Protocol error: too big inline request")
             return None
         end = newline - 1 if newline > pos and buf[newline - 1] == 0x0D else newline
-        line = bytes(buf[pos:end])
         self.pos = newline + 1
-        argv = split_inline(line)
+        argv = split_inline(buf[pos:end])
         if argv is None:
             raise ProtocolViolation("ERR Protocol error: unbalanced quotes in request")
         return argv
 
     def _multibulk(self) -> list[bytes] | None:
-        buf = self.buf
+        buf, pos, size = self.buf, self.pos, len(self.buf)
         if self._argc == 0:
-            line = self._line("ERR Protocol error: too big mbulk count string")
-            if line is None:
+            cr = buf.find(b"\r", pos)
+            if cr < 0 or cr + 1 >= size:  # the line, or its \n, has not all arrived
+                if size - pos > INLINE_MAX:
+                    raise ProtocolViolation("ERR Protocol error: too big mbulk count string")
                 return None
-            count = strict_int(bytes(line[1:]))
+            count = _length(buf[pos + 1 : cr])
             if count is None or count > MAX_MULTIBULK:
                 raise ProtocolViolation("ERR Protocol error: invalid multibulk length")
+            self.pos = pos = cr + 2
             if count <= 0:
                 return []  # Redis skips an empty request
             self._argc, self._argv = count, []
-        while self._argc:
-            if self._bulk < 0:
-                line = self._line("ERR Protocol error: too big bulk count string")
-                if line is None:
-                    return None
-                if line[:1] != b"$":
-                    got = chr(line[0]) if line else "\r"
+        argc, bulk, argv = self._argc, self._bulk, self._argv
+        while argc:
+            if bulk < 0:
+                cr = buf.find(b"\r", pos)
+                if cr < 0 or cr + 1 >= size:
+                    if size - pos > INLINE_MAX:
+                        raise ProtocolViolation("ERR Protocol error: too big bulk count string")
+                    break
+                if buf[pos] != 0x24:  # '$'
+                    # The byte as Redis shows it: raw, a CR or LF as a space (latin-1 keeps it
+                    # one byte on the wire).
+                    got = " " if buf[pos] in (0x0A, 0x0D) else chr(buf[pos])
                     raise ProtocolViolation(f"ERR Protocol error: expected '$', got '{got}'")
-                size = strict_int(bytes(line[1:]))
-                if size is None or size < 0 or size > self.max_bulk:
+                bulk = _length(buf[pos + 1 : cr])
+                if bulk is None or bulk < 0 or bulk > self.max_bulk:
                     raise ProtocolViolation("ERR Protocol error: invalid bulk length")
-                self._bulk = size
-            if len(buf) - self.pos < self._bulk + 2:
-                return None
+                pos = cr + 2
+            end = pos + bulk
+            if end + 2 > size:
+                self._short = end + 2 - size  # nothing to do until that much more arrives
+                break
             # As in Redis, the two bytes after the bulk are taken as its CRLF unchecked.
-            self._argv.append(bytes(buf[self.pos : self.pos + self._bulk]))
-            self.pos += self._bulk + 2
-            self._bulk = -1
-            self._argc -= 1
-        argv, self._argv = self._argv, []
+            argv.append(buf[pos:end])
+            pos = end + 2
+            bulk = -1
+            argc -= 1
+        self.pos, self._argc, self._bulk = pos, argc, bulk
+        if argc:
+            return None
+        self._argv = []
         return argv
 
-    def _line(self, too_big: str) -> bytearray | None:
-        """The header line at `pos` (without CRLF), consumed; None until it is whole."""
-        buf, pos = self.buf, self.pos
-        cr = buf.find(b"\r", pos)
-        if cr < 0:
-            if len(buf) - pos > INLINE_MAX:
-                raise ProtocolViolation(too_big)
-            return None
-        if cr + 1 >= len(buf):
-            return None  # the \n has not arrived yet
-        self.pos = cr + 2
-        return buf[pos:cr]
+
+def _length(raw: bytes) -> int | None:
+    """A count or length as Redis's string2ll reads it; the plain digits of nearly every
+    header skip the general check."""
+    if raw.isdigit() and len(raw) < 19 and (raw[0] != 0x30 or len(raw) == 1):
+        return int(raw)
+    return strict_int(raw)
 
 
 _SPACE = b" \t\n\r\x0b\x0c"  # C's isspace
