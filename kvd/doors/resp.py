@@ -50,7 +50,7 @@ READ_PER_TURN = 1024 * 1024  # bytes read from one connection per turn: fairness
 OUTPUT_LIMIT = 64 * 1024 * 1024
 ACCEPT_PER_TURN = 64
 LOG_EVERY_S = 10.0
-_POLLIN, _POLLOUT = zmq.POLLIN, zmq.POLLOUT
+_POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)  # ints: enum Flags cost per test
 _OK, _QUEUED = b"+OK\r\n", b"+QUEUED\r\n"
 
 
