@@ -57,6 +57,7 @@ class Door(Protocol):
     def read(self, ready: dict, ctx: Context) -> None: ...
     def fail(self, exc: StorageError) -> None: ...
     def committed(self, changes: list[Change]) -> None: ...
+    def expired(self, keys: list[bytes]) -> None: ...
     def flush(self) -> None: ...
     def tick(self, now: float) -> None: ...
     def close(self) -> None: ...
@@ -155,8 +156,16 @@ class Loop:
         if ctx.events:
             door.deliver(ctx.events)
         door.flush()
+        if node.store.expired:
+            self._announce_expired()
         for other in self.doors:
             other.flush()
+
+    def _announce_expired(self) -> None:
+        """Keys the store reclaimed as expired, told to the doors (keyspace notifications)."""
+        keys, self.node.store.expired = self.node.store.expired, []
+        for other in self.doors:
+            other.expired(keys)
 
     def _commit(self, changes: list[Change]) -> bool:
         """Log the turn's writes; if the log refuses, undo them and fail those replies."""
@@ -181,6 +190,10 @@ class Loop:
             self._next_heartbeat = now + HEARTBEAT_S
             self.door.heartbeats()
         self.node.store.expire_due(self.node.clock.time_ms(), EXPIRE_PER_TICK)
+        if self.node.store.expired:
+            self._announce_expired()
+            for other in self.doors:
+                other.flush()
         self.log.tick(now)
         if self.peers is not None:
             self.peers.tick(wall_ms())

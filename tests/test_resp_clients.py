@@ -207,3 +207,13 @@ def test_maxclients_refuses_with_redis_words(kvd_factory: Callable[..., Kvd], tm
     assert read_until(third, b"\r\n") == b"-ERR max number of clients reached\r\n"
     for s in keep:
         s.close()
+
+
+def test_expired_keys_are_announced_on_the_keyevent_channel(kvd: Kvd) -> None:
+    pubsub = client(kvd, 3).pubsub()
+    pubsub.subscribe("__keyevent@0__:expired")
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+    client(kvd).set("brief", "x", px=50)
+    message = wait_for(lambda: pubsub.get_message(timeout=1), what="the expired event")
+    assert (message["channel"], message["data"]) == (b"__keyevent@0__:expired", b"brief")
+    pubsub.close()

@@ -51,7 +51,8 @@ OUTPUT_LIMIT = 64 * 1024 * 1024
 ACCEPT_PER_TURN = 64
 LOG_EVERY_S = 10.0
 _POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)  # ints: enum Flags cost per test
-_OK, _QUEUED = b"+OK\r\n", b"+QUEUED\r\n"
+_OK = b"+OK\r\n"
+_SUBSCRIPTION_CHANGES = {b"SUBSCRIBE", b"PSUBSCRIBE", b"UNSUBSCRIBE", b"PUNSUBSCRIBE", b"RESET"}
 
 
 class Conn:
@@ -75,6 +76,7 @@ class RespDoor:
         self.conns: dict[int, Conn] = {}
         self.pending: list[tuple[Conn, int]] = []  # replies of this turn that wrote
         self.touched: dict[int, Conn] = {}  # connections with replies this turn
+        self.subscribers: set[Conn] = set()  # connections with a (P)SUBSCRIBE
         self.poller: zmq.Poller | None = None
         self._ids = 0
         self._logged: dict[str, float] = {}
@@ -205,6 +207,8 @@ class RespDoor:
                                 else b"-%b\r\n" % error_line(reply, name.decode()).encode())
         if len(self.node.changes) != before:
             self.pending.append((conn, len(conn.replies) - 1))
+        if name in _SUBSCRIPTION_CHANGES:
+            (self.subscribers.add if s.subscribed else self.subscribers.discard)(conn)
 
     def _dispatch(self, s: rs.Session, argv: list[bytes], name: bytes, ctx: Context) -> object:
         """One command, run now: the session's own, or the node's (via the command table)."""
@@ -262,15 +266,21 @@ class RespDoor:
 
     def committed(self, changes: list[Change]) -> None:
         """Keyspace notifications for the turn's changes (local, replicated and repaired)."""
-        subscribers = [c for c in self.conns.values() if c.session.subscribed]
-        for conn in subscribers:
+        if self.subscribers:
+            self._notify([(c.key, b"del" if c.entry.value is None else b"set") for c in changes])
+
+    def _notify(self, events: list[tuple[bytes, bytes]]) -> None:
+        for conn in self.subscribers:
             s = conn.session
-            for change in changes:
-                event = b"del" if change.entry.value is None else b"set"
-                for push in rs.notices(s, change.key, event):
+            for key, event in events:
+                for push in rs.notices(s, key, event):
                     conn.replies.append(encode(push, s.proto))
             if conn.replies:
                 self.touched[conn.fd] = conn
+
+    def expired(self, keys: list[bytes]) -> None:
+        if self.subscribers:
+            self._notify([(key, b"expired") for key in keys])
 
     def flush(self) -> None:
         touched, self.touched = self.touched, {}
@@ -352,6 +362,7 @@ class RespDoor:
             return
         self.env.sessions.pop(conn.session.id, None)
         self.touched.pop(conn.fd, None)
+        self.subscribers.discard(conn)
         if self.poller is not None and conn.flags:
             self.poller.unregister(conn.fd)
         conn.sock.close()

@@ -125,6 +125,7 @@ class Store:
         self.live_count = 0  # live values, counting expired ones not yet reclaimed
         self.tombstones = 0
         self._expiry: list[tuple[int, bytes]] = []  # heap of (expires_at, key)
+        self.expired: list[bytes] = []  # reclaimed by expire_due, until the loop takes them
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._buckets)
@@ -212,6 +213,7 @@ class Store:
                 continue  # overwritten since: a stale heap item
             tomb = Entry(None, entry.stamp, entry.origin, 0)
             self._buckets[b][key] = tomb
+            self.expired.append(key)
             self._account(b, key, entry, -1)
             self._account(b, key, tomb, +1)
             done += 1
