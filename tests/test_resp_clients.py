@@ -217,3 +217,35 @@ def test_expired_keys_are_announced_on_the_keyevent_channel(kvd: Kvd) -> None:
     message = wait_for(lambda: pubsub.get_message(timeout=1), what="the expired event")
     assert (message["channel"], message["data"]) == (b"__keyevent@0__:expired", b"brief")
     pubsub.close()
+
+
+def test_random_bytes_on_the_port_never_cost_the_node(kvd: Kvd) -> None:
+    """Hypothesis throws bytes (and half-requests) at the live port; after each, the node
+    answers a well-behaved client and its data is intact."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    r = client(kvd)
+    r.set("safe", "1")
+    pieces = st.one_of(st.binary(max_size=64), st.sampled_from(
+        [b"*", b"$", b"\r\n", b"*2\r\n", b"$3\r\nSET\r\n", b"$-5\r\n", b"*999999999\r\n",
+         b"$2147483648\r\n", b'"', b"'", b"\x00", b"PING\r\n", b"MULTI\r\n"]))
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(pieces, max_size=8))
+    def throw(parts: list[bytes]) -> None:
+        sock = raw(kvd)
+        try:
+            sock.sendall(b"".join(parts))
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(5)
+            while sock.recv(65536):
+                pass
+        except OSError:
+            pass
+        finally:
+            sock.close()
+        assert r.get("safe") == b"1"
+
+    throw()
+    assert r.dbsize() == 1

@@ -36,6 +36,8 @@ from kvd.doors.respwire import (
     Verbatim,
     encode,
     error_line,
+    text,
+    wire,
 )
 from kvd.doors.respwire import unknown_command as unknown
 from kvd.state.context import Context
@@ -98,7 +100,8 @@ class RespDoor:
                 "resp_connections_received": self.counters["accepted"],
                 "resp_rejected_connections": self.counters["rejected"],
                 "resp_protocol_errors": self.counters["protocol_errors"],
-                "resp_dropped_slow_subscribers": self.counters["dropped_slow"]}
+                "resp_dropped_slow_subscribers": self.counters["dropped_slow"],
+                "resp_internal_errors": self.counters["internal_errors"]}
 
     # -- a turn: read, (the loop commits), flush --------------------------------------------
 
@@ -143,7 +146,14 @@ class RespDoor:
             self.touched[conn.fd] = conn
         if requests:
             self.touched[conn.fd] = conn
-            self._run_all(conn, requests, ctx)
+            try:
+                self._run_all(conn, requests, ctx)
+            except Exception:  # the edge: a bug costs this connection, never the node
+                self.counters["internal_errors"] += 1
+                log.exception("a Redis request failed unexpectedly (%s); its connection is "
+                              "closed", conn.session.addr)
+                conn.replies.append(b"-ERR internal error: the connection is closed\r\n")
+                conn.session.closing = True
         if closed:
             conn.session.closing = True
             self.touched[conn.fd] = conn
@@ -177,8 +187,7 @@ class RespDoor:
             elif type(value) is bytes:
                 out.append(b"$%d\r\n%b\r\n" % (len(value), value))
             elif isinstance(value, KvError):
-                out.append(b"-%b\r\n" % error_line(value, argv[0].decode("utf-8", "replace"))
-                           .encode())
+                out.append(b"-%b\r\n" % wire(error_line(value, text(argv[0]))))
             else:
                 out.append(encode(value, proto))
         self.pending.extend((conn, base + i) for i in wrote)
@@ -204,7 +213,7 @@ class RespDoor:
             conn.replies.extend(encode(p, s.proto) for p in reply)  # one per channel
         else:
             conn.replies.append(encode(reply, s.proto) if not isinstance(reply, KvError)
-                                else b"-%b\r\n" % error_line(reply, name.decode()).encode())
+                                else b"-%b\r\n" % wire(error_line(reply, text(name))))
         if len(self.node.changes) != before:
             self.pending.append((conn, len(conn.replies) - 1))
         if name in _SUBSCRIPTION_CHANGES:
@@ -227,7 +236,7 @@ class RespDoor:
     def _arity(self, raw: bytes) -> int | None:
         arity = self._plain.get(raw)
         if arity is None:
-            command = COMMANDS.get(raw.decode("utf-8", "replace").upper())
+            command = COMMANDS.get(text(raw).upper())
             if command is None or command.redis_arity is None \
                     or raw.upper() in rs.NOT_FOR_THE_NODE:
                 return None

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kvd.doors.respwire import Push
+from kvd.doors.respwire import Push, text
 from kvd.state.glob import compile_glob
 from kvd.state.node import Node
 from shared.commands import COMMANDS, strict_int
@@ -316,7 +316,7 @@ def info(s: Session, argv: list[bytes], env: Env) -> object:
 
 
 def _text(raw: bytes) -> str:
-    return raw[:128].decode("utf-8", "replace")
+    return text(raw[:128])
 
 
 # name -> (Redis arity, handler). EXEC is the door's: it runs its queue through the node.
