@@ -3,6 +3,7 @@
     python -m bench                      # the full run (a few minutes)
     python -m bench --reps 3 --scale 0.3 --keys 100000   # a quicker look
     python -m bench --quick              # seconds: what the test suite runs
+    python -m bench --resp               # the Redis door against Redis (bench.resp)
 
 Writes bench/results/<date>.json and bench/results/latest.md (the markdown table).
 """
@@ -32,6 +33,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-redis", action="store_true", help="leave Redis out")
     p.add_argument("--no-cluster", action="store_true", help="leave the cluster out")
     p.add_argument("--quick", action="store_true", help="a tiny run: checks the bench works")
+    p.add_argument("--resp", action="store_true", help="only the Redis door against Redis, "
+                   "with redis-benchmark (python -m bench.resp)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = p.parse_args(argv)
     if args.quick:
@@ -41,6 +44,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.resp:
+        from bench import resp
+
+        return resp.main(["--reps", str(args.reps)])
     with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp, ExitStack() as stack:
         home = Path(tmp)
         s = suite.Suite([], suite.default_modes(args.scale), args.reps, args.keyspace)

@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             kvd.stop()
             redis.stop()
-    print(f"\n| shape | op | kv ÷ Redis, requests/s | kv ÷ Redis, p50 latency |\n"
-          f"| --- | --- | ---: | ---: |")
+    print("\n| shape | op | kv ÷ Redis, requests/s | kv ÷ Redis, p50 latency |\n"
+          "| --- | --- | ---: | ---: |")
     for (shape, op), pairs in rows.items():
         print(f"| {shape} | {op.upper()} | {_fmt([r for r, _ in pairs])} | "
               f"{_fmt([lat for _, lat in pairs])} |")
