@@ -35,6 +35,11 @@ class Arg:
     name: str
     kind: Kind
     optional: bool = False
+    # An INTEGER that Redis reads otherwise than strict_int (SCAN's cursor: C's strtoul), and
+    # the line it refuses a value with; None: strict_int, "value is not an integer ...".
+    read: Callable[[bytes], int | None] | None = field(default=None, compare=False, repr=False)
+    refused: str | None = None
+    minimum: int | None = None  # a smaller INTEGER is a syntax error (SCAN's COUNT)
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,15 @@ class Command:
     redis_arity: int | None = None
     # The error for an option this command does not have (Redis words it per command).
     unknown_option: str = "syntax error"
+    # Redis reads this command's arguments left to right, converting each as it comes (SCAN),
+    # instead of checking the options' syntax before converting anything (SET, EXPIRE).
+    in_order: bool = False
+    # More arguments than this (after the name) are a syntax error, even a repeated option
+    # (FLUSHDB ASYNC ASYNC), where Redis counts them instead of scanning options.
+    max_args: int | None = None
+    # The handler converts the option values itself, when Redis does so only after looking
+    # the key up (GETEX of a missing key is nil, whatever its expiry); see `option_value`.
+    late_options: bool = False
     # Checks the options as a whole once they are scanned, before any value is converted.
     check: Callable[[dict], None] | None = field(default=None, compare=False, repr=False)
     _option_index: dict[str, Option] = field(default_factory=dict, compare=False, repr=False)
@@ -70,7 +84,8 @@ class Command:
         return sum(1 for a in self.args if not a.optional)
 
     def option(self, token: str) -> Option | None:
-        return self._option_index.get(token.upper())
+        # Case folded in ASCII only, as Redis's strcasecmp: "persıst" is not PERSIST.
+        return self._option_index.get(token.upper()) if token.isascii() else None
 
     @property
     def syntax(self) -> str:
@@ -132,6 +147,26 @@ def _counter(name: str, summary: str, by: bool) -> Command:
     return Command(name, summary, args, mutating=True, redis_arity=len(args) + 1)
 
 
+_UNSIGNED = re.compile(rb"[+-]?([0-9]+)")
+UINT64_MAX = (1 << 64) - 1
+
+
+def strtoul(raw: bytes) -> int | None:
+    """`raw` as Redis reads a SCAN cursor (C's strtoul, base 10, the whole C string): an
+    optional sign (a minus wraps around, as in C), digits, no leading space; an empty string
+    is 0; None for anything else or past 64 bits."""
+    raw = raw.split(b"\0", 1)[0]
+    if not raw:
+        return 0
+    match = _UNSIGNED.fullmatch(raw)
+    if match is None or len(match[1].lstrip(b"0")) > 20:
+        return None
+    value = int(match[1])
+    if value > UINT64_MAX:
+        return None
+    return -value & UINT64_MAX if raw[:1] == b"-" else value
+
+
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
@@ -167,7 +202,8 @@ COMMANDS: dict[str, Command] = {
         Command("GETDEL", "Get a key's value and delete it", (_k("key"),), mutating=True,
                 redis_arity=2),
         Command("GETEX", "Get a key's value and set or remove its expiry", (_k("key"),),
-                (*_EXPIRY, Option("PERSIST", None, "expiry")), mutating=True, redis_arity=-2),
+                (*_EXPIRY, Option("PERSIST", None, "expiry")), mutating=True, redis_arity=-2,
+                late_options=True),
         Command("MGET", "Get the values of several keys", (_k("key"),), repeat=1,
                 redis_arity=-2),
         Command(
@@ -225,21 +261,23 @@ COMMANDS: dict[str, Command] = {
         Command(
             "SCAN",
             "Iterate over keys a batch at a time",
-            (Arg("cursor", Kind.INTEGER),),
+            (Arg("cursor", Kind.INTEGER, read=strtoul,
+                 refused="ERR invalid cursor"),),
             (
                 Option("MATCH", Arg("pattern", Kind.PATTERN)),
-                Option("COUNT", Arg("count", Kind.INTEGER)),
+                Option("COUNT", Arg("count", Kind.INTEGER, minimum=1)),
                 Option("TYPE", Arg("type", Kind.STRING)),
             ),
             redis_arity=-2,
+            in_order=True,
         ),
         Command("DBSIZE", "Count live keys", redis_arity=1),
         Command("FLUSHDB", "Delete every key, on every node", (),
                 (Option("ASYNC", None, "mode"), Option("SYNC", None, "mode")), mutating=True,
-                redis_arity=-1),
+                redis_arity=-1, max_args=1),
         Command("FLUSHALL", "Delete every key, on every node (as FLUSHDB)", (),
                 (Option("ASYNC", None, "mode"), Option("SYNC", None, "mode")), mutating=True,
-                redis_arity=-1),
+                redis_arity=-1, max_args=1),
         Command("TIME", "The server's time: [unix seconds, microseconds]", redis_arity=1),
         Command("INFO", "Show the node's state and counters", (Arg("section", Kind.STRING, True),),
                 repeat=1),
@@ -259,7 +297,8 @@ COMMANDS: dict[str, Command] = {
 
 def lookup(name: str | bytes) -> Command:
     text = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
-    command = COMMANDS.get(text.upper())
+    # Case folded in ASCII only, as Redis does: "ſet" is not SET.
+    command = COMMANDS.get(text.upper()) if text.isascii() else None
     if command is None:
         raise UnknownCommand(f"unknown command '{text}' — try HELP for the list")
     return command
@@ -281,12 +320,16 @@ def strict_int(raw: bytes) -> int | None:
 
 def _convert(arg: Arg, raw: bytes, command: Command) -> object:
     if arg.kind is Kind.INTEGER:
-        value = strict_int(raw)
+        value = strict_int(raw) if arg.read is None else arg.read(raw)
         if value is None:
             shown = raw[:40].decode("utf-8", "replace")
             raise NotInteger(
-                f"{command.name} {arg.name}: '{shown}' is not an integer — usage: {command.syntax}"
+                f"{command.name} {arg.name}: '{shown}' is not an integer — usage: {command.syntax}",
+                redis=arg.refused,
             )
+        if arg.minimum is not None and value < arg.minimum:
+            raise SyntaxError_(f"{command.name} {arg.name}: must be {arg.minimum} or more — "
+                               f"usage: {command.syntax}")
         return value
     return raw
 
@@ -295,7 +338,9 @@ def parse(command: Command, raw: list[bytes] | tuple[bytes, ...]) -> Call:
     """Check `raw` (the arguments after the name) against the grammar and convert them.
 
     The order of the checks is Redis's, so that both report the same first mistake: the
-    number of arguments, then the options' syntax, then the values' conversion.
+    number of arguments, then the options' syntax, then the values' conversion; for an
+    `in_order` command each argument is checked and converted as it comes, and a command
+    with `late_options` leaves its option values to its handler.
     """
     n_pos = len(command.args)
     required = command.required
@@ -315,29 +360,47 @@ def parse(command: Command, raw: list[bytes] | tuple[bytes, ...]) -> Call:
         return Call(command, values, {})
     if len(raw) < required:
         raise _arity(command)
+    if command.max_args is not None and len(raw) > command.max_args:
+        raise SyntaxError_(f"{command.name}: too many arguments — usage: {command.syntax}")
+    if command.in_order:
+        args = tuple(_convert(a, r, command) for a, r in zip(command.args, raw, strict=False))
+        return Call(command, args, _scan_options(command, raw[n_pos:], convert=True))
     scanned = _scan_options(command, raw[n_pos:])
     if command.check is not None:
         command.check(scanned)
     args = tuple(_convert(a, r, command) for a, r in zip(command.args, raw, strict=False))
+    if command.late_options:
+        return Call(command, args, {t: True if v is None else v for t, v in scanned.items()})
     options = {token: True if value is None else _convert(command.option(token).value, value,
                                                           command)  # type: ignore[union-attr]
                for token, value in scanned.items()}
     return Call(command, args, options)
 
 
-def _scan_options(command: Command, raw: list[bytes] | tuple[bytes, ...]) -> dict:
-    """Option tokens to their raw values (None for a flag); a repeated option keeps its last
-    value, as Redis does."""
-    options: dict[str, bytes | None] = {}
+def option_value(call: Call, token: str) -> object:
+    """The value of option `token` converted by its kind: what `parse` leaves to the handler
+    of a command with `late_options`."""
+    option = call.command.option(token)
+    assert option is not None and option.value is not None
+    return _convert(option.value, call.options[token], call.command)
+
+
+def _scan_options(command: Command, raw: list[bytes] | tuple[bytes, ...],
+                  convert: bool = False) -> dict:
+    """Option tokens to their raw values (None for a flag), or with `convert` to their
+    converted values (True for a flag) as they come; a repeated option keeps its last value,
+    as Redis does."""
+    options: dict[str, object] = {}
     groups: dict[str, str] = {}
     i = 0
     while i < len(raw):
-        typed = raw[i].decode("utf-8", "replace")
-        token = typed.upper()
+        typed = raw[i].split(b"\0", 1)[0]  # Redis reads an option as a C string: NUL ends it
+        token = typed.upper().decode("utf-8", "replace")
         option = command.option(token)
         if option is None:
+            echo = typed.decode("utf-8", "surrogateescape")  # the door sends back these bytes
             raise SyntaxError_(f"{command.name}: unexpected '{token}' — usage: {command.syntax}",
-                               redis="ERR " + command.unknown_option.format(token=typed))
+                               redis="ERR " + command.unknown_option.format(token=echo))
         if option.group:
             other = groups.setdefault(option.group, token)
             if other != token:
@@ -346,15 +409,18 @@ def _scan_options(command: Command, raw: list[bytes] | tuple[bytes, ...]) -> dic
                     f"{command.syntax}"
                 )
         if option.value is None:
-            options[token] = None
+            options[token] = True if convert else None
             i += 1
             continue
         if i + 1 >= len(raw):
             raise SyntaxError_(f"{command.name}: {token} needs a {option.value.name}")
-        options[token] = raw[i + 1]
+        options[token] = _convert(option.value, raw[i + 1], command) if convert else raw[i + 1]
         i += 2
     return options
 
 
 def _arity(command: Command) -> ArityError:
-    return ArityError(f"wrong number of arguments for {command.name} — usage: {command.syntax}")
+    # Redis names the command in lower case, however it was typed (also inside EXEC's reply,
+    # where the door no longer has the request at hand).
+    return ArityError(f"wrong number of arguments for {command.name} — usage: {command.syntax}",
+                      redis=f"ERR wrong number of arguments for '{command.name.lower()}' command")

@@ -31,11 +31,13 @@ CRLF = b"\r\n"
 
 class ProtocolViolation(Exception):
     """The client broke the protocol: reply with `line` (latin-1: one byte per character),
-    then close the connection."""
+    then close the connection. `requests` are the whole requests read before it: Redis runs
+    them and sends their replies before the error line."""
 
     def __init__(self, line: str) -> None:
         super().__init__(line)
         self.line = line
+        self.requests: list[list[bytes]] = []
 
 
 @dataclass(slots=True)
@@ -90,7 +92,7 @@ class RequestParser:
 
     def requests(self) -> list[list[bytes]]:
         """Every whole request buffered, in order; raises ProtocolViolation at the first bad
-        one (the requests before it are lost with it: the connection is closing anyway)."""
+        one, carrying the requests before it."""
         if self._fed < self._short:
             return []
         if self._chunks:
@@ -99,19 +101,23 @@ class RequestParser:
         self._short = 0
         out: list[list[bytes]] = []
         buf = self.buf
-        while self.pos < len(buf):
-            inline = self._argc == 0 and buf[self.pos] != 0x2A  # not '*': a telnet line
-            argv = self._inline() if inline else self._multibulk()
-            if argv is None:
-                break
-            if argv:
-                out.append(argv)
+        try:
+            while self.pos < len(buf):
+                inline = self._argc == 0 and buf[self.pos] != 0x2A  # not '*': a telnet line
+                argv = self._inline() if inline else self._multibulk()
+                if argv is None:
+                    break
+                if argv:
+                    out.append(argv)
+        except ProtocolViolation as exc:
+            exc.requests = out
+            raise
         return out
 
     def _inline(self) -> list[bytes] | None:
         buf, pos = self.buf, self.pos
         newline = buf.find(b"\n", pos)
-        if newline < 0:
+        if newline < 0 or not _ends(buf, pos, newline, "too big inline request"):
             if len(buf) - pos > INLINE_MAX:
                 raise ProtocolViolation("ERR Protocol error: too big inline request")
             return None
@@ -132,6 +138,8 @@ class RequestParser:
                 return None
             count = _length(buf[pos + 1 : cr])
             if count is None or count > MAX_MULTIBULK:
+                if not _ends(buf, pos, cr, "too big mbulk count string"):
+                    return None
                 raise ProtocolViolation("ERR Protocol error: invalid multibulk length")
             self.pos = pos = cr + 2
             if count <= 0:
@@ -145,13 +153,16 @@ class RequestParser:
                     if size - pos > INLINE_MAX:
                         raise ProtocolViolation("ERR Protocol error: too big bulk count string")
                     break
-                if buf[pos] != 0x24:  # '$'
-                    # The byte as Redis shows it: raw, a CR or LF as a space (latin-1 keeps it
-                    # one byte on the wire).
-                    got = " " if buf[pos] in (0x0A, 0x0D) else chr(buf[pos])
-                    raise ProtocolViolation(f"ERR Protocol error: expected '$', got '{got}'")
-                bulk = _length(buf[pos + 1 : cr])
+                bulk = _length(buf[pos + 1 : cr]) if buf[pos] == 0x24 else None  # '$'
                 if bulk is None or bulk < 0 or bulk > self.max_bulk:
+                    if not _ends(buf, pos, cr, "too big bulk count string"):
+                        bulk = -1
+                        break
+                    if buf[pos] != 0x24:
+                        # The byte as Redis shows it: raw, a CR or LF as a space (latin-1
+                        # keeps it one byte on the wire).
+                        got = " " if buf[pos] in (0x0A, 0x0D) else chr(buf[pos])
+                        raise ProtocolViolation(f"ERR Protocol error: expected '$', got '{got}'")
                     raise ProtocolViolation("ERR Protocol error: invalid bulk length")
                 pos = cr + 2
             end = pos + bulk
@@ -168,6 +179,18 @@ class RequestParser:
             return None
         self._argv = []
         return argv
+
+
+def _ends(buf: bytes, pos: int, end: int, too_big: str) -> bool:
+    """Whether the line at `pos` ends at `end` for Redis, which looks for a line's end with
+    strchr: a NUL before it hides it, and the line waits for more until it is too long. A
+    multibulk header with a NUL is wrong anyway, so only wrong headers are checked (an inline
+    line, rare, always is)."""
+    if buf.find(b"\0", pos, end) < 0:
+        return True
+    if len(buf) - pos > INLINE_MAX:
+        raise ProtocolViolation("ERR Protocol error: " + too_big)
+    return False
 
 
 def _length(raw: bytes) -> int | None:
@@ -273,7 +296,7 @@ def _encode(value: object, proto: int, out: list[bytes]) -> None:
             _encode(k.encode() if type(k) is str else k, proto, out)
             _encode(v.encode() if type(v) is str else v, proto, out)
     elif isinstance(value, KvError):
-        out.append(b"-%b\r\n" % error_line(value).encode())
+        out.append(b"-%b\r\n" % wire(error_line(value)))
     elif t is Verbatim:
         body = value.format + b":" + value.text  # type: ignore[union-attr]
         out.append(b"=%d\r\n%b\r\n" % (len(body), body) if proto == 3
@@ -313,11 +336,22 @@ _ERR_CODES = {"ERR", "PROTOCOL", "SYNTAX", "NOT_INTEGER", "NOT_FLOAT", "OVERFLOW
 
 
 def unknown_command(argv: list[bytes]) -> UnknownCommand:
-    """Redis's words for a command it does not have, with the first arguments quoted."""
-    name = argv[0][:128].decode("utf-8", "replace")
-    args = ""
+    """Redis's words for a command it does not have, with the first arguments quoted: 128
+    bytes at most of each, and of them all, each cut at a NUL (Redis prints C strings)."""
+    args = b""
     for arg in argv[1:]:
         if len(args) >= 128:
             break
-        args += "'" + arg[: 128 - len(args)].decode("utf-8", "replace") + "' "
-    return UnknownCommand(f"unknown command '{name}', with args beginning with: {args}")
+        args += b"'" + arg.split(b"\0", 1)[0][: 128 - len(args)] + b"' "
+    name = text(argv[0].split(b"\0", 1)[0][:128])
+    return UnknownCommand(f"unknown command '{name}', with args beginning with: {text(args)}")
+
+
+def text(raw: bytes) -> str:
+    """A client's bytes inside an error line: `wire` gives back exactly these bytes, as Redis
+    echoes them (UTF-8 or not)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def wire(line: str) -> bytes:
+    return line.encode("utf-8", "surrogateescape")

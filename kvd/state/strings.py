@@ -11,7 +11,7 @@ from __future__ import annotations
 from kvd.state import longdouble
 from kvd.state.context import Context, Node
 from kvd.state.store import Entry
-from shared.commands import INT64_MAX, INT64_MIN, Call, strict_int
+from shared.commands import INT64_MAX, INT64_MIN, Call, option_value, strict_int
 from shared.errors import NotFloat, NotInteger, Overflow, SyntaxError_, TooLarge
 
 OK = "OK"
@@ -86,11 +86,14 @@ def getdel(node: Node, call: Call, ctx: Context) -> object:
 
 
 def getex(node: Node, call: Call, ctx: Context) -> object:
+    """The key is looked up before its new expiry is read: a missing key is nil whatever
+    the expiry says, as in Redis (the table leaves the option values to this handler)."""
     key, opts = call.args[0], call.options
-    expires_at = expiry_of(opts, ctx.now, "getex")
     current = node.store.get(key, ctx.now)
     if current is None:
         return None
+    expiry = {t: option_value(call, t) for t in opts if t != "PERSIST"}
+    expires_at = expiry_of(expiry, ctx.now, "getex")
     if expires_at is not None:
         # An absolute time already past deletes the key, as EXPIREAT does.
         node.write(key, None if expires_at <= ctx.now else current.value,
