@@ -16,9 +16,8 @@ except where time or iteration order makes them differ by nature:
   its expiry cycle samples it, kv does not, so every DBSIZE here follows an EXISTS of the
   whole keyspace, which makes Redis drop such keys first;
 - RANDOMKEY, TIME, INFO: not sent (random, time or text that differs by design);
-- what the door itself still does otherwise than Redis (the transaction commands' own
-  errors, the requests before a protocol error) is not generated, and pinned instead by
-  strict xfail cases below, which turn into failures once the door is fixed.
+- the transaction commands' own errors and the requests before a protocol error are not
+  generated: fixed cases below pin them (DOOR_TRANSACTIONS, PAYLOADS).
 
 Expiry times are chosen so that no comparison depends on which millisecond a command ran in:
 every relative or absolute time of an example is distinct from every other by seconds (see
@@ -535,12 +534,6 @@ def test_same_replies_as_redis(servers: Servers, sequence: list[list], pipelined
 
 # -- the wire: inline commands and broken requests --------------------------------------------
 
-# The door runs no request read before a protocol error, where Redis runs them and replies
-# before the error line: respwire hands them over (ProtocolViolation.requests), and
-# kvd/doors/resp.py (the door, not this test's to change) has yet to run them.
-_DOOR = pytest.mark.xfail(strict=True, reason="the door drops the requests before a protocol "
-                          "error (kvd/doors/resp.py)")
-
 PAYLOADS = [
     b"PING\r\n",
     b"ping hello\n",
@@ -583,9 +576,9 @@ PAYLOADS = [
     b"*1\r\n$4\r\nPING\r\nPING x\r\n",
     b"*2\r\n$4\r\nECHO\r\n$5\r\nab",  # the sentinel completes the bulk
     b"*2\r\n$4\r\nECHO\r\n",  # the sentinel is read as the second bulk's header
-    pytest.param(b"*1\r\n$4\r\nPING\r\n*abc\r\n", marks=_DOOR),
-    pytest.param(b"PING\r\n*1\r\n:1\r\n", marks=_DOOR),
-    pytest.param(b"PING\r\nSET a 'x\r\n", marks=_DOOR),
+    b"*1\r\n$4\r\nPING\r\n*abc\r\n",
+    b"PING\r\n*1\r\n:1\r\n",
+    b"PING\r\nSET a 'x\r\n",
     b"*1\r\n$4\x00\r\nPING\r\n",  # a NUL in a header: Redis never finds its end
     b"ECHO a\x00b\r\n",
     b"*1\x00\r\n",
@@ -620,7 +613,7 @@ def test_inline_lines_as_redis(servers: Servers, head: bytes, pieces: list[bytes
 # Mismatches in the door's own code (kvd/doors/resp.py, respsession.py: the transaction
 # commands), which this test's author could not change; the hypothesis test above does not
 # send them. Each is expected to fail until the door is fixed (strict: a fix shows as XPASS).
-KNOWN_DOOR_MISMATCHES = [
+DOOR_TRANSACTIONS = [
     # Redis checks EXEC's arity like any command's: EXECABORT, and a MULTI is discarded.
     [[b"EXEC", b"a"]],
     [[b"MULTI"], [b"SET", b"a", b"1"], [b"EXEC", b"a"], [b"EXEC"]],
@@ -633,9 +626,8 @@ KNOWN_DOOR_MISMATCHES = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="the door's transaction commands (respsession.py)")
-@pytest.mark.parametrize("sequence", KNOWN_DOOR_MISMATCHES, ids=repr)
-def test_known_door_mismatches(servers: Servers, sequence: list[list[bytes]]) -> None:
+@pytest.mark.parametrize("sequence", DOOR_TRANSACTIONS, ids=repr)
+def test_transaction_edges_as_redis(servers: Servers, sequence: list[list[bytes]]) -> None:
     flush(servers)
     session = Session(servers)
     try:

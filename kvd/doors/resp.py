@@ -139,24 +139,32 @@ class RespDoor:
         try:
             requests = conn.parser.requests()
         except ProtocolViolation as exc:
+            # As Redis: the requests read before the bad one are run and answered, then the
+            # error, then the connection is closed.
             self.counters["protocol_errors"] += 1
-            requests = []
+            self._run_guarded(conn, exc.requests, ctx)
             conn.session.closing = True
             conn.replies.append(b"-%b\r\n" % exc.line.encode("latin-1"))
             self.touched[conn.fd] = conn
+            requests = []
         if requests:
-            self.touched[conn.fd] = conn
-            try:
-                self._run_all(conn, requests, ctx)
-            except Exception:  # the edge: a bug costs this connection, never the node
-                self.counters["internal_errors"] += 1
-                log.exception("a Redis request failed unexpectedly (%s); its connection is "
-                              "closed", conn.session.addr)
-                conn.replies.append(b"-ERR internal error: the connection is closed\r\n")
-                conn.session.closing = True
+            self._run_guarded(conn, requests, ctx)
         if closed:
             conn.session.closing = True
             self.touched[conn.fd] = conn
+
+    def _run_guarded(self, conn: Conn, requests: list[list[bytes]], ctx: Context) -> None:
+        if not requests:
+            return
+        self.touched[conn.fd] = conn
+        try:
+            self._run_all(conn, requests, ctx)
+        except Exception:  # the edge: a bug costs this connection, never the node
+            self.counters["internal_errors"] += 1
+            log.exception("a Redis request failed unexpectedly (%s); its connection is "
+                          "closed", conn.session.addr)
+            conn.replies.append(b"-ERR internal error: the connection is closed\r\n")
+            conn.session.closing = True
 
     def _run_all(self, conn: Conn, requests: list[list[bytes]], ctx: Context) -> None:
         s, plain = conn.session, self._plain
@@ -203,8 +211,6 @@ class RespDoor:
                 "context")
         elif s.multi is not None and name not in rs.NOT_QUEUED:
             reply = self._queue(s, argv, name)
-        elif name == b"EXEC":
-            reply = self._exec(s, ctx)
         elif name == b"PING" and s.subscribed and s.proto == 2 and len(argv) <= 2:
             reply = [b"pong", argv[1] if len(argv) > 1 else b""]
         else:
@@ -223,12 +229,24 @@ class RespDoor:
         """One command, run now: the session's own, or the node's (via the command table)."""
         own = rs.SESSION_COMMANDS.get(name)
         arity = own[0] if own else self._arity(argv[0])
+        if name == b"EXEC":
+            arity = 1
+        refused = None
         if arity is None:
-            return unknown(argv)
-        n = len(argv)
-        if n != arity and not (arity < 0 and n >= -arity):
-            return rs.RespError(f"ERR wrong number of arguments for '{name.lower().decode()}' "
-                                "command")
+            refused = unknown(argv)
+        elif len(argv) != arity and not (arity < 0 and len(argv) >= -arity):
+            refused = rs.RespError(f"ERR wrong number of arguments for "
+                                   f"'{name.lower().decode()}' command")
+        if refused is not None:
+            if name == b"EXEC":  # Redis aborts the transaction, whatever was wrong
+                rs.discard_all(s)
+                return rs.RespError("EXECABORT Transaction discarded because of: "
+                                    + refused.redis.removeprefix("ERR "))  # type: ignore
+            if s.multi is not None:
+                s.multi_failed = True  # a refused command fails the transaction
+            return refused
+        if name == b"EXEC":
+            return self._exec(s, ctx)
         if own:
             return own[1](s, argv, self.env)
         return self.node.execute(argv, ctx)

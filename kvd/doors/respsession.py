@@ -254,13 +254,19 @@ def exec_abort(s: Session) -> object | None:
     """Why EXEC cannot run its queue (an error or a null reply), or None when it can; either
     way the transaction and the WATCHes end here."""
     queued, failed = s.multi, s.multi_failed
+    if queued is None:
+        return RespError("ERR EXEC without MULTI")  # the WATCHes stay, as in Redis
     s.multi, s.multi_failed = None, False
     watched, s.watched = s.watched, {}
-    if queued is None:
-        return RespError("ERR EXEC without MULTI")
     if failed:
         return RespError("EXECABORT Transaction discarded because of previous errors.")
     return watched or None
+
+
+def discard_all(s: Session) -> None:
+    """The transaction and the WATCHes end (a refused EXEC)."""
+    s.multi, s.multi_failed = None, False
+    s.watched.clear()
 
 
 def spoiled(watched: dict, node: Node) -> bool:
