@@ -68,8 +68,15 @@ class NativeDoor:
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.SNDHWM, 100_000)
         self.router.setsockopt(zmq.RCVHWM, 100_000)
-        # A hostile client cannot make us buffer more than one maximal request.
-        self.router.setsockopt(zmq.MAXMSGSIZE, max_message or node.max_value + 1024 * 1024)
+        # The largest message we read: every request whose value is within max_value fits,
+        # so anything over max_value but under this is read and answered TOO_LARGE by the
+        # node. ZeroMQ drops a bigger frame unread and cuts that connection, so no client can
+        # make us buffer a frame over this; what a connection can queue is bounded by RCVHWM
+        # such frames, and the loop drains them every turn. Clients learn the limit from INFO
+        # (max_message_size) and refuse bigger requests themselves instead of waiting for a
+        # reply that cannot come (shared.client).
+        self.max_message = max_message or max(node.max_value, 0) + 1024 * 1024
+        self.router.setsockopt(zmq.MAXMSGSIZE, self.max_message)
         self.monitor = self.router.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
             | zmq.EVENT_ACCEPTED
@@ -90,6 +97,7 @@ class NativeDoor:
             "bad_handshakes": self.counters["bad_handshakes"],
             "connections_accepted": self.counters["accepted"],
             "dropped_replies": self.counters["dropped_replies"],
+            "max_message_size": self.max_message,
         }
 
     # -- a turn: read, (the loop commits), flush --------------------------------------------
