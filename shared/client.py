@@ -36,6 +36,9 @@ BATCH_BYTES = 1024 * 1024  # split pipelines into BATCH messages of at most this
 # an oversize frame unread and cuts the connection, which would leave us waiting for a reply
 # that never comes. Learning the limit costs one INFO per connection, and only for big requests.
 FRAME_FLOOR = 1024 * 1024
+# Once TCP is connected, a kvd's ZeroMQ I/O thread greets at once, however busy its loop is; a
+# node that stays silent has not accepted the connection (out of descriptors) or is stopped.
+GREETING_S = 1.0
 
 
 def _b(arg: Arg) -> bytes:
@@ -78,7 +81,7 @@ class Client:
             sock.setsockopt(zmq.RCVHWM, 100_000)
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
             monitor = sock.get_monitor_socket(
-                zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_CONNECT_RETRIED
+                zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
             )
             try:
                 sock.connect(self.endpoint)
@@ -93,8 +96,9 @@ class Client:
         return self._sock
 
     def _await_handshake(self, monitor: zmq.Socket) -> None:
-        """Fail fast on a refused connection, as redis-cli does, instead of timing out."""
-        deadline = time.monotonic() + self.timeout
+        """Fail fast on a refused connection, as redis-cli does, instead of timing out; and on
+        a connection the node took but never greets (GREETING_S)."""
+        deadline, connected = time.monotonic() + self.timeout, False
         while (left := deadline - time.monotonic()) > 0:
             if not monitor.poll(left * 1000):
                 break
@@ -106,6 +110,14 @@ class Client:
                     f"cannot connect to {self.host}:{self.port} (refused) — is kvd running? "
                     "Start one with: kvd start"
                 )
+            if event == zmq.EVENT_CONNECTED and deadline - time.monotonic() > GREETING_S:
+                deadline, connected = time.monotonic() + GREETING_S, True
+        if connected:
+            raise Timeout(
+                f"{self.host}:{self.port} took the connection but did not greet within "
+                f"{GREETING_S:g}s — kvd cannot accept more connections (out of file "
+                "descriptors? see its log and INFO accept_failures) or is stopped"
+            )
         raise Timeout(f"no answer from {self.host}:{self.port} within {self.timeout:g}s")
 
     def reset(self) -> None:
