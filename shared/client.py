@@ -30,12 +30,12 @@ from shared.codec import Reply, ReplyKind
 from shared.errors import ServerError, Timeout, Unreachable
 
 Arg = str | bytes | int | float
-BATCH_BYTES = 1024 * 1024  # split pipelines into BATCH messages of at most this size
 # Every kvd takes a message this big (its limit is max_value_size + 1 MiB). A bigger message is
 # only sent once the node's own limit (INFO max_message_size) is known to take it: ZeroMQ drops
 # an oversize frame unread and cuts the connection, which would leave us waiting for a reply
 # that never comes. Learning the limit costs one INFO per connection, and only for big requests.
 FRAME_FLOOR = 1024 * 1024
+BATCH_BYTES = FRAME_FLOOR - 16  # a pipeline's BATCH messages: at most this, plus their header
 # Once TCP is connected, a kvd's ZeroMQ I/O thread greets at once, however busy its loop is; a
 # node that stays silent has not accepted the connection (out of descriptors) or is stopped.
 GREETING_S = 1.0
@@ -49,8 +49,8 @@ def _b(arg: Arg) -> bytes:
 
 def _bound(argv: list[bytes]) -> int:
     """At least the bytes `argv` takes in a packed message, with its request id: msgpack adds
-    up to 5 bytes a string and an array header, up to 9 an id, and a BATCH 8 more around it."""
-    return sum(map(len, argv)) + 5 * len(argv) + 32
+    up to 5 bytes a string or an array header and 9 an id, 1 more for a BATCH item."""
+    return sum(map(len, argv)) + 5 * len(argv) + 15
 
 
 def value_of(reply: Reply) -> Any:
@@ -164,7 +164,7 @@ class Client:
         """
         argvs = [[_b(a) for a in command] for command in commands]
         sock = self._socket()
-        if any(_bound(argv) > FRAME_FLOOR for argv in argvs):
+        if any(_bound(argv) > BATCH_BYTES for argv in argvs):
             self._learn_limit()  # before anything is in flight: _await drops stray replies
         ids: list[int] = []
         refused: dict[int, Reply] = {}
@@ -174,7 +174,7 @@ class Client:
             rid = next(self._ids)
             ids.append(rid)
             bound = _bound(argv)
-            if bound > FRAME_FLOOR:  # a big one travels alone, if the node takes it
+            if bound > BATCH_BYTES:  # a big one travels alone, if the node takes it
                 frame = (codec.encode_batch([(rid, argv)]) if batch
                          else codec.encode_request(rid, argv))
                 if reply := self._refuse(rid, len(frame)):
