@@ -155,6 +155,7 @@ class Loop:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_S
             self.door.heartbeats()
+        self.door.check_accepts(now)
         self.node.store.expire_due(self.node.clock.time_ms(), EXPIRE_PER_TICK)
         self.log.tick(now)
         if self.peers is not None:
