@@ -19,7 +19,17 @@ import random
 from collections import Counter
 
 from kvd.cluster.membership import Member, Membership, Status
-from kvd.cluster.peerwire import STATUS, Out, Outbox, check, get_field, items_from_wire, wire_item
+from kvd.cluster.peerwire import (
+    STATUS,
+    Out,
+    Outbox,
+    check,
+    get_field,
+    item_size,
+    items_from_wire,
+    split,
+    wire_item,
+)
 from kvd.cluster.repair import Repair
 from kvd.cluster.replication import INF, Replication, stable_from_wire
 from kvd.cluster.settings import Settings
@@ -92,10 +102,11 @@ class Cluster:
         return self._gossip(name, self.epoch, self.repl.mine.base, items)
 
     def _gossip(self, origin: str, epoch: int, base: int, items: list) -> list[Out]:
-        step = self.s.gossip_chunk
+        # Chunked by bytes as well as by count: a frame over a subscriber's limit would not
+        # just be lost, it would cut that subscriber's link to us.
         return [self.out.publish(MsgType.GOSSIP, {"origin": origin, "epoch": epoch, "base": base,
-                                               "items": items[i:i + step]})
-                for i in range(0, len(items), step)]
+                                               "items": chunk})
+                for chunk in split(items, item_size, self.s.gossip_chunk, self.s.chunk_bytes)]
 
     # -- messages in ------------------------------------------------------------------------
 

@@ -19,22 +19,26 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kvd.cluster.antientropy import Counters, Walk, collect, entry_to_wire, to_push
+from kvd.cluster.antientropy import Counters, Walk, collect, to_push
 from kvd.cluster.membership import Membership, Status
 from kvd.cluster.peerwire import (
     Out,
     Outbox,
     check,
+    entry_size,
+    fitting,
     get_field,
     item_from_wire,
+    item_size,
     items_from_wire,
     progress,
+    split,
     wire_item,
 )
 from kvd.cluster.replication import Replication
 from kvd.cluster.settings import Settings
 from kvd.state.node import Node
-from kvd.state.store import NBUCKETS
+from kvd.state.store import NBUCKETS, bucket_of
 from shared.codec import MsgType, Peer
 
 # Applies a stream's items (origin, epoch, base, items, now) and returns the fresh ones: the
@@ -72,6 +76,8 @@ class Repair:
         self.next_sync = now + settings.sync_every_ms
         self.busy_until = now  # writes flowing until then: the periodic pass waits
         self.last_pass = now
+        self.serving: dict[str, int] = {}  # peer -> ms of the last step of its pass with us
+        self.down: set[str] = set()  # members we hold dead: a pass with each when it is back
 
     def busy(self, now: int) -> None:
         """Writes are flowing: hold the periodic anti-entropy pass back for a while."""
@@ -104,11 +110,14 @@ class Repair:
         first, last = get_field(b, "first", int), get_field(b, "last", int)
         items = self.repl.serve(origin, epoch, first, last,
                                 self.s.catchup_chunk)
-        self.counters["catchup_served"] += len(items or [])
+        wire = [wire_item(*i) for i in items or []]
+        # One message below the asker's frame limit; it asks for the rest when this is applied.
+        wire = wire[:fitting(wire, item_size, self.s.catchup_chunk, self.s.chunk_bytes)]
+        self.counters["catchup_served"] += len(wire)
         stream = self.repl.streams.get(origin)
         base = stream.base if stream else 1
         body = {"origin": origin, "epoch": epoch, "base": base, "gone": items is None,
-                "items": [wire_item(*i) for i in items or []]}
+                "items": wire}
         return [self.out.reply(MsgType.CATCHUP_REPLY, body)]
 
     def on_catchup_reply(self, msg: Peer, now: int) -> list[Out]:
@@ -145,8 +154,9 @@ class Repair:
         digests, cursor = get_field(msg.body, "digests", list), get_field(msg.body, "cursor", int)
         check(len(digests) == NBUCKETS and 0 <= cursor < NBUCKETS, "digests")
         self.repl.mine.stable = self.node.clock.last
+        self.serving[msg.sender] = now
         buckets, entries, nxt = collect(self.node.store, digests, cursor,
-                                        self.s.step_entries)
+                                        self.s.step_entries, self.s.chunk_bytes)
         body = {"buckets": buckets, "entries": entries, "next": nxt,
                 "progress": self.repl.progress() if cursor == 0 else {}}
         return [self.out.reply(MsgType.SYNC_REPLY, body)]
@@ -158,21 +168,31 @@ class Repair:
         b = msg.body
         buckets, nxt = get_field(b, "buckets", list), get_field(b, "next", int)
         check(all(type(x) is int and 0 <= x < NBUCKETS for x in buckets), "buckets")
-        entries = [item_from_wire(w) for w in get_field(b, "entries", list)]
+        raw = get_field(b, "entries", list)
+        entries = [item_from_wire(w) for w in raw]
         if walk.cursor == 0:
             walk.progress = progress(get_field(b, "progress", dict))
-        push = to_push(self.node.store, buckets, [entry_to_wire(k, e)
-                                                  for _, k, e in entries])
+        push, cut = to_push(self.node.store, buckets, raw, self.s.step_entries,
+                            self.s.chunk_bytes)
+        if cut is not None:
+            # We hold much more than the peer in these buckets (it may have joined empty):
+            # push a step's worth now and ask again from the first bucket left, so that each
+            # of our turns does a bounded amount of this. Its entries from there on come
+            # again in the next reply: merge them then, not twice.
+            done = set(buckets[:buckets.index(cut)])
+            entries = [e for e in entries if bucket_of(e[1]) in done]
+            buckets, nxt = sorted(done), cut
         walk.pulled += self._merge(entries)
         walk.buckets += len(buckets)
         walk.pushed += len(push)
         member = self.ms.get(walk.peer)
         assert member is not None
-        out = [self.out.request(member.address, MsgType.SYNC_PUSH, {"entries": push})] if push \
-            else []
+        # Several messages, each under the peer's frame limit (one step may exceed a message).
+        out = [self.out.request(member.address, MsgType.SYNC_PUSH, {"entries": chunk})
+               for chunk in split(push, entry_size, self.s.step_entries, self.s.chunk_bytes)]
         if nxt == -1:
             return out + self._finish_walk(walk, now)
-        check(type(nxt) is int and 0 < nxt < NBUCKETS, "next")
+        check(type(nxt) is int and walk.cursor < nxt < NBUCKETS, "next")
         walk.cursor, walk.sent = nxt, now
         return [*out, self._sync_step(member.address, nxt)]
 
@@ -251,6 +271,11 @@ class Repair:
         if walk is not None and now - walk.sent > 2 * self.s.request_timeout_ms:
             self.walk = None
             self.ae.aborted += 1
+        back = self._back(now)
+        if back is not None:
+            # A member we held dead answers again: whatever happened while it was cut off
+            # (writes either side, gossip lost for good), one pass brings both sides level.
+            return self.start_walk(back, now)
         if now < self.next_sync or self.walk is not None:
             return []
         self.next_sync = now + self.s.sync_every_ms
@@ -258,5 +283,19 @@ class Repair:
             # Writes are flowing: digests differ by what is in flight, so a pass now would
             # ship whole buckets for nothing. Lost gossip is caught by sequence gaps meanwhile.
             return []
-        peers = [m.name for m in self.ms.others() if m.status is Status.ALIVE]
+        # Not with a peer whose own pass with us is under way: a pass pulls and pushes, so a
+        # second one would ship the same keys again (a joining node pulling our whole store).
+        quiet = 2 * self.s.request_timeout_ms
+        peers = [m.name for m in self.ms.others() if m.status is Status.ALIVE
+                 and now - self.serving.get(m.name, now - quiet - 1) > quiet]
         return self.start_walk(self.rng.choice(peers), now) if peers else []
+
+    def _back(self, now: int) -> str | None:
+        """A member that was dead and is alive again (at most one per tick)."""
+        for m in self.ms.others():
+            if m.status is Status.DEAD:
+                self.down.add(m.name)
+            elif m.status is Status.ALIVE and m.name in self.down:
+                self.down.discard(m.name)
+                return m.name
+        return None
