@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from kvd.cluster.peerwire import entry_size
 from kvd.state.store import NBUCKETS, Entry, Store
 
-STEP_ENTRIES = 4096
+STEP_ENTRIES = 1024
 
 WireEntry = list  # [key, value|None, stamp, origin, expires_at]
 

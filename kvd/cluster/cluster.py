@@ -147,6 +147,7 @@ class Cluster:
         inc = get_field(b, "incarnation", int)
         self.ms.add(msg.sender, address, gossip, inc, now)
         self.ms.heard_from(msg.sender, inc, now)
+        self.repair.serving[msg.sender] = now  # it pulls our store next: no pass of ours to it
         members = [m.wire() for m in self.ms.members.values()]
         return [self.out.reply(MsgType.WELCOME, {"members": members})]
 

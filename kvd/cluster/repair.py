@@ -131,6 +131,11 @@ class Repair:
         if get_field(b, "gone", bool):
             self.counters["catchup_gone"] += 1
             self.claims.get(origin, {}).pop(msg.sender, None)
+            if self._served(msg.sender, now):
+                # Its pass with us is under way and brings us level: ours after it, not now
+                # (it would ship the same keys again).
+                self.sync_wanted = self.sync_wanted or msg.sender
+                return []
             return self.start_walk(msg.sender, now)
         if not fresh:  # it had nothing new for us (yet): let the timer ask again, not a loop
             return []
@@ -276,6 +281,9 @@ class Repair:
             # A member we held dead answers again: whatever happened while it was cut off
             # (writes either side, gossip lost for good), one pass brings both sides level.
             return self.start_walk(back, now)
+        if self.walk is None and self.sync_wanted and not self._served(self.sync_wanted, now):
+            wanted, self.sync_wanted = self.sync_wanted, None
+            return self.start_walk(wanted, now)
         if now < self.next_sync or self.walk is not None:
             return []
         self.next_sync = now + self.s.sync_every_ms
@@ -285,17 +293,23 @@ class Repair:
             return []
         # Not with a peer whose own pass with us is under way: a pass pulls and pushes, so a
         # second one would ship the same keys again (a joining node pulling our whole store).
-        quiet = 2 * self.s.request_timeout_ms
         peers = [m.name for m in self.ms.others() if m.status is Status.ALIVE
-                 and now - self.serving.get(m.name, now - quiet - 1) > quiet]
+                 and not self._served(m.name, now)]
         return self.start_walk(self.rng.choice(peers), now) if peers else []
 
+    def _served(self, peer: str, now: int) -> bool:
+        """Is `peer`'s own pass with us under way (a step of it lately)?"""
+        return now - self.serving.get(peer, now - 2 * self.s.request_timeout_ms - 1) \
+            <= 2 * self.s.request_timeout_ms
+
     def _back(self, now: int) -> str | None:
-        """A member that was dead and is alive again (at most one per tick)."""
+        """A member that was dead and is alive again (at most one per tick), unless its own
+        pass with us already does the work."""
         for m in self.ms.others():
             if m.status is Status.DEAD:
                 self.down.add(m.name)
             elif m.status is Status.ALIVE and m.name in self.down:
                 self.down.discard(m.name)
-                return m.name
+                if not self._served(m.name, now):
+                    return m.name
         return None
