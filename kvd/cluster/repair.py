@@ -242,6 +242,10 @@ class Repair:
         """Ask for writes someone claimed long enough ago that we still lack: one chunk in
         flight per origin, to the member that claimed the most. `only` continues a catch-up
         already under way (no grace: the range is known lost)."""
+        if self.walk is not None:
+            # Our pass brings us what the peer held when it began, and then we adopt its
+            # progress: asking for the same writes meanwhile would move them twice.
+            return []
         out = []
         grace, timeout = self.s.gap_grace_ms, self.s.request_timeout_ms
         for origin, claims in self.claims.items():
@@ -252,9 +256,15 @@ class Repair:
                 continue
             ripe = {m: c.latest for m, c in claims.items()
                     if c.epoch == stream.epoch and c.latest > stream.contiguous
-                    and self._reachable(m)
+                    and self._reachable(m) and not self._served(m, now)
                     and (only is not None or (c.seq > stream.contiguous
                                               and now - c.since >= grace))}
+            pushing = [m for m, c in claims.items() if c.epoch == stream.epoch
+                       and c.latest > stream.contiguous and self._served(m, now)]
+            if not ripe and pushing:
+                # A peer's pass pushes to us meanwhile: ours after it (with little left to
+                # move) adopts that peer's progress, rather than asking for the writes again.
+                self.sync_wanted = self.sync_wanted or pushing[0]
             pending = self.pending.get(origin)
             if not ripe or (pending is not None and now - pending[1] < timeout):
                 continue
@@ -273,7 +283,9 @@ class Repair:
 
     def _sync_tick(self, now: int) -> list[Out]:
         walk = self.walk
-        if walk is not None and now - walk.sent > 2 * self.s.request_timeout_ms:
+        if walk is not None and (now - walk.sent > 2 * self.s.request_timeout_ms
+                                 or not self._reachable(walk.peer)):
+            # Silent, or held dead (then a pass with it starts when it is back).
             self.walk = None
             self.ae.aborted += 1
         back = self._back(now)
