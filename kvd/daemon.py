@@ -138,7 +138,8 @@ def open_cluster(cfg: Config, node: Node, loop: Loop) -> Peers:
     core = Cluster(node, f"{cfg.connect_host}:{cfg.gossip_port}", settings, now,
                    seeds=cfg.join, known=load_members(cfg.data_dir),
                    epoch=next_epoch(cfg.data_dir, now))
-    return Peers(core, cfg.bind, cfg.gossip_port, cfg.data_dir, loop.poller, cfg.gossip_hwm)
+    return Peers(core, cfg.bind, cfg.gossip_port, cfg.data_dir, loop.poller, cfg.gossip_hwm,
+                 cfg.peer_max_message)
 
 
 def open_log(cfg: Config, node: Node, repair: bool = False):
