@@ -105,3 +105,38 @@ def test_a_watcher_that_stops_reading_gets_lagged_then_resumes_without_loss(kvd:
         assert state == final
     finally:
         watcher.close(linger=0)
+
+
+def test_a_watcher_that_reads_again_in_time_catches_up_and_is_live_again(kvd: Kvd) -> None:
+    """Behind, but by less than the history: it gets everything, in order, then heartbeats."""
+    watcher = slow_watcher(kvd.port)
+    try:
+        watcher.send(codec.encode_request(1, [b"WATCH", b""]))
+        ack = receive(watcher)
+        assert isinstance(ack, codec.Reply)
+        with kvd.client(timeout=30) as writer:
+            written = 0
+            while not ((info := writer.info()).get("watchers_behind") or info["dropped_replies"]):
+                assert written < MAX_WRITES, "the watcher that stopped reading never fell behind"
+                writer.pipeline([["SET", b"k%04d" % (i % KEYS), b"v"] for i in range(1000)])
+                written += 1000
+            # Behind by at most a pipeline; more than a pump's worth, less than the history.
+            writer.pipeline([["SET", b"k%04d" % (i % KEYS), b"v"] for i in range(6000)])
+        expected = ack.value["cursor"] + written + 6000  # type: ignore[index]
+        last = ack.value["cursor"]  # type: ignore[index]
+        while True:
+            msg = receive(watcher)
+            assert isinstance(msg, codec.Event) and "error" not in msg.event, msg
+            if msg.event.get("heartbeat"):  # some were queued before it fell behind
+                assert msg.event["cursor"] <= last, "a heartbeat ahead of the events received"
+                if msg.event["cursor"] == last == expected:
+                    break  # everything arrived, and it is live again
+                continue
+            assert msg.event["cursor"] == last + 1
+            last += 1
+        with kvd.client() as kv:
+            info = kv.info()
+        assert (info["watchers_behind"], info["watchers_lagged"], info["dropped_replies"]) == \
+            (0, 0, 0)
+    finally:
+        watcher.close(linger=0)

@@ -93,6 +93,7 @@ class NativeDoor:
             "bad_handshakes": self.counters["bad_handshakes"],
             "connections_accepted": self.counters["accepted"],
             "dropped_replies": self.counters["dropped_replies"],
+            "watchers_behind": len(self.node.watches.behind()),
             "watchers_lagged": self.node.watches.lagged,
         }
 
