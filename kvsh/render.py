@@ -300,11 +300,15 @@ def rich(outcome: Outcome) -> RenderableType:
 
 
 def notice_text(item: dict) -> str:
-    """A WATCH stream notice: the connection was lost, or the stream resumed."""
+    """A WATCH stream notice: the connection was lost, or the stream resumed (also after the
+    node ended it with LAGGED because we read too slowly: one line says both)."""
     if "lost" in item:
         return f"-- watch interrupted: {item['lost']}"
     how = {"replayed": "missed changes replayed", "reset": "history gone: current state first",
            "live": "live"}.get(str(item.get("history")), str(item.get("history")))
+    if "lagged" in item:
+        return (f"-- watch fell behind after cursor {item['lagged']} (reading too slowly); "
+                f"resumed from there ({how})")
     return f"-- watch resumed at cursor {item.get('cursor')} ({how})"
 
 

@@ -246,9 +246,12 @@ class Client:
         yields one `{"lost": message}` notice, reconnects and resubscribes FROM the last
         cursor it saw, and yields the new acknowledgement: `history` says whether the missed
         events were replayed or the prefix's current state comes first ("reset").
+        When the server ends the stream with `LAGGED` (we read too slowly to keep up), it
+        resubscribes FROM the cursor the server named and yields the new acknowledgement with
+        `lagged`: that cursor; without `resume`, it raises ServerError (code LAGGED).
         Closing the iterator (or breaking out of the loop) cancels the stream on the server.
         """
-        cursor, rid, lost = since, None, False
+        cursor, rid, lost, lagged = since, None, False, None
         try:
             while True:
                 try:
@@ -264,10 +267,20 @@ class Client:
                 lost = False
                 if cursor is None:
                     cursor = ack["cursor"]
+                if lagged is not None:
+                    ack, lagged = {**ack, "lagged": lagged}, None
                 yield ack
                 for event in self._events(rid, poll_s, silence_s if resume else None):
+                    if "error" in event:  # the server ended the stream
+                        rid = None
+                        if event["error"] != "LAGGED" or not resume:
+                            raise ServerError(str(event["error"]), str(event.get("message")))
+                        lagged = cursor = event["cursor"]
+                        break
                     cursor = event["cursor"]
                     yield event
+                if lagged is not None:
+                    continue  # resubscribe on the same connection: it is fine, we were slow
                 lost = True
                 self.reset()
                 yield {"lost": f"no word from {self.host}:{self.port} for {silence_s:g}s — "

@@ -152,6 +152,9 @@ def test_watch_events_and_notices():
     assert "watching 'user:' from cursor 5" in ack and "current state first" in ack
     assert "interrupted" in notice_text({"lost": "gone"})
     assert "replayed" in notice_text({"watching": b"u", "cursor": 9, "history": "replayed"})
+    lagged = notice_text({"watching": b"u", "cursor": 30, "history": "reset", "lagged": 12})
+    assert "fell behind after cursor 12" in lagged and "current state first" in lagged
+    assert "\n" not in lagged
 
 
 def test_help_lists_every_command_and_marks_shell_ones():

@@ -44,6 +44,7 @@ MAX_DRAIN = 4096  # messages per turn: bounds the latency one busy client can ad
 ACCEPT_CHECK_S = 1.0
 ACCEPT_LOG_S = 10.0
 BACKLOG = 1024  # connections the kernel completes for us before we accept them (ZeroMQ: 100)
+MAX_PUMP = 4096  # WATCH events pulled from the history per pump: bounds a turn's catch-up work
 
 # Plain ints, not pyzmq's Flag enums: combining or passing an enum costs more than the
 # syscall-free send it decorates, and these run once per message.
@@ -78,6 +79,8 @@ class NativeDoor:
         self.counters: Counter[str] = Counter()
         self.out: list[list[bytes]] = []  # this turn's [client, body] messages, in order
         self.pending: list[Pending] = []  # ... of which these wait for the turn's commit
+        self.events: list[tuple[bytes, int, int, bytes]] = []  # WATCH: client, rid, cursor, body
+        self.pumping = False  # the last pump stopped at MAX_PUMP with more to send: pump again
         self._lone: list[list] = []  # this turn's one-request messages: [request id, argv]
         self._lone_clients: list[bytes] = []  # ... and who sent each
         self._ctx = zmq.Context.instance()
@@ -124,6 +127,8 @@ class NativeDoor:
             "accept_failures": self.counters["accept_failures"],
             "dropped_replies": self.counters["dropped_replies"],
             "max_message_size": self.max_message,
+            "watchers_behind": len(self.node.watches.behind()),
+            "watchers_lagged": self.node.watches.lagged,
         }
 
     # -- a turn: read, (the loop commits), flush --------------------------------------------
@@ -233,18 +238,63 @@ class NativeDoor:
             )
 
     def deliver(self, events: list) -> None:
-        """WATCH events, (client, request id, event) each, queued after the turn's replies."""
-        out, encode = self.out, codec.encode_event
+        """WATCH events, (client, request id, event) each, sent after the turn's replies."""
+        queued, encode = self.events, codec.encode_event
         for client, rid, event in events:
-            out.append([client, encode(rid, event)])
+            queued.append((client, rid, event["cursor"], encode(rid, event)))
 
     def flush(self) -> None:
-        """Send the turn's messages, in order."""
+        """Send the turn's messages, in order; then WATCH events, and what the history owes
+        watchers that are behind."""
         out, self.out = self.out, []
         if self.pending:
             self.pending = []
         for frames in out:
             self._send(frames)
+        if self.events:
+            self._send_events()
+        if self.node.watches.backlog:
+            self.pump()
+
+    def _send_events(self) -> None:
+        """A watcher whose event cannot be sent (its queue is full: it stopped reading) is not
+        skipped ahead: the hub marks it behind and the pump sends it that event and the rest
+        from the history, in order, once it reads again — or LAGGED if it never catches up."""
+        events, self.events = self.events, []
+        hub, stalled = self.node.watches, set()
+        for client, rid, cursor, body in events:
+            if stalled and (client, rid) in stalled:
+                continue
+            if not self._try_send(client, body):
+                stalled.add((client, rid))
+                hub.stalled(client, rid, cursor)
+
+    def pump(self) -> None:
+        """Send watchers that are behind what the history owes them, up to MAX_PUMP events,
+        each until its queue is full."""
+        hub, budget = self.node.watches, MAX_PUMP
+        encode = codec.encode_event
+        for client, rid in hub.behind():
+            for event in hub.owed(client, rid):
+                if budget == 0 or not self._try_send(client, encode(rid, event)):
+                    break
+                hub.sent(client, rid, event)
+                budget -= 1
+        self.pumping = budget == 0
+
+    def _try_send(self, client: bytes, body: bytes) -> bool:
+        """Send a WATCH message; False when the client's queue is full or the client gone."""
+        try:
+            self.router.send(client, _SNDMORE_NOBLOCK)
+            self.router.send(body, _NOBLOCK)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            self.node.watches.drop_client(client)  # the client went away
+            return False
+        return True
 
     def _send(self, frames: list[bytes]) -> None:
         try:
@@ -300,8 +350,11 @@ class NativeDoor:
         self._accept_logged, self._accept_unlogged = now, 0
 
     def heartbeats(self) -> None:
-        """Tell every watcher the stream is alive (a silent one resubscribes)."""
-        self.deliver(self.node.watches.heartbeats())
+        """Tell every live watcher the stream is alive (a silent one resubscribes). A heartbeat
+        that finds the queue full is not missed: the events queued there say as much."""
+        encode = codec.encode_event
+        for client, rid, beat in self.node.watches.heartbeats():
+            self._try_send(client, encode(rid, beat))
         self.flush()
 
     def close(self) -> None:
