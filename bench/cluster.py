@@ -1,7 +1,7 @@
 """Cluster benchmark: replication lag, cluster vs single-node throughput, time to converge.
 
     python bench/cluster.py [--lag-rate 1000] [--lag-seconds 5] [--lag-runs 3]
-                            [--writes 100000] [--diverged 100000]
+                            [--writes 100000] [--diverged 100000] [--join-keys 1000000]
 
 Starts its own kvd processes on free loopback ports (data under a temporary folder) and stops
 them at the end. The convergence figure needs root and `ip netns` (a real partition, healed);
@@ -13,6 +13,11 @@ without them it is reported as skipped.
    same machine); for the cluster also the time until every node holds every write.
 3. Convergence: 3 nodes in network namespaces; node C is cut off; A and C each take half of
    the diverged keys; the link comes back; time until the three digests are equal.
+4. Join under load: node A holds --join-keys keys (16-byte keys, 100-byte values); a client
+   GETs from A at a steady 200/s; an empty node B joins A. The client's latency (p50, p99,
+   max) before the join against during it (until the digests are equal), how long the join
+   took, and how many keys anti-entropy moved each way (A's pushes, B's pulls: once is
+   the goal).
 """
 
 from __future__ import annotations
@@ -198,6 +203,57 @@ def converge(home: Path, diverged: int) -> dict:
         net.destroy()
 
 
+def join_under_load(home: Path, keys: int, rate: int = 200, before_s: float = 5) -> dict:
+    a = Kvd(home, "ja", ["--fsync", "no"]).start()
+    b = Kvd(home, "jb", ["--fsync", "no", "--join", a.address])
+    try:
+        with a.client(timeout=120) as c:
+            for lo in range(0, keys, 20_000):
+                c.pipeline([["SET", b"key:%012d" % i, b"v" * 100]
+                            for i in range(lo, min(keys, lo + 20_000))])
+        reads: list[tuple[float, float]] = []  # (when, seconds)
+        stop = threading.Event()
+
+        def reader() -> None:
+            with a.client(timeout=30) as c:
+                start, i = time.perf_counter(), 0
+                while not stop.is_set():
+                    t0 = time.perf_counter()
+                    c.get(b"key:%012d" % (i * 7919 % keys))
+                    t1 = time.perf_counter()
+                    reads.append((t1, t1 - t0))
+                    i += 1
+                    stop.wait(max(0.0, start + i / rate - time.perf_counter()))
+
+        t = threading.Thread(target=reader)
+        t.start()
+        try:
+            time.sleep(before_s)  # the reader's baseline on the same node, just before
+            joined = time.perf_counter()
+            b.start()
+            wait_for(lambda: b.client().info()["digest"] == a.client().info()["digest"], 600,
+                     "b to hold a's keys")
+            done = time.perf_counter()
+        finally:
+            stop.set()
+            t.join()
+        # The passes' counters are kept when a pass ends: wait for b's first.
+        wait_for(lambda: b.client().info()["ae_rounds"] >= 1, 60, "b's pass to end")
+        ia, ib = a.client().info(), b.client().info()
+
+        def figures(lo: float, hi: float) -> dict:
+            ms = [s * 1000 for w, s in reads if lo <= w <= hi]
+            return {"reads": len(ms), "p50_ms": round(pct(ms, 50), 2),
+                    "p99_ms": round(pct(ms, 99), 2), "max_ms": round(max(ms), 1)}
+
+        return {"keys": keys, "gets_per_s": rate, "before": figures(0, joined),
+                "during": figures(joined, done), "join_s": round(done - joined, 2),
+                "a_ae_keys_pushed": ia["ae_keys_pushed"], "b_ae_keys_pulled": ib["ae_keys_pulled"]}
+    finally:
+        for n in (a, b):
+            n.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lag-rate", type=int, default=1000, help="writes per second")
@@ -205,6 +261,7 @@ def main() -> None:
     parser.add_argument("--lag-runs", type=int, default=3)
     parser.add_argument("--writes", type=int, default=100_000)
     parser.add_argument("--diverged", type=int, default=100_000)
+    parser.add_argument("--join-keys", type=int, default=1_000_000, help="0 skips the figure")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp:
         home = Path(tmp)
@@ -213,6 +270,8 @@ def main() -> None:
             print("lag:", lag(run, args.lag_rate, args.lag_seconds), flush=True)
         print("throughput:", throughput(home, args.writes), flush=True)
         print("convergence:", converge(home, args.diverged), flush=True)
+        if args.join_keys:
+            print("join under load:", join_under_load(home, args.join_keys), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 The TOML keys are the flags' long names (`port`, `gossip_port` or `gossip-port`, `fsync`, ...)
 plus `max_value_size`, the log's `appendonly`, `compaction_ratio`, `compaction_min_size`,
-`tombstone_max_age` (seconds), the cluster's `cluster`, `gossip_hwm` and
-`max_clock_offset_ms`, and the Redis door's `resp_port` (also a flag) and `maxclients`.
+`tombstone_max_age` (seconds), the cluster's `cluster`, `gossip_hwm`, `max_clock_offset_ms`
+and `peer_max_message`, and the Redis door's `resp_port` (also a flag) and `maxclients`.
 Paths come from platformdirs, so XDG_* variables move them.
 """
 
@@ -43,6 +43,9 @@ class Config:
     max_value_size: int = 16 * 1024 * 1024
     cluster: str = "kv"  # peers must carry the same name; guards against crossed wires
     gossip_hwm: int = 1000  # gossip messages queued per subscriber before PUB drops
+    # Frame limit of the sockets that take peers' gossip and replies; at least max_value_size
+    # + 1 MiB, the client door's limit, which peer requests meet (kvd.cluster.settings).
+    peer_max_message: int = 256 * 1024 * 1024
     # Durability (kvd.log.wal, kvd.log.compaction): config-file keys, no flags.
     appendonly: bool = True  # false runs without a log (benchmark baseline; data is lost)
     compaction_ratio: float = 2.0  # rewrite the log once it is this many times the live data
@@ -64,6 +67,9 @@ class Config:
             raise ConfigError("compaction_ratio must be over 1 and compaction_min_size >= 0")
         if self.max_clock_offset_ms <= 0:
             raise ConfigError("max_clock_offset_ms must be a positive number of milliseconds")
+        if self.peer_max_message < self.max_value_size + 1024 * 1024:
+            raise ConfigError("peer_max_message must be at least max_value_size + 1 MiB "
+                              f"({self.max_value_size + 1024 * 1024}): raise it")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port} is out of range (1-65535)")
         if not 0 <= self.resp_port < 65536:

@@ -11,6 +11,7 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -71,13 +72,15 @@ def setup_logging(level: str) -> None:
 def run_foreground(cfg: Config, repair: bool = False) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
     setup_logging(cfg.log_level)
+    fd_limit = raise_fd_limit()
     assert cfg.data_dir is not None and cfg.name is not None
     lock = DataDirLock(cfg.data_dir)
     pid_file = cfg.data_dir / PID_FILE
     try:
         node = Node(cfg.name, cfg.address, max_value=cfg.max_value_size)
         node.info_sources.append(
-            lambda: {"pid": os.getpid(), "data_dir": str(cfg.data_dir), "port": cfg.port}
+            lambda: {"pid": os.getpid(), "data_dir": str(cfg.data_dir), "port": cfg.port,
+                     "open_files_limit": fd_limit}
         )
         log_ = open_log(cfg, node, repair)  # replays first: the cluster starts from node.seq
         try:
@@ -117,6 +120,29 @@ def open_loop(cfg: Config, node: Node, log_) -> Loop:  # noqa: ANN001
     return Loop(node, native, log_, tuple(doors))
 
 
+def raise_fd_limit() -> int:
+    """Lift the soft open-file limit to the hard one; return the limit now in force.
+
+    Every client connection holds a descriptor. The soft limit (often 1024) is a default for
+    programs that never need many; the hard limit is what the operator allows, so a server
+    takes it all (Redis raises its own too) instead of leaving clients waiting at 1,000.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinity = resource.RLIM_INFINITY
+    # An unlimited hard limit (BSDs; Linux caps it at nr_open) gets a large finite soft one.
+    target = hard if hard != infinity else 1 << 20
+    if soft == infinity or soft >= target:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open-file limit from %d to %d: %s — at most about %d "
+                    "clients can connect", soft, target, exc, soft)
+        return soft
+    log.info("open-file limit raised from %d to %d", soft, target)
+    return target
+
+
 def open_cluster(cfg: Config, node: Node, loop: Loop) -> Peers:
     """The cluster core and its sockets; rejoins the members known from the last run."""
     assert cfg.data_dir is not None and cfg.gossip_port is not None
@@ -126,7 +152,8 @@ def open_cluster(cfg: Config, node: Node, loop: Loop) -> Peers:
     core = Cluster(node, f"{cfg.connect_host}:{cfg.gossip_port}", settings, now,
                    seeds=cfg.join, known=load_members(cfg.data_dir),
                    epoch=next_epoch(cfg.data_dir, now))
-    return Peers(core, cfg.bind, cfg.gossip_port, cfg.data_dir, loop.poller, cfg.gossip_hwm)
+    return Peers(core, cfg.bind, cfg.gossip_port, cfg.data_dir, loop.poller, cfg.gossip_hwm,
+                 cfg.peer_max_message)
 
 
 def open_log(cfg: Config, node: Node, repair: bool = False):

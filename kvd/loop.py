@@ -128,10 +128,13 @@ class Loop:
         router, monitor = self.door.router, self.door.monitor
         next_tick = time.monotonic()
         while not self._stopping:
-            timeout = max(0.0, next_tick - time.monotonic())
+            # A pump cut short by its budget goes on at once, between turns.
+            timeout = 0.0 if self.door.pumping else max(0.0, next_tick - time.monotonic())
             ready = dict(self.poller.poll(timeout * 1000))
             if router in ready or len(ready) > (monitor in ready):
                 self._turn(ready)
+            elif self.door.pumping:
+                self.door.pump()
             if monitor in ready:
                 self.door.drain_monitor()
             if time.monotonic() >= next_tick:
@@ -189,6 +192,9 @@ class Loop:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_S
             self.door.heartbeats()
+        elif self.node.watches.backlog:
+            self.door.pump()  # a watcher behind may have read its queue while we were idle
+        self.door.check_accepts(now)
         self.node.store.expire_due(self.node.clock.time_ms(), EXPIRE_PER_TICK)
         if self.node.store.expired:
             self._announce_expired()

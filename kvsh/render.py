@@ -175,24 +175,46 @@ def _records(rows: list[dict]) -> Table:
 _MEMBER_KEYS = {"name", "address", "status", "self", "last_seen_ms", "last_seen", "lag"}
 
 
-def members_table(rows: list[dict]) -> Table:
+def members_table(rows: list[dict], width: int | None = None) -> Table:
     """MEMBERS: one row per node, status coloured, this node marked; fields beyond the
-    contract's (whatever membership adds later) follow as extra columns."""
+    contract's (whatever membership adds later) follow as extra columns, as many as fit in
+    `width` whole, so the contract's columns are never squeezed to an ellipsis."""
     extra = list(dict.fromkeys(str(k) for r in rows for k in r if str(k) not in _MEMBER_KEYS))
-    table = Table("", "name", "address", "status", "last seen", "lag", *extra)
-    for row in rows:
-        status = str(row.get("status", "?"))
-        table.add_row(
-            "*" if row.get("self") else "",
-            _cell(row.get("name")), _cell(row.get("address")),
-            Text(status, style=STATUS_STYLE.get(status, "")),
-            _last_seen(row),
-            _cell(row.get("lag", "")),
-            *[_cell(row.get(k)) for k in extra],
-        )
+    core = ["", "name", "address", "status", "last seen", "lag"]
+    cells = [["*" if r.get("self") else "", _cell(r.get("name")), _cell(r.get("address")),
+              str(r.get("status", "?")), _last_seen(r), _cell(r.get("lag", ""))] for r in rows]
+    if width is not None:
+        used = sum(_column_width(h, [c[i] for c in cells]) for i, h in enumerate(core)) + 1
+        fitting = []
+        for k in extra:
+            need = _column_width(k, [_cell(r.get(k)) for r in rows])
+            if used + need > width:
+                break
+            fitting.append(k)
+            used += need
+        extra = fitting
+    table = Table(*core, *extra)
+    for row, base in zip(rows, cells, strict=True):
+        status = base[3]
+        table.add_row(*base[:3], Text(status, style=STATUS_STYLE.get(status, "")), *base[4:],
+                      *[_cell(row.get(k)) for k in extra])
     alive = sum(1 for r in rows if r.get("status") == "alive")
     table.caption = f"{len(rows)} member{'s' if len(rows) != 1 else ''}, {alive} alive"
     return table
+
+
+def _column_width(header: str, values: list[str]) -> int:
+    return max([len(header), *map(len, values)]) + 3  # a space each side and a border
+
+
+class MembersView:
+    """MEMBERS laid out for the width it is drawn in (known only when rich renders it)."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows = rows
+
+    def __rich_console__(self, console, options):  # noqa: ANN001, ANN204
+        yield members_table(self.rows, options.max_width)
 
 
 def _last_seen(row: dict) -> str:
@@ -257,7 +279,7 @@ def watch_ack(ack: dict) -> Text:
 
 
 _VIEWS = {
-    "MEMBERS": (list, members_table),
+    "MEMBERS": (list, MembersView),
     "INFO": (dict, info_table),
     "KEYS": (list, key_list),
     "SCAN": (list, scan_page),
@@ -278,11 +300,15 @@ def rich(outcome: Outcome) -> RenderableType:
 
 
 def notice_text(item: dict) -> str:
-    """A WATCH stream notice: the connection was lost, or the stream resumed."""
+    """A WATCH stream notice: the connection was lost, or the stream resumed (also after the
+    node ended it with LAGGED because we read too slowly: one line says both)."""
     if "lost" in item:
         return f"-- watch interrupted: {item['lost']}"
     how = {"replayed": "missed changes replayed", "reset": "history gone: current state first",
            "live": "live"}.get(str(item.get("history")), str(item.get("history")))
+    if "lagged" in item:
+        return (f"-- watch fell behind after cursor {item['lagged']} (reading too slowly); "
+                f"resumed from there ({how})")
     return f"-- watch resumed at cursor {item.get('cursor')} ({how})"
 
 

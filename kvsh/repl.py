@@ -168,7 +168,10 @@ class Shell:
         def tracked(events):
             try:
                 for event in events:
-                    cursor[0] = event.get("cursor", cursor[0])
+                    if "key" in event:  # a change: a resumed stream's ack is not one yet
+                        cursor[0] = event["cursor"]
+                    elif "lagged" in event:  # the node said how far we had got
+                        cursor[0] = event["lagged"]
                     yield event
             finally:
                 events.close()

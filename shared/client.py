@@ -30,13 +30,27 @@ from shared.codec import Reply, ReplyKind
 from shared.errors import ServerError, Timeout, Unreachable
 
 Arg = str | bytes | int | float
-BATCH_BYTES = 1024 * 1024  # split pipelines into BATCH messages of about this size
+# Every kvd takes a message this big (its limit is max_value_size + 1 MiB). A bigger message is
+# only sent once the node's own limit (INFO max_message_size) is known to take it: ZeroMQ drops
+# an oversize frame unread and cuts the connection, which would leave us waiting for a reply
+# that never comes. Learning the limit costs one INFO per connection, and only for big requests.
+FRAME_FLOOR = 1024 * 1024
+BATCH_BYTES = FRAME_FLOOR - 16  # a pipeline's BATCH messages: at most this, plus their header
+# Once TCP is connected, a kvd's ZeroMQ I/O thread greets at once, however busy its loop is; a
+# node that stays silent has not accepted the connection (out of descriptors) or is stopped.
+GREETING_S = 1.0
 
 
 def _b(arg: Arg) -> bytes:
     if isinstance(arg, bytes):
         return arg
     return str(arg).encode("utf-8", "surrogateescape")
+
+
+def _bound(argv: list[bytes]) -> int:
+    """At least the bytes `argv` takes in a packed message, with its request id: msgpack adds
+    up to 5 bytes a string or an array header and 9 an id, 1 more for a BATCH item."""
+    return sum(map(len, argv)) + 5 * len(argv) + 15
 
 
 def value_of(reply: Reply) -> Any:
@@ -54,6 +68,7 @@ class Client:
         self._ctx = zmq.Context.instance()
         self._ids = itertools.count(1)
         self._sock: zmq.Socket | None = None
+        self._limit: int | None = None  # the node's max_message_size, once a request needed it
         self.last_rtt: float | None = None
 
     # -- connection ------------------------------------------------------------------------
@@ -66,7 +81,7 @@ class Client:
             sock.setsockopt(zmq.RCVHWM, 100_000)
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
             monitor = sock.get_monitor_socket(
-                zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_CONNECT_RETRIED
+                zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
             )
             try:
                 sock.connect(self.endpoint)
@@ -81,8 +96,9 @@ class Client:
         return self._sock
 
     def _await_handshake(self, monitor: zmq.Socket) -> None:
-        """Fail fast on a refused connection, as redis-cli does, instead of timing out."""
-        deadline = time.monotonic() + self.timeout
+        """Fail fast on a refused connection, as redis-cli does, instead of timing out; and on
+        a connection the node took but never greets (GREETING_S)."""
+        deadline, connected = time.monotonic() + self.timeout, False
         while (left := deadline - time.monotonic()) > 0:
             if not monitor.poll(left * 1000):
                 break
@@ -94,6 +110,14 @@ class Client:
                     f"cannot connect to {self.host}:{self.port} (refused) — is kvd running? "
                     "Start one with: kvd start"
                 )
+            if event == zmq.EVENT_CONNECTED and deadline - time.monotonic() > GREETING_S:
+                deadline, connected = time.monotonic() + GREETING_S, True
+        if connected:
+            raise Timeout(
+                f"{self.host}:{self.port} took the connection but did not greet within "
+                f"{GREETING_S:g}s — kvd cannot accept more connections (out of file "
+                "descriptors? see its log and INFO accept_failures) or is stopped"
+            )
         raise Timeout(f"no answer from {self.host}:{self.port} within {self.timeout:g}s")
 
     def reset(self) -> None:
@@ -101,6 +125,7 @@ class Client:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
+        self._limit = None  # the next connection may reach a node configured otherwise
 
     def close(self) -> None:
         self.reset()
@@ -117,8 +142,11 @@ class Client:
         """Send one command; return the typed reply (error replies included, not raised)."""
         rid = next(self._ids)
         sock = self._socket()
+        frame = codec.encode_request(rid, [_b(a) for a in argv])
+        if len(frame) > FRAME_FLOOR and (refused := self._refuse(rid, len(frame))):
+            return refused
         started = time.monotonic()
-        sock.send(codec.encode_request(rid, [_b(a) for a in argv]))
+        sock.send(frame)
         reply = self._await({rid})[rid]
         self.last_rtt = time.monotonic() - started
         return reply
@@ -134,26 +162,55 @@ class Client:
         BATCH_BYTES each, answered by one BATCH_REPLY each: one message per batch
         instead of one per command.
         """
+        argvs = [[_b(a) for a in command] for command in commands]
         sock = self._socket()
+        if any(_bound(argv) > BATCH_BYTES for argv in argvs):
+            self._learn_limit()  # before anything is in flight: _await drops stray replies
         ids: list[int] = []
+        refused: dict[int, Reply] = {}
         group: list[tuple[int, list[bytes]]] = []
         size = 0
-        for command in commands:
-            argv = [_b(a) for a in command]
+        for argv in argvs:
             rid = next(self._ids)
             ids.append(rid)
+            bound = _bound(argv)
+            if bound > BATCH_BYTES:  # a big one travels alone, if the node takes it
+                frame = (codec.encode_batch([(rid, argv)]) if batch
+                         else codec.encode_request(rid, argv))
+                if reply := self._refuse(rid, len(frame)):
+                    refused[rid] = reply
+                else:
+                    sock.send(frame)
+                continue
             if not batch:
                 sock.send(codec.encode_request(rid, argv))
                 continue
-            group.append((rid, argv))
-            size += sum(len(a) for a in argv) + 8
-            if size >= BATCH_BYTES or len(group) >= codec.MAX_BATCH:
+            if group and (size + bound > BATCH_BYTES or len(group) >= codec.MAX_BATCH):
                 sock.send(codec.encode_batch(group))
                 group, size = [], 0
+            group.append((rid, argv))
+            size += bound
         if group:
             sock.send(codec.encode_batch(group))
-        replies = self._await(set(ids))
+        replies = self._await(set(ids) - refused.keys()) | refused
         return [replies[rid] for rid in ids]
+
+    def _learn_limit(self) -> int:
+        """The node's largest message (INFO max_message_size); 0 when it does not say."""
+        if self._limit is None:
+            self._limit = int(self.info().get("max_message_size", 0))
+        return self._limit
+
+    def _refuse(self, rid: int, size: int) -> Reply | None:
+        """The TOO_LARGE reply for a message of `size` bytes the node would drop unread, or
+        None when it takes it (or does not say what it takes: then it is sent as before)."""
+        limit = self._learn_limit()
+        if not limit or size <= limit:
+            return None
+        return Reply(rid, ReplyKind.ERROR, [
+            "TOO_LARGE", f"request of {size} bytes is over the limit of {limit} bytes per "
+            f"message of {self.host}:{self.port} (max_value_size + 1 MiB); not sent — send "
+            "less per request, or raise max_value_size"])
 
     def _await(self, wanted: set[int]) -> dict[int, Reply]:
         sock = self._sock
@@ -189,9 +246,12 @@ class Client:
         yields one `{"lost": message}` notice, reconnects and resubscribes FROM the last
         cursor it saw, and yields the new acknowledgement: `history` says whether the missed
         events were replayed or the prefix's current state comes first ("reset").
+        When the server ends the stream with `LAGGED` (we read too slowly to keep up), it
+        resubscribes FROM the cursor the server named and yields the new acknowledgement with
+        `lagged`: that cursor; without `resume`, it raises ServerError (code LAGGED).
         Closing the iterator (or breaking out of the loop) cancels the stream on the server.
         """
-        cursor, rid, lost = since, None, False
+        cursor, rid, lost, lagged = since, None, False, None
         try:
             while True:
                 try:
@@ -207,10 +267,20 @@ class Client:
                 lost = False
                 if cursor is None:
                     cursor = ack["cursor"]
+                if lagged is not None:
+                    ack, lagged = {**ack, "lagged": lagged}, None
                 yield ack
                 for event in self._events(rid, poll_s, silence_s if resume else None):
+                    if "error" in event:  # the server ended the stream
+                        rid = None
+                        if event["error"] != "LAGGED" or not resume:
+                            raise ServerError(str(event["error"]), str(event.get("message")))
+                        lagged = cursor = event["cursor"]
+                        break
                     cursor = event["cursor"]
                     yield event
+                if lagged is not None:
+                    continue  # resubscribe on the same connection: it is fine, we were slow
                 lost = True
                 self.reset()
                 yield {"lost": f"no word from {self.host}:{self.port} for {silence_s:g}s — "

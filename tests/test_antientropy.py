@@ -29,7 +29,8 @@ def test_only_the_differing_bucket_travels_and_newer_entries_are_pushed_back() -
     assert sorted(buckets) == sorted({bucket_of(b"k5"), bucket_of(b"only-b")}) and nxt == -1
     sent = {w[0] for w in entries}
     assert b"only-b" in sent and len(sent) < 20  # whole buckets, not the whole store
-    push = to_push(a, buckets, entries)
+    push, cut = to_push(a, buckets, entries)
+    assert cut is None
     assert [w[0] for w in push] == [b"k5"] and push[0][1] == b"newer"
 
 

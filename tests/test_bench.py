@@ -66,6 +66,50 @@ def test_one_client_spreads_its_writes_over_every_endpoint(kvd, kvd_factory, tmp
     assert sum(sizes) >= 150 and all(n >= 50 for n in sizes), sizes
 
 
+def expected_distinct(keyspace: int, draws: int) -> float:
+    """Distinct keys after `draws` uniform draws with replacement from `keyspace` keys."""
+    return keyspace * (1 - (1 - 1 / keyspace) ** draws)
+
+
+def test_batched_bench_draws_every_key_from_the_whole_keyspace(kvd, tmp_path) -> None:
+    """One client, full batches of 256: the distinct keys written are what uniform draws give
+    (it used to cycle 64 prepared batches, 16,384 keys, whatever the keyspace)."""
+    keyspace = requests = 60_000
+    subprocess.run(
+        [sys.executable, "-m", "kvd", "bench", "--port", str(kvd.port), "--clients", "1",
+         "--pipeline", "256", "--requests", str(requests), "--keyspace", str(keyspace),
+         "--ops", "set", "--json"],
+        capture_output=True, env=env_for(tmp_path), timeout=120, check=True)
+    with kvd.client() as c:
+        written = c.dbsize()
+    expected = expected_distinct(keyspace, requests)  # about 37,927; sd about 76
+    assert abs(written - expected) < 0.01 * expected, (written, round(expected))
+
+
+@pytest.mark.parametrize("ops", ["set", "get", "mixed"])
+@pytest.mark.parametrize("keyspace", [1_000, 300_000])  # prebuilt keys, and formatted per draw
+def test_a_prepared_batch_gets_fresh_keys_from_the_whole_keyspace(ops: str, keyspace: int
+                                                                  ) -> None:
+    import msgpack
+
+    from kvd.bench.loadgen import Commands, Prepared
+
+    prepared = Prepared(Commands(Workload(ops, 0, keyspace=keyspace, seed=3)), 0, 256)
+    seen: set[bytes] = set()
+    frames = 40
+    for _ in range(frames):
+        version, kind, items = msgpack.unpackb(prepared.next_frame())
+        assert (version, kind) == (1, 3) and [rid for rid, _ in items] == list(range(1, 257))
+        for _, argv in items:
+            n = int(argv[1].removeprefix(b"key:"))
+            assert 0 <= n < keyspace and len(argv[1]) == 16
+            assert argv[0] == (b"SET" if ops == "set" or (ops == "mixed" and n & 1) else b"GET")
+            assert ops == "get" or argv[0] == b"GET" or argv[2] == b"v" * 100
+            seen.add(argv[1])
+    expected = expected_distinct(keyspace, frames * 256)
+    assert abs(len(seen) - expected) < 0.05 * expected, (len(seen), round(expected))
+
+
 def test_kvd_bench_plain_output_when_piped(kvd, tmp_path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "kvd", "bench", "--port", str(kvd.port), "--clients", "1",

@@ -86,3 +86,26 @@ def test_timeouts_recover_when_the_server_comes_back(kvd: Kvd) -> None:
             kvd.signal(signal.SIGCONT)
         kv.timeout = 5
         assert kv.get("t") == b"1"  # the late reply to the timed-out GET is not mistaken
+
+
+def test_every_oversize_request_gets_too_large_never_a_timeout(kvd: Kvd) -> None:
+    """Values just over max_value_size (16 MiB) are read and refused by the node; requests over
+    its message limit (max_value_size + 1 MiB), which ZeroMQ would drop unread, are refused by
+    the client, which learns the limit from INFO. Either way a TOO_LARGE, not a timeout."""
+    mib = 2**20
+    with kvd.client(timeout=10) as kv:
+        for size in (16 * mib + 1, 17 * mib, 18 * mib):
+            with pytest.raises(ServerError) as info:
+                kv.set(b"k", b"x" * size)
+            assert info.value.code == "TOO_LARGE", (size, info.value)
+        with pytest.raises(ServerError) as info:  # each value fits, the message does not
+            kv.mset({b"a": b"x" * 9 * mib, b"b": b"y" * 9 * mib})
+        assert info.value.code == "TOO_LARGE"
+        assert kv.info()["max_message_size"] == 17 * mib
+        for batch in (True, False):  # in a pipeline only the big one fails, in its place
+            replies = kv.pipeline([["SET", "s", "1"], ["SET", "big", b"x" * 17 * mib],
+                                   ["GET", "s"], ["SET", "fits", b"z" * 15 * mib]], batch=batch)
+            assert [r.value for r in replies[::2]] == ["OK", b"1"]
+            assert replies[1].is_error and replies[1].value[0] == "TOO_LARGE"
+            assert replies[3].value == "OK"
+        assert kv.exists("k", "a", "b", "big") == 0 and kv.ping() == "PONG"

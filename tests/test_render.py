@@ -71,6 +71,20 @@ def test_members_shows_fields_it_does_not_know_as_extra_columns():
     assert "incarnation" in header
 
 
+def test_members_keeps_the_contract_columns_whole_and_adds_extras_as_they_fit():
+    row = {**MEMBERS[0], "address": "127.0.0.1:55127", "gossip": "127.0.0.1:55128",
+           "incarnation": 1795912345678, "behind": 0, "clock_offset_ms": -30001}
+
+    def header(width: int) -> str:
+        text = screen(rich(outcome("MEMBERS", [row])), width)
+        return next(line for line in text.splitlines() if "name" in line)
+
+    narrow, wide = header(80), header(200)
+    assert "address" in narrow and "status" in narrow and "…" not in narrow
+    assert "clock_offset_ms" not in narrow
+    assert "clock_offset_ms" in wide and "incarnation" in wide
+
+
 def test_info_is_a_table():
     text = screen(rich(outcome("INFO", {"name": "n1", "keys": 3, "digest": "00ff"})))
     assert "INFO" in text
@@ -138,6 +152,9 @@ def test_watch_events_and_notices():
     assert "watching 'user:' from cursor 5" in ack and "current state first" in ack
     assert "interrupted" in notice_text({"lost": "gone"})
     assert "replayed" in notice_text({"watching": b"u", "cursor": 9, "history": "replayed"})
+    lagged = notice_text({"watching": b"u", "cursor": 30, "history": "reset", "lagged": 12})
+    assert "fell behind after cursor 12" in lagged and "current state first" in lagged
+    assert "\n" not in lagged
 
 
 def test_help_lists_every_command_and_marks_shell_ones():

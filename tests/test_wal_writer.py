@@ -65,13 +65,17 @@ class FakeSyncer:
         pass
 
 
+WALL_MS = 1_800_000_000_000  # the fake wall clock at now = 0
+
+
 def setup(policy: str) -> tuple[Node, WriteAheadLog, FakeFile, list[float]]:
     now = [0.0]
     node = Node("n1", "127.0.0.1:1", clock=HybridClock(lambda: 1_000))
     file = FakeFile()
     wal = WriteAheadLog(Path("/fake"), file, node.store, policy,  # type: ignore[arg-type]
                         syncer=FakeSyncer() if policy == "everysec" else None,  # type: ignore
-                        clock=lambda: now[0], compaction_min_size=1 << 40)
+                        clock=lambda: now[0], wall=lambda: WALL_MS + int(now[0] * 1000),
+                        compaction_min_size=1 << 40)
     return node, wal, file, now
 
 
@@ -133,10 +137,37 @@ def test_disk_full_refuses_the_turn_and_keeps_going() -> None:
     assert keys_on_disk(file) == [b"a"]  # the half-written record was cut off
     info = wal.info()
     assert info["log_errors"] == 1 and "no space left" in info["log_error"]
-    assert info["log_writable"] is True
+    assert info["log_writable"] is False  # the last write failed and none has succeeded since
     file.fail_write = None  # space was freed: writes work again
     turn(node, wal, (b"b", b"2"))
     assert keys_on_disk(file) == [b"a", b"b"]
+
+
+def test_info_clears_the_error_once_the_disk_recovers_and_keeps_it_as_history() -> None:
+    node, wal, file, now = setup("everysec")
+    now[0] = 30.0
+    file.fail_write = errno.ENOSPC
+    with pytest.raises(StorageError):
+        turn(node, wal, (b"a", b"1"))
+    failing = wal.info()
+    assert not failing["log_writable"] and "no space left" in failing["log_error"]
+    assert failing["log_last_error"] == failing["log_error"]
+    assert failing["log_last_error_at"] == WALL_MS // 1000 + 30
+    now[0] = 90.0
+    file.fail_write = None  # space was freed
+    turn(node, wal, (b"a", b"1"))
+    info = wal.info()
+    assert info["log_writable"] is True and info["log_error"] == ""  # the state now
+    assert info["log_last_error"] == failing["log_error"]  # the history stays
+    assert info["log_last_error_at"] == WALL_MS // 1000 + 30 and info["log_errors"] == 1
+
+
+def test_info_of_a_log_that_never_failed() -> None:
+    node, wal, _, _ = setup("always")
+    turn(node, wal, (b"a", b"1"))
+    info = wal.info()
+    assert info["log_writable"] is True and info["log_error"] == ""
+    assert (info["log_last_error"], info["log_last_error_at"], info["log_errors"]) == ("", 0, 0)
 
 
 def test_failed_fsync_stops_all_writes() -> None:
@@ -148,6 +179,7 @@ def test_failed_fsync_stops_all_writes() -> None:
     with pytest.raises(StorageError, match="restart kvd"):
         turn(node, wal, (b"b", b"2"))
     assert node.store.live_count == 0 and wal.info()["log_writable"] is False
+    assert "fsync" in wal.info()["log_error"]
 
 
 def test_failed_truncate_after_a_failed_write_stops_all_writes() -> None:
@@ -173,7 +205,8 @@ def test_info_fields() -> None:
     turn(node, wal, (b"a", b"1"))
     info = wal.info()
     for field in ("fsync", "log_size", "log_live_bytes", "last_compaction_at",
-                  "last_compaction_s", "replayed_records", "replay_s", "log_error"):
+                  "last_compaction_s", "replayed_records", "replay_s", "log_error",
+                  "log_writable", "log_last_error", "log_last_error_at"):
         assert field in info
     assert info["fsync"] == "always" and info["log_size"] > len(MAGIC)
 

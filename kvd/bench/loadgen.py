@@ -31,7 +31,6 @@ from shared.codec import MsgType, ReplyKind
 
 REPLY_TIMEOUT_MS = 10_000
 PREBUILT = 200_000  # keyspaces up to this size get their argv lists built in advance
-POOL = 64  # full batches packed in advance and sent in turn (64 x 256 random keys)
 PROGRESS_EVERY = 1024  # replies between two updates of the shared progress counter
 _REQUEST, _BATCH = int(MsgType.REQUEST), int(MsgType.BATCH)
 _REPLY, _BATCH_REPLY = int(MsgType.REPLY), int(MsgType.BATCH_REPLY)
@@ -61,6 +60,10 @@ class ClientResult:
     latencies_ns: array  # one per reply, in arrival order
 
 
+KEY_PREFIX = b"key:"
+KEY_DIGITS = 12  # every key is KEY_PREFIX and this many digits: patchable in place
+
+
 def key_of(n: int) -> bytes:
     """Key number n as 16 bytes (the size the targets are stated for)."""
     return b"key:%012d" % n
@@ -71,6 +74,8 @@ class Commands:
 
     For keyspaces up to PREBUILT every argv is built once and drawn at random, so the client
     spends its CPU on the wire, not on formatting keys (it shares two cores with the server).
+    In "mixed", a key's number says its op (odd: SET, even: GET), so a key is only ever
+    written or only ever read.
     """
 
     def __init__(self, w: Workload) -> None:
@@ -80,6 +85,7 @@ class Commands:
         self._ops = w.ops
         self._argvs = ([self._argv(n) for n in range(w.keyspace)]
                        if w.keyspace <= PREBUILT else None)
+        self._digits: dict[bytes, list[bytes]] = {}  # by op: the key digits of its keys
 
     def _argv(self, n: int) -> list[bytes]:
         op = self._ops
@@ -93,6 +99,67 @@ class Commands:
         if self._argvs is not None:
             return self._rand.choices(self._argvs, k=k)
         return [self._argv(self._rand.randrange(self._keyspace)) for _ in range(k)]
+
+    def digits(self, op: bytes, k: int) -> list[bytes]:
+        """The KEY_DIGITS digits of `k` keys drawn at random from the keys that `op` (b"SET",
+        b"GET") takes in this workload."""
+        if self._ops != "mixed":
+            first, step = 0, 1
+        else:
+            first, step = (1 if op == b"SET" else 0), 2
+        count = len(range(first, self._keyspace, step))
+        if self._argvs is None:
+            rand = self._rand.randrange
+            return [b"%012d" % (first + step * rand(count)) for _ in range(k)]
+        pool = self._digits.get(op)
+        if pool is None:
+            pool = self._digits[op] = [b"%012d" % n for n in range(first, self._keyspace, step)]
+        return self._rand.choices(pool, k=k)
+
+
+class Prepared:
+    """A BATCH packed once whose keys are rewritten before every send, as redis-benchmark
+    rewrites its random-key placeholders: the client pays for a draw and a join instead of
+    packing the batch anew (a third of its CPU when it shares the machine with the server),
+    and yet every request draws its key from the whole keyspace.
+
+    Keys have a fixed width, so the frame is kept as its constant pieces with each key's digits
+    between them: `parts[1::2]` are the digits. The items are grouped by op (all SETs, then
+    all GETs), so each op's digits are one slice, replaced in one assignment.
+    """
+
+    def __init__(self, commands: Commands, first_id: int, n: int) -> None:
+        self.commands = commands
+        argvs = sorted(commands.take(n), key=lambda argv: argv[0])  # grouped by op
+        pack = msgpack.Packer(use_bin_type=True).pack
+        # A msgpack array is its header and its items one after the other, so the frame is
+        # [1, BATCH, items]'s header followed by each item packed on its own.
+        head = bytearray(pack([1, _BATCH, []])[:-1]) + _array_header(n)
+        parts: list[bytes] = []
+        self.runs: list[tuple[bytes, slice, int]] = []  # op, its digits in parts, how many
+        for i, argv in enumerate(argvs):
+            packed = pack([first_id + 1 + i, argv])
+            at = packed.index(argv[1]) + len(KEY_PREFIX)  # the id and op name cannot hold it
+            parts += [bytes(head + packed[:at]), packed[at:at + KEY_DIGITS]]
+            head = bytearray(packed[at + KEY_DIGITS:])
+            if not self.runs or self.runs[-1][0] != argv[0]:
+                self.runs.append((argv[0], slice(2 * i + 1, None, 2), 0))
+            op, run, count = self.runs[-1]
+            self.runs[-1] = (op, slice(run.start, 2 * i + 2, 2), count + 1)
+        parts.append(bytes(head))
+        self.parts = parts
+
+    def next_frame(self) -> bytes:
+        """The frame with fresh random keys."""
+        parts, digits = self.parts, self.commands.digits
+        for op, run, count in self.runs:
+            parts[run] = digits(op, count)
+        return b"".join(parts)
+
+
+def _array_header(n: int) -> bytes:
+    packed = msgpack.packb([None] * n)
+    return packed[:len(packed) - n]  # each None is one byte (0xc0)
 
 
 def connect(*endpoints: str) -> tuple[zmq.Context, zmq.Socket]:
@@ -133,28 +200,22 @@ def run(sock: zmq.Socket, w: Workload, progress=None) -> ClientResult:
     lat = array("q")
     sent = done = errors = reported = 0
     window, total, batch = max(1, w.pipeline), w.requests, w.batch
-    # Full batches are packed once, in advance, and sent again in turn, as redis-benchmark
-    # sends one prepared buffer: the client shares the machine with the server, and packing
-    # every batch anew cost it about a third of its CPU. Each frame of the pool has its own
-    # request ids, and only one batch is ever in flight (it fills the window), so replies
-    # still find their batch.
-    pool: list[bytes] = []
-    if batch and window > 1:
-        for j in range(min(POOL, total // window)):
-            items = [[j * window + i, argv] for i, argv in enumerate(commands.take(window), 1)]
-            pool.append(pack([1, _BATCH, items]))
-    pooled, rid = 0, len(pool) * window  # ids past the pool's for the batches built on the go
+    # A full batch is packed once and its keys rewritten before each send (Prepared): the
+    # client shares the machine with the server, and packing every batch anew cost it about
+    # a third of its CPU. Only one full batch is ever in flight (it fills the window), so it
+    # keeps its request ids, and its replies still find it.
+    prepared = Prepared(commands, 0, window) if batch and window > 1 and total >= window else None
+    rid = window  # ids past the prepared batch's for the batches built on the go
     poller = zmq.Poller()  # one for the run: Socket.poll would build a new one per call
     poller.register(sock, zmq.POLLIN)
     started = time.perf_counter()
     while done < total:
         free = min(window - (sent - done), total - sent)
         if free > 0:
-            if pool and free == window:
-                j = pooled % len(pool)
-                pooled += 1
-                inflight[j * window + 1] = (clock(), free)
-                sock.send(pool[j])
+            if prepared is not None and free == window:
+                frame = prepared.next_frame()
+                inflight[1] = (clock(), free)
+                sock.send(frame)
             elif batch and free > 1:
                 items = [[rid + i, argv] for i, argv in enumerate(commands.take(free), 1)]
                 inflight[rid + 1] = (clock(), free)

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kvd.cluster.peerwire import entry_size
 from kvd.state.store import NBUCKETS, Entry, Store
 
-STEP_ENTRIES = 4096
+STEP_ENTRIES = 1024
 
 WireEntry = list  # [key, value|None, stamp, origin, expires_at]
 
@@ -35,31 +36,44 @@ def differing(mine: list[int], theirs: list[int], start: int) -> list[int]:
     return [b for b in range(start, NBUCKETS) if mine[b] != theirs[b]]
 
 
-def collect(store: Store, theirs: list[int], start: int,
-            budget: int = STEP_ENTRIES) -> tuple[list[int], list[WireEntry], int]:
-    """Whole differing buckets from `start` up to `budget` entries:
-    (buckets, entries, next cursor or -1 when the walk is done)."""
+def collect(store: Store, theirs: list[int], start: int, budget: int = STEP_ENTRIES,
+            max_bytes: int = 1 << 62) -> tuple[list[int], list[WireEntry], int]:
+    """Whole differing buckets from `start` up to `budget` entries and `max_bytes` wire bytes
+    (always at least one bucket): (buckets, entries, next cursor or -1 when the walk is
+    done)."""
     buckets: list[int] = []
     entries: list[WireEntry] = []
+    size = 0
     for b in differing(store.bucket_digests, theirs, start):
-        items = store.bucket_items(b)
-        if buckets and len(entries) + len(items) > budget:
+        wire = [entry_to_wire(k, e) for k, e in store.bucket_items(b)]
+        more = sum(map(entry_size, wire))
+        if buckets and (len(entries) + len(wire) > budget or size + more > max_bytes):
             return buckets, entries, b
         buckets.append(b)
-        entries.extend(entry_to_wire(k, e) for k, e in items)
+        entries.extend(wire)
+        size += more
     return buckets, entries, -1
 
 
-def to_push(store: Store, buckets: list[int], theirs: list[WireEntry]) -> list[WireEntry]:
-    """Our entries in `buckets` that the peer lacks or holds an older version of."""
+def to_push(store: Store, buckets: list[int], theirs: list[WireEntry],
+            budget: int = STEP_ENTRIES,
+            max_bytes: int = 1 << 62) -> tuple[list[WireEntry], int | None]:
+    """Our entries in `buckets` that the peer lacks or holds an older version of, for whole
+    buckets up to `budget` entries and `max_bytes` (always at least one bucket): (entries,
+    the first bucket left for a later step or None). Bounded, so that a peer that holds little
+    (one that joins empty) does not make us ship our whole store in one turn."""
     their_version = {w[0]: (w[2], w[3]) for w in theirs}
-    out = []
-    for b in buckets:
-        for key, e in store.bucket_items(b):
-            v = their_version.get(key)
-            if v is None or e.version > v:
-                out.append(entry_to_wire(key, e))
-    return out
+    out: list[WireEntry] = []
+    size = 0
+    for i, b in enumerate(buckets):
+        wire = [entry_to_wire(key, e) for key, e in store.bucket_items(b)
+                if (v := their_version.get(key)) is None or e.version > v]
+        more = sum(map(entry_size, wire))
+        if i and (len(out) + len(wire) > budget or size + more > max_bytes):
+            return out, b
+        out.extend(wire)
+        size += more
+    return out, None
 
 
 @dataclass

@@ -20,7 +20,17 @@ from collections import Counter
 
 from kvd.cluster.clockskew import ClockOffsets
 from kvd.cluster.membership import Member, Membership, Status
-from kvd.cluster.peerwire import STATUS, Out, Outbox, check, get_field, items_from_wire, wire_item
+from kvd.cluster.peerwire import (
+    STATUS,
+    Out,
+    Outbox,
+    check,
+    get_field,
+    item_size,
+    items_from_wire,
+    split,
+    wire_item,
+)
 from kvd.cluster.repair import Repair
 from kvd.cluster.replication import INF, Replication, stable_from_wire
 from kvd.cluster.settings import Settings
@@ -94,10 +104,11 @@ class Cluster:
         return self._gossip(name, self.epoch, self.repl.mine.base, items)
 
     def _gossip(self, origin: str, epoch: int, base: int, items: list) -> list[Out]:
-        step = self.s.gossip_chunk
+        # Chunked by bytes as well as by count: a frame over a subscriber's limit would not
+        # just be lost, it would cut that subscriber's link to us.
         return [self.out.publish(MsgType.GOSSIP, {"origin": origin, "epoch": epoch, "base": base,
-                                               "items": items[i:i + step]})
-                for i in range(0, len(items), step)]
+                                               "items": chunk})
+                for chunk in split(items, item_size, self.s.gossip_chunk, self.s.chunk_bytes)]
 
     # -- messages in ------------------------------------------------------------------------
 
@@ -138,6 +149,7 @@ class Cluster:
         inc = get_field(b, "incarnation", int)
         self.ms.add(msg.sender, address, gossip, inc, now)
         self.ms.heard_from(msg.sender, inc, now)
+        self.repair.serving[msg.sender] = now  # it pulls our store next: no pass of ours to it
         members = [m.wire() for m in self.ms.members.values()]
         return [self.out.reply(MsgType.WELCOME, {"members": members})]
 

@@ -5,6 +5,10 @@ The Harmony pattern of the ZeroMQ Guide, one socket kind per direction:
 - PUB bound on the gossip port: our writes (one message per loop turn, chunked), heartbeats,
   LEAVE. PUB drops what a slow subscriber cannot take (past SNDHWM); gap repair makes up for it.
 - one SUB connected to every member's PUB (reconnects on its own when a member comes back).
+- every link to a member we have not heard from for a while is made again (`_relink`):
+  ZeroMQ reconnects after a lost connection, but not after a protocol error, and a frame over
+  the receiver's MAXMSGSIZE is one. The cluster core keeps frames under the limit
+  (Settings.chunk_bytes); this makes sure nothing else can cut a member off for good.
 - one DEALER per peer, connected to its client ROUTER port, for requests (JOIN, CATCHUP, SYNC,
   SYNC_PUSH, LEAVE) and their replies. Requests queue (up to SNDHWM) while the connection is
   being made, so the first JOIN is not lost; a stale request that reaches a peer late is
@@ -17,6 +21,7 @@ last epoch in `epoch`, so a restart after a clock step back still starts a newer
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,7 +31,9 @@ from pathlib import Path
 import zmq
 
 from kvd.cluster.cluster import Cluster
+from kvd.cluster.membership import Status
 from kvd.cluster.peerwire import Dest, Out
+from kvd.state.hlc import wall_ms
 from shared import codec
 from shared.errors import KvError, VersionError
 
@@ -35,7 +42,10 @@ log = logging.getLogger("kvd.cluster.peers")
 MEMBERS_FILE = "members.json"
 EPOCH_FILE = "epoch"
 MAX_DRAIN = 2048  # peer messages per loop turn
-MAX_PEER_MESSAGE = 256 * 1024 * 1024
+MAX_PEER_MESSAGE = 256 * 1024 * 1024  # default frame limit of the SUB and DEALERs
+RELINK_MS = 1000  # how often the links to a silent member are made again
+# Requests that get a reply: one unanswered this long means the link to that peer is broken.
+ANSWERED = frozenset({codec.MsgType.JOIN, codec.MsgType.CATCHUP, codec.MsgType.SYNC})
 
 
 def load_members(data_dir: Path) -> list[list]:
@@ -71,10 +81,16 @@ def save_members(data_dir: Path, members: list[list]) -> None:
 
 class Peers:
     def __init__(self, cluster: Cluster, bind: str, gossip_port: int, data_dir: Path | None,
-                 poller: zmq.Poller, hwm: int = 1000) -> None:
+                 poller: zmq.Poller, hwm: int = 1000,
+                 max_message: int = MAX_PEER_MESSAGE) -> None:
         """`hwm`: gossip messages (each up to Settings.gossip_chunk writes) queued per
-        subscriber; past it PUB drops and gap repair takes over, so memory stays bounded."""
+        subscriber; past it PUB drops and gap repair takes over, so memory stays bounded.
+        `max_message`: the frame limit of the SUB and DEALER sockets (config
+        `peer_max_message`)."""
         self.cluster = cluster
+        self.max_message = max_message
+        self.awaiting: dict[str, int] = {}  # peer address -> ms of its oldest unanswered request
+        self.next_relink = 0
         self.data_dir = data_dir
         self._poller = poller
         ctx = zmq.Context.instance()
@@ -92,7 +108,7 @@ class Peers:
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.sub.setsockopt(zmq.RCVHWM, hwm)
-        self.sub.setsockopt(zmq.MAXMSGSIZE, MAX_PEER_MESSAGE)
+        self.sub.setsockopt(zmq.MAXMSGSIZE, max_message)
         self.sub.setsockopt(zmq.RECONNECT_IVL, 200)
         poller.register(self.sub, zmq.POLLIN)
         self.dealers: dict[str, zmq.Socket] = {}
@@ -106,9 +122,10 @@ class Peers:
 
     def drain(self, ready: dict, now: int) -> None:
         """Take what the SUB and DEALER sockets hold (bounded per turn)."""
-        for sock in self.sockets():
+        for address, sock in [("", self.sub), *self.dealers.items()]:
             if sock not in ready:
                 continue
+            self.awaiting.pop(address, None)
             for _ in range(MAX_DRAIN):
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -147,6 +164,8 @@ class Peers:
                 self.pub.send(frame, zmq.NOBLOCK)  # never blocks: PUB drops silently
             elif out.dest is Dest.REQUEST:
                 self._send(self._dealer(out.to), frame, "dropped_requests")
+                if out.msg.type in ANSWERED:
+                    self.awaiting.setdefault(out.to, wall_ms())
             elif reply is not None:
                 reply(frame)
 
@@ -163,7 +182,7 @@ class Peers:
             sock.setsockopt(zmq.LINGER, 500)
             sock.setsockopt(zmq.SNDHWM, 1000)
             sock.setsockopt(zmq.RCVHWM, 1000)
-            sock.setsockopt(zmq.MAXMSGSIZE, MAX_PEER_MESSAGE)
+            sock.setsockopt(zmq.MAXMSGSIZE, self.max_message)
             sock.setsockopt(zmq.RECONNECT_IVL, 200)
             sock.connect(f"tcp://{address}")
             self._poller.register(sock, zmq.POLLIN)
@@ -179,6 +198,39 @@ class Peers:
             log.warning("the clock of %s is %+d ms off ours (bound max_clock_offset_ms = %d): "
                         "concurrent writes favour the faster clock — sync the clocks (NTP)",
                         peer, offset, self.cluster.s.max_clock_offset_ms)
+        if now >= self.next_relink:
+            self.next_relink = now + RELINK_MS
+            self._relink(now)
+
+    def _relink(self, now: int) -> None:
+        """Make the links again to every member we have not heard from past the suspicion
+        threshold (its PUB, its ROUTER), and to every peer that leaves our requests
+        unanswered. A link that merely waits for the member to come back loses nothing by
+        it; one that ZeroMQ gave up on (a protocol error) comes back only this way. So a
+        member held dead keeps being tried, and once it hears us it refutes and is back."""
+        core = self.cluster
+        silent, late = core.s.timers.suspect_after_ms, 2 * core.s.request_timeout_ms
+        for m in core.ms.others():
+            if m.status is Status.LEFT:
+                continue
+            if now - m.last_seen > silent:
+                if m.gossip in self.subscribed:
+                    endpoint = f"tcp://{m.gossip}"
+                    # ZeroMQ may have dropped the endpoint itself: then connecting is enough.
+                    with contextlib.suppress(zmq.ZMQError):
+                        self.sub.disconnect(endpoint)
+                    self.sub.connect(endpoint)
+                self._drop_dealer(m.address)
+        for address in [a for a, t in self.awaiting.items() if now - t > late]:
+            self._drop_dealer(address)
+
+    def _drop_dealer(self, address: str) -> None:
+        """Close the DEALER to a peer; the next request makes a fresh one."""
+        self.awaiting.pop(address, None)
+        sock = self.dealers.pop(address, None)
+        if sock is not None:
+            self._poller.unregister(sock)
+            sock.close(linger=0)
 
     def _sync_subscriptions(self) -> None:
         wanted = self.cluster.gossip_endpoints()

@@ -8,6 +8,7 @@ reaches the store half-applied. The body layouts are specified in PROTOCOL.md se
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -56,6 +57,51 @@ class Outbox:
 
 def wire_item(seq: int, key: bytes, e: Entry) -> list:
     return [seq, key, e.value, e.stamp, e.expires_at]
+
+
+# What one entry costs on the wire besides its key, value and origin name: msgpack headers of
+# the item array, key and value, and up to three 9-byte integers (seq, stamp, expiry).
+ENTRY_OVERHEAD = 48
+# Room left in a frame for the message around its entries (type, cluster and sender names,
+# origin, epoch, base, cursors): far less than this.
+ENVELOPE = 64 * 1024
+
+
+def item_size(w: list) -> int:
+    """Wire bytes of a stream item [seq, key, value, stamp, expires_at]."""
+    value = w[2]
+    return len(w[1]) + (0 if value is None else len(value)) + ENTRY_OVERHEAD
+
+
+def entry_size(w: list) -> int:
+    """Wire bytes of a sync entry [key, value, stamp, origin, expires_at]."""
+    value = w[1]
+    return len(w[0]) + (0 if value is None else len(value)) + len(w[3]) + ENTRY_OVERHEAD
+
+
+def fitting(items: list, size: Callable[[list], int], max_count: int, max_bytes: int,
+            start: int = 0) -> int:
+    """How many of `items` from `start` go into one message: up to `max_count` and `max_bytes`,
+    and always at least one (an entry bigger than `max_bytes` travels alone; see
+    Settings.chunk_bytes for why that still fits the receiver's frame limit)."""
+    total, end, stop = 0, start, min(len(items), start + max_count)
+    while end < stop:
+        total += size(items[end])
+        if total > max_bytes and end > start:
+            break
+        end += 1
+    return end - start
+
+
+def split(items: list, size: Callable[[list], int], max_count: int,
+          max_bytes: int) -> list[list]:
+    """`items` in consecutive chunks, each as `fitting` allows."""
+    chunks, start = [], 0
+    while start < len(items):
+        n = fitting(items, size, max_count, max_bytes, start)
+        chunks.append(items[start:start + n])
+        start += n
+    return chunks
 
 
 def check(cond: bool, what: str) -> None:

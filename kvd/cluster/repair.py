@@ -19,22 +19,26 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kvd.cluster.antientropy import Counters, Walk, collect, entry_to_wire, to_push
+from kvd.cluster.antientropy import Counters, Walk, collect, to_push
 from kvd.cluster.membership import Membership, Status
 from kvd.cluster.peerwire import (
     Out,
     Outbox,
     check,
+    entry_size,
+    fitting,
     get_field,
     item_from_wire,
+    item_size,
     items_from_wire,
     progress,
+    split,
     wire_item,
 )
 from kvd.cluster.replication import Replication
 from kvd.cluster.settings import Settings
 from kvd.state.node import Node
-from kvd.state.store import NBUCKETS
+from kvd.state.store import NBUCKETS, bucket_of
 from shared.codec import MsgType, Peer
 
 # Applies a stream's items (origin, epoch, base, items, now) and returns the fresh ones: the
@@ -72,6 +76,8 @@ class Repair:
         self.next_sync = now + settings.sync_every_ms
         self.busy_until = now  # writes flowing until then: the periodic pass waits
         self.last_pass = now
+        self.serving: dict[str, int] = {}  # peer -> ms of the last step of its pass with us
+        self.down: set[str] = set()  # members we hold dead: a pass with each when it is back
 
     def busy(self, now: int) -> None:
         """Writes are flowing: hold the periodic anti-entropy pass back for a while."""
@@ -104,11 +110,14 @@ class Repair:
         first, last = get_field(b, "first", int), get_field(b, "last", int)
         items = self.repl.serve(origin, epoch, first, last,
                                 self.s.catchup_chunk)
-        self.counters["catchup_served"] += len(items or [])
+        wire = [wire_item(*i) for i in items or []]
+        # One message below the asker's frame limit; it asks for the rest when this is applied.
+        wire = wire[:fitting(wire, item_size, self.s.catchup_chunk, self.s.chunk_bytes)]
+        self.counters["catchup_served"] += len(wire)
         stream = self.repl.streams.get(origin)
         base = stream.base if stream else 1
         body = {"origin": origin, "epoch": epoch, "base": base, "gone": items is None,
-                "items": [wire_item(*i) for i in items or []]}
+                "items": wire}
         return [self.out.reply(MsgType.CATCHUP_REPLY, body)]
 
     def on_catchup_reply(self, msg: Peer, now: int) -> list[Out]:
@@ -122,6 +131,11 @@ class Repair:
         if get_field(b, "gone", bool):
             self.counters["catchup_gone"] += 1
             self.claims.get(origin, {}).pop(msg.sender, None)
+            if self._served(msg.sender, now):
+                # Its pass with us is under way and brings us level: ours after it, not now
+                # (it would ship the same keys again).
+                self.sync_wanted = self.sync_wanted or msg.sender
+                return []
             return self.start_walk(msg.sender, now)
         if not fresh:  # it had nothing new for us (yet): let the timer ask again, not a loop
             return []
@@ -145,8 +159,9 @@ class Repair:
         digests, cursor = get_field(msg.body, "digests", list), get_field(msg.body, "cursor", int)
         check(len(digests) == NBUCKETS and 0 <= cursor < NBUCKETS, "digests")
         self.repl.mine.stable = self.node.clock.last
+        self.serving[msg.sender] = now
         buckets, entries, nxt = collect(self.node.store, digests, cursor,
-                                        self.s.step_entries)
+                                        self.s.step_entries, self.s.chunk_bytes)
         body = {"buckets": buckets, "entries": entries, "next": nxt,
                 "progress": self.repl.progress() if cursor == 0 else {}}
         return [self.out.reply(MsgType.SYNC_REPLY, body)]
@@ -158,21 +173,31 @@ class Repair:
         b = msg.body
         buckets, nxt = get_field(b, "buckets", list), get_field(b, "next", int)
         check(all(type(x) is int and 0 <= x < NBUCKETS for x in buckets), "buckets")
-        entries = [item_from_wire(w) for w in get_field(b, "entries", list)]
+        raw = get_field(b, "entries", list)
+        entries = [item_from_wire(w) for w in raw]
         if walk.cursor == 0:
             walk.progress = progress(get_field(b, "progress", dict))
-        push = to_push(self.node.store, buckets, [entry_to_wire(k, e)
-                                                  for _, k, e in entries])
+        push, cut = to_push(self.node.store, buckets, raw, self.s.step_entries,
+                            self.s.chunk_bytes)
+        if cut is not None:
+            # We hold much more than the peer in these buckets (it may have joined empty):
+            # push a step's worth now and ask again from the first bucket left, so that each
+            # of our turns does a bounded amount of this. Its entries from there on come
+            # again in the next reply: merge them then, not twice.
+            done = set(buckets[:buckets.index(cut)])
+            entries = [e for e in entries if bucket_of(e[1]) in done]
+            buckets, nxt = sorted(done), cut
         walk.pulled += self._merge(entries)
         walk.buckets += len(buckets)
         walk.pushed += len(push)
         member = self.ms.get(walk.peer)
         assert member is not None
-        out = [self.out.request(member.address, MsgType.SYNC_PUSH, {"entries": push})] if push \
-            else []
+        # Several messages, each under the peer's frame limit (one step may exceed a message).
+        out = [self.out.request(member.address, MsgType.SYNC_PUSH, {"entries": chunk})
+               for chunk in split(push, entry_size, self.s.step_entries, self.s.chunk_bytes)]
         if nxt == -1:
             return out + self._finish_walk(walk, now)
-        check(type(nxt) is int and 0 < nxt < NBUCKETS, "next")
+        check(type(nxt) is int and walk.cursor < nxt < NBUCKETS, "next")
         walk.cursor, walk.sent = nxt, now
         return [*out, self._sync_step(member.address, nxt)]
 
@@ -217,6 +242,10 @@ class Repair:
         """Ask for writes someone claimed long enough ago that we still lack: one chunk in
         flight per origin, to the member that claimed the most. `only` continues a catch-up
         already under way (no grace: the range is known lost)."""
+        if self.walk is not None:
+            # Our pass brings us what the peer held when it began, and then we adopt its
+            # progress: asking for the same writes meanwhile would move them twice.
+            return []
         out = []
         grace, timeout = self.s.gap_grace_ms, self.s.request_timeout_ms
         for origin, claims in self.claims.items():
@@ -227,9 +256,15 @@ class Repair:
                 continue
             ripe = {m: c.latest for m, c in claims.items()
                     if c.epoch == stream.epoch and c.latest > stream.contiguous
-                    and self._reachable(m)
+                    and self._reachable(m) and not self._served(m, now)
                     and (only is not None or (c.seq > stream.contiguous
                                               and now - c.since >= grace))}
+            pushing = [m for m, c in claims.items() if c.epoch == stream.epoch
+                       and c.latest > stream.contiguous and self._served(m, now)]
+            if not ripe and pushing:
+                # A peer's pass pushes to us meanwhile: ours after it (with little left to
+                # move) adopts that peer's progress, rather than asking for the writes again.
+                self.sync_wanted = self.sync_wanted or pushing[0]
             pending = self.pending.get(origin)
             if not ripe or (pending is not None and now - pending[1] < timeout):
                 continue
@@ -248,9 +283,19 @@ class Repair:
 
     def _sync_tick(self, now: int) -> list[Out]:
         walk = self.walk
-        if walk is not None and now - walk.sent > 2 * self.s.request_timeout_ms:
+        if walk is not None and (now - walk.sent > 2 * self.s.request_timeout_ms
+                                 or not self._reachable(walk.peer)):
+            # Silent, or held dead (then a pass with it starts when it is back).
             self.walk = None
             self.ae.aborted += 1
+        back = self._back(now)
+        if back is not None:
+            # A member we held dead answers again: whatever happened while it was cut off
+            # (writes either side, gossip lost for good), one pass brings both sides level.
+            return self.start_walk(back, now)
+        if self.walk is None and self.sync_wanted and not self._served(self.sync_wanted, now):
+            wanted, self.sync_wanted = self.sync_wanted, None
+            return self.start_walk(wanted, now)
         if now < self.next_sync or self.walk is not None:
             return []
         self.next_sync = now + self.s.sync_every_ms
@@ -258,5 +303,25 @@ class Repair:
             # Writes are flowing: digests differ by what is in flight, so a pass now would
             # ship whole buckets for nothing. Lost gossip is caught by sequence gaps meanwhile.
             return []
-        peers = [m.name for m in self.ms.others() if m.status is Status.ALIVE]
+        # Not with a peer whose own pass with us is under way: a pass pulls and pushes, so a
+        # second one would ship the same keys again (a joining node pulling our whole store).
+        peers = [m.name for m in self.ms.others() if m.status is Status.ALIVE
+                 and not self._served(m.name, now)]
         return self.start_walk(self.rng.choice(peers), now) if peers else []
+
+    def _served(self, peer: str, now: int) -> bool:
+        """Is `peer`'s own pass with us under way (a step of it lately)?"""
+        return now - self.serving.get(peer, now - 2 * self.s.request_timeout_ms - 1) \
+            <= 2 * self.s.request_timeout_ms
+
+    def _back(self, now: int) -> str | None:
+        """A member that was dead and is alive again (at most one per tick), unless its own
+        pass with us already does the work."""
+        for m in self.ms.others():
+            if m.status is Status.DEAD:
+                self.down.add(m.name)
+            elif m.status is Status.ALIVE and m.name in self.down:
+                self.down.discard(m.name)
+                if not self._served(m.name, now):
+                    return m.name
+        return None

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from kvd.cluster.antientropy import STEP_ENTRIES
 from kvd.cluster.membership import Timers
+from kvd.cluster.peerwire import ENVELOPE
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,15 @@ class Settings:
     join_retry_ms: int = 500
     catchup_chunk: int = 2000
     gossip_chunk: int = 1000
+    # The most key, value and origin bytes (plus ENTRY_OVERHEAD each) that one peer message
+    # carries, unless a single entry is bigger: then it travels alone. Why this bound: the
+    # smallest frame limit a peer applies is its client door's (max_value + 1 MiB; peer
+    # requests arrive there), then its SUB and DEALER sockets' (`peer_max_message`, at least
+    # that much). A message of several entries is at most chunk_bytes + ENVELOPE, under 1 MiB;
+    # one entry alone is at most max_value + 64 KiB of key + ENVELOPE, also under max_value +
+    # 1 MiB. Both fit, whatever max_value is, as long as every node has the same max_value.
+    # A frame over the limit is not only lost: ZeroMQ drops the connection with it.
+    chunk_bytes: int = 1024 * 1024 - 2 * ENVELOPE
     gc_every_ms: int = 200
     gc_buckets: int = 64  # buckets scanned per gc tick
     tombstone_max_age_ms: int = 7 * 24 * 3600 * 1000

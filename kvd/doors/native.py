@@ -7,12 +7,18 @@ before the write it acknowledges is in the log, and one fsync covers a whole tur
 
 Bad input never stops the door: a message that does not decode gets an error reply (request id
 0) and is counted; a peer that fails the ZeroMQ handshake (garbage bytes on the port) is counted
-from the socket monitor. Peers' requests arrive here too (they are clients of our ROUTER); the
-door hands them to `on_peer`, which the loop points at the cluster's peer layer.
+from the socket monitor. Running out of file descriptors, when no connection can be accepted,
+is found by a check once a second, counted in INFO and logged (see ACCEPT_CHECK_S). Peers'
+requests arrive here too (they are clients of our ROUTER); the door hands them to `on_peer`,
+which the loop points at the cluster's peer layer.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import resource
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +31,20 @@ from kvd.state.node import Node
 from shared import codec
 from shared.errors import KvError, ProtocolError
 
+log = logging.getLogger("kvd.doors.native")
+
 MAX_DRAIN = 4096  # messages per turn: bounds the latency one busy client can add to others
+# Out of descriptors, accept(2) fails, and ZeroMQ retries it in a tight loop (its I/O thread
+# spins) and reports every failure to the socket monitor: about a million events a second,
+# with the I/O thread blocked, for every socket, whenever the monitor's queue is full. Reading
+# them cost the loop a core and the served clients a p99 of 5-13 ms, so they are not asked
+# for: instead the door checks, once every ACCEPT_CHECK_S, whether a descriptor is left. Each
+# check that finds none counts once in INFO accept_failures; the log gets a line at most every
+# ACCEPT_LOG_S.
+ACCEPT_CHECK_S = 1.0
+ACCEPT_LOG_S = 10.0
+BACKLOG = 1024  # connections the kernel completes for us before we accept them (ZeroMQ: 100)
+MAX_PUMP = 4096  # WATCH events pulled from the history per pump: bounds a turn's catch-up work
 
 # Plain ints, not pyzmq's Flag enums: combining or passing an enum costs more than the
 # syscall-free send it decorates, and these run once per message.
@@ -60,6 +79,8 @@ class NativeDoor:
         self.counters: Counter[str] = Counter()
         self.out: list[list[bytes]] = []  # this turn's [client, body] messages, in order
         self.pending: list[Pending] = []  # ... of which these wait for the turn's commit
+        self.events: list[tuple[bytes, int, int, bytes]] = []  # WATCH: client, rid, cursor, body
+        self.pumping = False  # the last pump stopped at MAX_PUMP with more to send: pump again
         self._lone: list[list] = []  # this turn's one-request messages: [request id, argv]
         self._lone_clients: list[bytes] = []  # ... and who sent each
         self._ctx = zmq.Context.instance()
@@ -68,12 +89,26 @@ class NativeDoor:
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.SNDHWM, 100_000)
         self.router.setsockopt(zmq.RCVHWM, 100_000)
-        # A hostile client cannot make us buffer more than one maximal request.
-        self.router.setsockopt(zmq.MAXMSGSIZE, max_message or node.max_value + 1024 * 1024)
+        # The largest message we read: every request whose value is within max_value fits,
+        # so anything over max_value but under this is read and answered TOO_LARGE by the
+        # node. ZeroMQ drops a bigger frame unread and cuts that connection, so no client can
+        # make us buffer a frame over this; what a connection can queue is bounded by RCVHWM
+        # such frames, and the loop drains them every turn. Clients learn the limit from INFO
+        # (max_message_size) and refuse bigger requests themselves instead of waiting for a
+        # reply that cannot come (shared.client).
+        self.max_message = max_message or max(node.max_value, 0) + 1024 * 1024
+        self.router.setsockopt(zmq.MAXMSGSIZE, self.max_message)
+        # Past the backlog the kernel drops a connecting client's SYN, and the client hears
+        # nothing; within it, the client is connected and sees that we never greet it.
+        self.router.setsockopt(zmq.BACKLOG, BACKLOG)
         self.monitor = self.router.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
             | zmq.EVENT_ACCEPTED
         )
+        self._endpoint = f"{bind}:{port}"
+        self._accept_check_at = 0.0  # monotonic time of the next check_accepts
+        self._accept_logged = -ACCEPT_LOG_S  # ... of the last "cannot accept" line
+        self._accept_unlogged = 0  # checks that found no descriptor left since
         try:
             self.router.bind(f"tcp://{bind}:{port}")
         except zmq.ZMQError as exc:
@@ -89,7 +124,11 @@ class NativeDoor:
             "bad_frames": self.counters["bad_frames"],
             "bad_handshakes": self.counters["bad_handshakes"],
             "connections_accepted": self.counters["accepted"],
+            "accept_failures": self.counters["accept_failures"],
             "dropped_replies": self.counters["dropped_replies"],
+            "max_message_size": self.max_message,
+            "watchers_behind": len(self.node.watches.behind()),
+            "watchers_lagged": self.node.watches.lagged,
         }
 
     # -- a turn: read, (the loop commits), flush --------------------------------------------
@@ -199,18 +238,63 @@ class NativeDoor:
             )
 
     def deliver(self, events: list) -> None:
-        """WATCH events, (client, request id, event) each, queued after the turn's replies."""
-        out, encode = self.out, codec.encode_event
+        """WATCH events, (client, request id, event) each, sent after the turn's replies."""
+        queued, encode = self.events, codec.encode_event
         for client, rid, event in events:
-            out.append([client, encode(rid, event)])
+            queued.append((client, rid, event["cursor"], encode(rid, event)))
 
     def flush(self) -> None:
-        """Send the turn's messages, in order."""
+        """Send the turn's messages, in order; then WATCH events, and what the history owes
+        watchers that are behind."""
         out, self.out = self.out, []
         if self.pending:
             self.pending = []
         for frames in out:
             self._send(frames)
+        if self.events:
+            self._send_events()
+        if self.node.watches.backlog:
+            self.pump()
+
+    def _send_events(self) -> None:
+        """A watcher whose event cannot be sent (its queue is full: it stopped reading) is not
+        skipped ahead: the hub marks it behind and the pump sends it that event and the rest
+        from the history, in order, once it reads again — or LAGGED if it never catches up."""
+        events, self.events = self.events, []
+        hub, stalled = self.node.watches, set()
+        for client, rid, cursor, body in events:
+            if stalled and (client, rid) in stalled:
+                continue
+            if not self._try_send(client, body):
+                stalled.add((client, rid))
+                hub.stalled(client, rid, cursor)
+
+    def pump(self) -> None:
+        """Send watchers that are behind what the history owes them, up to MAX_PUMP events,
+        each until its queue is full."""
+        hub, budget = self.node.watches, MAX_PUMP
+        encode = codec.encode_event
+        for client, rid in hub.behind():
+            for event in hub.owed(client, rid):
+                if budget == 0 or not self._try_send(client, encode(rid, event)):
+                    break
+                hub.sent(client, rid, event)
+                budget -= 1
+        self.pumping = budget == 0
+
+    def _try_send(self, client: bytes, body: bytes) -> bool:
+        """Send a WATCH message; False when the client's queue is full or the client gone."""
+        try:
+            self.router.send(client, _SNDMORE_NOBLOCK)
+            self.router.send(body, _NOBLOCK)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            self.node.watches.drop_client(client)  # the client went away
+            return False
+        return True
 
     def _send(self, frames: list[bytes]) -> None:
         try:
@@ -238,9 +322,39 @@ class NativeDoor:
             else:
                 self.counters["bad_handshakes"] += 1
 
+    def check_accepts(self, now: float) -> None:
+        """Once every ACCEPT_CHECK_S (`now`: monotonic seconds), see whether a connection
+        could be accepted: whether a descriptor is left."""
+        if now < self._accept_check_at:
+            return
+        self._accept_check_at = now + ACCEPT_CHECK_S
+        try:
+            fd = os.open(os.devnull, os.O_RDONLY)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            self._accept_failed(exc.errno, now)
+            return
+        os.close(fd)
+
+    def _accept_failed(self, error: int, now: float) -> None:
+        self.counters["accept_failures"] += 1
+        self._accept_unlogged += 1
+        if now - self._accept_logged < ACCEPT_LOG_S:
+            return
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        log.error("cannot accept connections on %s: %s (open-file limit %d, hard %d; found so "
+                  "in %d check(s) since the last such line) — clients are left waiting: raise "
+                  "the limit (ulimit -n, systemd LimitNOFILE) or close idle clients",
+                  self._endpoint, os.strerror(error), soft, hard, self._accept_unlogged)
+        self._accept_logged, self._accept_unlogged = now, 0
+
     def heartbeats(self) -> None:
-        """Tell every watcher the stream is alive (a silent one resubscribes)."""
-        self.deliver(self.node.watches.heartbeats())
+        """Tell every live watcher the stream is alive (a silent one resubscribes). A heartbeat
+        that finds the queue full is not missed: the events queued there say as much."""
+        encode = codec.encode_event
+        for client, rid, beat in self.node.watches.heartbeats():
+            self._try_send(client, encode(rid, beat))
         self.flush()
 
     def close(self) -> None:

@@ -15,7 +15,10 @@ Errors: if writing fails (disk full, I/O error) the file is cut back to the last
 record and `StorageError` is raised, so the server undoes the turn and answers IO_ERROR; the
 next turn tries again. If cutting back or fsync fails, what is on disk is no longer known, so
 the log refuses every later write until kvd restarts (as PostgreSQL does after a failed
-fsync); reads go on. Either way INFO (`log_error`) and the daemon's log say so.
+fsync); reads go on. Either way the daemon's log says so, and INFO tells the state now apart
+from history: `log_writable` and `log_error` say whether the log takes writes at this moment
+(and why not), `log_last_error` and `log_last_error_at` keep the last failure once it has
+passed (a disk that was full and has space again), `log_errors` counts them all.
 
 Compaction (kvd.log.compaction) runs in slices from `tick()`; every record committed meanwhile is
 copied into the rewrite too, and the rewritten file replaces this one atomically.
@@ -67,7 +70,9 @@ class WriteAheadLog:
         self.clock, self.wall = clock, wall
         self.rewrite: Rewrite | None = None
         self.failed: str | None = None  # set once the file's state is unknown: no more writes
-        self.last_error = ""
+        self.last_error = ""  # the last failure of any kind, kept after it has passed
+        self.last_error_at = 0  # ... and when it happened (Unix seconds; 0: never)
+        self.refusing = ""  # the last write failed and none has succeeded since: why
         self.stats: dict[str, object] = {
             "log_errors": 0, "log_compactions": 0, "last_compaction_at": 0,
             "last_compaction_s": 0.0, "replayed_records": 0, "replay_s": 0.0,
@@ -92,6 +97,7 @@ class WriteAheadLog:
         data = encode_entries(changes)
         self._check_syncer()
         self._write(data)
+        self.refusing = ""  # the disk took this write: whatever failed before has passed
         self._dirty = True
         self.records += len(changes)
         seqs = self.seqs
@@ -147,8 +153,10 @@ class WriteAheadLog:
             "log_size": self.file.size,
             "log_live_bytes": self.live_bytes(),
             "log_records": self.records,
-            "log_error": self.failed or self.last_error,
-            "log_writable": self.failed is None,
+            "log_error": self.failed or self.refusing,  # empty while the log is writable
+            "log_writable": not (self.failed or self.refusing),
+            "log_last_error": self.last_error,
+            "log_last_error_at": self.last_error_at,
             "compacting": self.rewrite is not None,
             **self.stats,
         }
@@ -158,9 +166,9 @@ class WriteAheadLog:
     def _refuse(self, exc: OSError, committed: int, doing: str, sticky: bool) -> None:
         """Cut the file back to `committed` and raise. After a failed fsync, or if cutting
         back fails, what is on disk is unknown: stop writing until restart."""
-        self.stats["log_errors"] += 1  # type: ignore[operator]
         what = "no space left on the device" if exc.errno == errno.ENOSPC else str(exc)
-        self.last_error = f"{doing} {self.file.path} failed: {what}"
+        self._record(f"{doing} {self.file.path} failed: {what}")
+        self.refusing = self.last_error
         try:
             self.file.truncate(committed)
         except OSError as again:
@@ -170,11 +178,15 @@ class WriteAheadLog:
         log.error("%s — the write was refused", self.failed or self.last_error)
         raise StorageError(f"{self.last_error} — the write was not applied") from None
 
+    def _record(self, error: str) -> None:
+        self.stats["log_errors"] += 1  # type: ignore[operator]
+        self.last_error, self.last_error_at = error, self.wall() // 1000
+
     def _check_syncer(self) -> None:
         """An everysec fsync that failed means acknowledged data may be gone: stop writing."""
         if self.syncer is not None and self.syncer.error is not None and not self.failed:
             self.failed = f"fsync of {self.file.path} failed: {self.syncer.error}"
-            self.stats["log_errors"] += 1  # type: ignore[operator]
+            self._record(self.failed)
             log.error("%s — refusing writes until restart", self.failed)
         if self.failed:
             raise StorageError(f"the log is not writable ({self.failed}) — restart kvd")
@@ -221,6 +233,7 @@ class WriteAheadLog:
             # Until the rename is durable a power cut could bring the old file back and
             # lose what is appended to the new one: no more writes this run.
             self.failed = f"fsync of {self.data_dir} after compaction failed: {exc}"
+            self._record(self.failed)
             log.error("%s — refusing writes until restart", self.failed)
             return
         self._compacted(rewrite)
@@ -235,8 +248,7 @@ class WriteAheadLog:
 
     def _abandon_rewrite(self, exc: OSError) -> None:
         """A rewrite that fails costs nothing: the old log is still complete."""
-        self.last_error = f"compaction failed: {exc}"
-        self.stats["log_errors"] += 1  # type: ignore[operator]
+        self._record(f"compaction failed: {exc}")
         log.error("%s — keeping the current log", self.last_error)
         if self.rewrite is not None:
             self.rewrite.abandon()

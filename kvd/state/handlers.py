@@ -92,10 +92,10 @@ def watch(node: Node, call: Call, ctx: Context) -> object:
     def current(p: bytes):
         return [(k, e) for k, e in store.items() if k.startswith(p) and e.live(now)]
 
-    ack, owed = node.watches.subscribe(ctx.client, ctx.request_id, prefix,
-                                       call.options.get("FROM"), current)
-    ctx.events.extend(owed)
-    return ack
+    # A replay or the current state is owed from here on: the door sends it after this
+    # acknowledgement, as fast as the client takes it (kvd.state.watch).
+    return node.watches.subscribe(ctx.client, ctx.request_id, prefix,
+                                  call.options.get("FROM"), current)
 
 
 def help_(node: Node, call: Call, ctx: Context) -> object:
