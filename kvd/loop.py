@@ -146,7 +146,8 @@ class Loop:
 
     def _turn(self, ready: dict) -> None:
         node, door, peers = self.node, self.door, self.peers
-        ctx = Context(now=node.clock.time_ms(), wall=wall_ms())
+        wall = wall_ms()
+        ctx = Context(now=node.clock.time_at(wall), wall=wall)
         if door.router in ready:
             door.read(ctx)
         for other in self.doors:

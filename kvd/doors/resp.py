@@ -84,6 +84,7 @@ class RespDoor:
         self._logged: dict[str, float] = {}
         self._plain: dict[bytes, int] = {}  # raw name -> Redis arity, for node commands
         self.listener = _listen(bind, port)
+        self._lfd = self.listener.fileno()
         self.port = self.listener.getsockname()[1]
         self.env = rs.Env(node, {}, {"maxclients": str(max_clients), "save": "",
                                      "appendonly": "yes", "databases": "1",
@@ -106,7 +107,7 @@ class RespDoor:
     # -- a turn: read, (the loop commits), flush --------------------------------------------
 
     def read(self, ready: dict, ctx: Context) -> None:
-        lfd = self.listener.fileno()
+        lfd = self._lfd
         for fd, events in ready.items():
             if type(fd) is not int:
                 continue
@@ -310,6 +311,8 @@ class RespDoor:
             self._notify([(key, b"expired") for key in keys])
 
     def flush(self) -> None:
+        if not self.touched:
+            return  # a turn that was not ours: nothing to send
         touched, self.touched = self.touched, {}
         if self.pending:
             self.pending = []

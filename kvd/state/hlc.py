@@ -41,6 +41,10 @@ class HybridClock:
         """The node's time for expiry: never behind a stamp it has issued or seen."""
         return max(self._wall(), self.last >> LOGICAL_BITS)
 
+    def time_at(self, wall: int) -> int:
+        """`time_ms` for a wall-clock reading the caller already has (one read per turn)."""
+        return max(wall, self.last >> LOGICAL_BITS)
+
     def now(self) -> int:
         """A fresh stamp for a local event: greater than anything seen so far."""
         self.last = max(self._wall() << LOGICAL_BITS, self.last + 1)
