@@ -157,8 +157,6 @@ class Loop:
         changes = node.take_changes()
         if changes and self._commit(changes) and peers is not None:
             peers.route(peers.cluster.committed(changes, ctx.wall))
-        if ctx.events:
-            door.deliver(ctx.events)
         door.flush()
         if node.store.expired:
             self._announce_expired()

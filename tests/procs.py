@@ -136,3 +136,14 @@ def run_kvsh(home: Path, port: int, *args: str, input: bytes | None = None,
         [sys.executable, "-m", "kvsh", "--port", str(port), *args],
         input=input, capture_output=True, env=env_for(home), timeout=timeout,
     )
+
+
+def info(node: Kvd) -> dict:
+    with node.client() as c:
+        return c.info()
+
+
+def statuses(node: Kvd) -> dict[str, str]:
+    """Each member's status as `node` sees it."""
+    with node.client() as c:
+        return {m["name"]: m["status"] for m in c.members()}

@@ -16,20 +16,10 @@ import zmq
 
 from shared import codec
 from shared.codec import MsgType, Peer
-from tests.procs import Kvd, free_port, wait_for
+from tests.procs import Kvd, free_port, info, statuses, wait_for
 
 DEADLINE_S = 60
 MIB = 1024 * 1024
-
-
-def statuses(node: Kvd) -> dict[str, str]:
-    with node.client() as c:
-        return {m["name"]: m["status"] for m in c.members()}
-
-
-def info(node: Kvd) -> dict:
-    with node.client() as c:
-        return c.info()
 
 
 def small_limits(tmp_path: Path) -> list[str]:

@@ -15,19 +15,9 @@ import zmq
 
 from shared import codec
 from shared.codec import MsgType, Peer
-from tests.procs import Kvd, wait_for
+from tests.procs import Kvd, info, statuses, wait_for
 
 DEADLINE_S = 30
-
-
-def statuses(node: Kvd) -> dict[str, str]:
-    with node.client() as c:
-        return {m["name"]: m["status"] for m in c.members()}
-
-
-def info(node: Kvd) -> dict:
-    with node.client() as c:
-        return c.info()
 
 
 def converged(*nodes: Kvd) -> bool:

@@ -18,7 +18,7 @@ class Context:
     made that a measurable part of a lone request's turn.
     """
 
-    __slots__ = ("now", "wall", "client", "request_id", "events")
+    __slots__ = ("now", "wall", "client", "request_id")
 
     def __init__(self, now: int, client: bytes = b"", request_id: int = 0,
                  wall: int | None = None) -> None:
@@ -29,7 +29,6 @@ class Context:
         self.wall = now if wall is None else wall
         self.client = client
         self.request_id = request_id
-        self.events: list = []  # WATCH events owed right away
 
 
 class Node(Protocol):
