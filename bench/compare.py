@@ -33,9 +33,11 @@ class RefKvd(Kvd):
 
     def argv(self) -> list[str]:
         argv = super().argv()
-        if "--resp-port" not in (self.source / "kvd" / "cli.py").read_text():
-            i = argv.index("--resp-port")  # a kvd from before the Redis door
-            del argv[i : i + 2]
+        cli = (self.source / "kvd" / "cli.py").read_text()
+        for flag in ("--resp-port", "--http-port"):  # a kvd from before that door
+            if flag not in cli:
+                i = argv.index(flag)
+                del argv[i : i + 2]
         return argv
 
 

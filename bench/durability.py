@@ -62,7 +62,7 @@ class Daemon:
         argv = [sys.executable, "-m", "kvd", "start", "--foreground", "--name", self.policy,
                 "--port", str(self.port), "--gossip-port", str(free_port()), "--data-dir",
                 str(self.home / self.policy), "--fsync", fsync, "--config", str(self.config),
-                "--log-level", "warning", "--resp-port", "0"]
+                "--log-level", "warning", "--resp-port", "0", "--http-port", "0"]
         started = time.monotonic()
         with open(self.home / f"{self.policy}.stderr", "ab") as err:
             self.proc = subprocess.Popen(argv, env=env, stdout=err, stderr=err)

@@ -137,13 +137,15 @@ class Kvd(Target):
         super().__init__(home)
         self.data_dir = home / "data" / self.label
         self.resp_port = free_port()  # the Redis door, for redis-benchmark (bench.resp)
+        self.http_port = free_port()
 
     def argv(self) -> list[str]:
         joins = [a for j in self.join for a in ("--join", j)]
         return [sys.executable, "-m", "kvd", "start", "--foreground", "--name", self.label,
                 "--port", str(self.port), "--gossip-port", str(self.port + 1),
                 "--data-dir", str(self.data_dir), "--fsync", self.fsync,
-                "--log-level", "warning", "--resp-port", str(self.resp_port), *joins]
+                "--log-level", "warning", "--resp-port", str(self.resp_port),
+                "--http-port", str(self.http_port), *joins]
 
     def info(self) -> dict:
         with Client("127.0.0.1", self.port, timeout=10) as c:

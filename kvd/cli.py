@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--gossip-port", type=int, help="gossip PUB port (default port + 1)")
     start.add_argument("--resp-port", type=int, help="Redis-protocol port (default 7379; 0 "
                        "closes it)")
+    start.add_argument("--http-port", type=int, help="HTTP port (default 7780; 0 closes it)")
     start.add_argument("--join", action="append", default=[], metavar="HOST:PORT",
                        help="a member's client port to join; repeatable")
     start.add_argument("--data-dir", type=Path, help="data folder (default: one per node "
@@ -62,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-START_KEYS = ("name", "bind", "port", "gossip_port", "resp_port", "join", "data_dir", "fsync",
-              "log_level")
+START_KEYS = ("name", "bind", "port", "gossip_port", "resp_port", "http_port", "join",
+              "data_dir", "fsync", "log_level")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,9 @@
 The TOML keys are the flags' long names (`port`, `gossip_port` or `gossip-port`, `fsync`, ...)
 plus `max_value_size`, the log's `appendonly`, `compaction_ratio`, `compaction_min_size`,
 `tombstone_max_age` (seconds), the cluster's `cluster`, `gossip_hwm`, `max_clock_offset_ms`
-and `peer_max_message`, and the Redis door's `resp_port` (also a flag) and `maxclients`.
-Paths come from platformdirs, so XDG_* variables move them.
+and `peer_max_message`, the Redis door's `resp_port` (also a flag) and `maxclients`, and
+the HTTP door's `http_port` (also a flag). Paths come from platformdirs, so XDG_* variables
+move them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Config:
     port: int = 7700
     gossip_port: int | None = None
     resp_port: int = 7379  # the Redis door (kvd.doors.resp); 0 closes it
+    http_port: int = 7780  # the HTTP door (kvd.doors.http); 0 closes it
     maxclients: int = 10_000  # Redis-door connections at once
     join: list[str] = field(default_factory=list)
     data_dir: Path | None = None
@@ -74,6 +76,9 @@ class Config:
             raise ConfigError(f"port {self.port} is out of range (1-65535)")
         if not 0 <= self.resp_port < 65536:
             raise ConfigError(f"resp_port {self.resp_port} is out of range (0 closes the door, "
+                              "or 1-65535)")
+        if not 0 <= self.http_port < 65536:
+            raise ConfigError(f"http_port {self.http_port} is out of range (0 closes the door, "
                               "or 1-65535)")
         if self.maxclients < 1:
             raise ConfigError("maxclients must be 1 or more")

@@ -22,6 +22,9 @@ from kvd.cluster.cluster import Cluster
 from kvd.cluster.peers import Peers, load_members, next_epoch
 from kvd.cluster.settings import Settings
 from kvd.config import Config, data_root, log_path
+from kvd.doors import metrics
+from kvd.doors.http import HttpDoor
+from kvd.doors.httproutes import Router
 from kvd.doors.native import NativeDoor
 from kvd.doors.resp import RespDoor
 from kvd.loop import Loop, NullLog
@@ -110,14 +113,23 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
 def open_loop(cfg: Config, node: Node, log_) -> Loop:  # noqa: ANN001
     """The loop and its doors; a door that cannot bind closes the ones opened before it."""
     native = NativeDoor(node, cfg.bind, cfg.port)
-    doors = []
+    doors: list = []
+    made: list[Loop] = []  # the loop, once made: /health and /metrics read it
     try:
         if cfg.resp_port:
             doors.append(RespDoor(node, cfg.bind, cfg.resp_port, cfg.maxclients))
+        if cfg.http_port:
+            collector = metrics.Collector(node, lambda: made[0].turns if made else None)
+            router = Router(node, lambda: made[0].health() if made else (False, "starting"),
+                            lambda: metrics.render(collector))
+            doors.append(HttpDoor(node, cfg.bind, cfg.http_port, router))
     except KvError:
+        for door in doors:
+            door.close()
         native.close()
         raise
-    return Loop(node, native, log_, tuple(doors))
+    made.append(Loop(node, native, log_, tuple(doors)))
+    return made[0]
 
 
 def raise_fd_limit() -> int:

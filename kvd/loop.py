@@ -20,6 +20,8 @@ import gc
 import logging
 import signal
 import time
+from bisect import bisect_left
+from time import perf_counter
 from typing import Protocol
 
 import zmq
@@ -82,6 +84,22 @@ class NullLog:
         return {"fsync": "off"}
 
 
+class TurnTimes:
+    """A histogram of turn durations for /metrics: fixed bounds, one bisect and one increment
+    a turn (about a fifth of a microsecond)."""
+
+    bounds = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+              0.25, 1.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)  # the last: over every bound
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+
 class Loop:
     def __init__(self, node: Node, door: NativeDoor, log_: Log | None = None,
                  doors: tuple[Door, ...] = ()) -> None:
@@ -91,6 +109,7 @@ class Loop:
         self.log = log_ or NullLog()
         self.peers: Peers | None = None
         self._stopping = False
+        self.turns = TurnTimes()
         self._next_heartbeat = 0.0
         node.info_sources.append(self._info)
         self.poller = zmq.Poller()
@@ -112,6 +131,15 @@ class Loop:
     def stop(self, *_: object) -> None:
         self._stopping = True
 
+    def health(self) -> tuple[bool, str]:
+        """Whether the node serves and can write (/health): load balancers act on it."""
+        if self._stopping:
+            return False, "shutting down"
+        info = self.log.info()
+        if not info.get("log_writable", True):
+            return False, f"the log cannot be written: {info.get('log_error') or 'see the log'}"
+        return True, ""
+
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
@@ -132,7 +160,9 @@ class Loop:
             timeout = 0.0 if self.door.pumping else max(0.0, next_tick - time.monotonic())
             ready = dict(self.poller.poll(timeout * 1000))
             if router in ready or len(ready) > (monitor in ready):
+                started = perf_counter()
                 self._turn(ready)
+                self.turns.observe(perf_counter() - started)
             elif self.door.pumping:
                 self.door.pump()
             if monitor in ready:
@@ -200,6 +230,8 @@ class Loop:
             for other in self.doors:
                 other.flush()
         self.log.tick(now)
+        for other in self.doors:
+            other.tick(now)
         if self.peers is not None:
             self.peers.tick(wall_ms())
 

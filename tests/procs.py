@@ -59,6 +59,7 @@ class Kvd:
         self.port = port or free_port()
         self.gossip_port = self.port + 1
         self.resp_port = free_port()
+        self.http_port = free_port()
         self.data_dir = data_dir or home / "nodes" / name
         self.extra = extra or []
         self.proc: subprocess.Popen | None = None
@@ -72,7 +73,8 @@ class Kvd:
         return [
             sys.executable, "-m", "kvd", "start", "--foreground", "--name", self.name,
             "--port", str(self.port), "--gossip-port", str(self.gossip_port),
-            "--resp-port", str(self.resp_port), "--data-dir", str(self.data_dir), *self.extra,
+            "--resp-port", str(self.resp_port), "--http-port", str(self.http_port),
+            "--data-dir", str(self.data_dir), *self.extra,
         ]
 
     def start(self, wait: bool = True) -> Kvd:

@@ -180,7 +180,7 @@ def test_gossip_port_in_use_is_one_clear_line(kvd_factory, tmp_path) -> None:
     first = kvd_factory("first")
     done = subprocess.run(
         [sys.executable, "-m", "kvd", "start", "--foreground", "--port", str(free_port()),
-         "--gossip-port", str(first.gossip_port), "--resp-port", "0",
+         "--gossip-port", str(first.gossip_port), "--resp-port", "0", "--http-port", "0",
          "--data-dir", str(tmp_path / "other")],
         capture_output=True, text=True, env=env_for(tmp_path), timeout=60)
     assert done.returncode != 0

@@ -352,12 +352,25 @@ class Cluster:
         behind = 0 if is_me or stream is None else max(
             [c.latest - stream.contiguous for c in self.repair.claims.get(m.name, {}).values()]
             + [len(stream.ahead)])
-        lag = 0 if is_me else self.published - self.acked.get(m.name, self.repl.mine.base - 1)
+        acked = self.acked.get(m.name, self.repl.mine.base - 1)
+        lag = 0 if is_me else self.published - acked
         return {"name": m.name, "address": m.address, "gossip": m.gossip,
                 "status": m.status.value, "self": is_me, "incarnation": m.incarnation,
                 "last_seen_ms": 0 if is_me else max(0, now - m.last_seen),
-                "lag": max(0, lag), "behind": max(0, behind),
+                "lag": max(0, lag), "lag_ms": 0 if lag <= 0 else self._unacked_age(acked, now),
+                "behind": max(0, behind),
                 "clock_offset_ms": 0 if is_me else self.clocks.of(m.name)}
+
+    def _unacked_age(self, acked: int, now: int) -> int:
+        """How long ago we wrote the oldest of our writes a member has not acknowledged (ms):
+        its replication lag in time (0 when the write left the backlog: it is old news)."""
+        backlog = self.repl.mine.backlog
+        if not backlog:
+            return 0
+        i = acked + 1 - backlog[0][0]
+        if not 0 <= i < len(backlog):
+            return 0
+        return max(0, now - stamp_ms(backlog[i][2].stamp))
 
     def clock_warnings(self, now: int) -> list[tuple[str, int]]:
         """(peer, offset ms) for live peers whose clock is off past `max_clock_offset_ms`,

@@ -103,7 +103,7 @@ class NativeDoor:
         self.router.setsockopt(zmq.BACKLOG, BACKLOG)
         self.monitor = self.router.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-            | zmq.EVENT_ACCEPTED
+            | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
         )
         self._endpoint = f"{bind}:{port}"
         self._accept_check_at = 0.0  # monotonic time of the next check_accepts
@@ -124,6 +124,7 @@ class NativeDoor:
             "bad_frames": self.counters["bad_frames"],
             "bad_handshakes": self.counters["bad_handshakes"],
             "connections_accepted": self.counters["accepted"],
+            "connections_open": self.counters["accepted"] - self.counters["disconnected"],
             "accept_failures": self.counters["accept_failures"],
             "dropped_replies": self.counters["dropped_replies"],
             "max_message_size": self.max_message,
@@ -319,6 +320,8 @@ class NativeDoor:
                 return
             if event["event"] == zmq.EVENT_ACCEPTED:
                 self.counters["accepted"] += 1
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self.counters["disconnected"] += 1
             else:
                 self.counters["bad_handshakes"] += 1
 

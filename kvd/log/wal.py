@@ -151,6 +151,7 @@ class WriteAheadLog:
         return {
             "fsync": self.policy,
             "log_size": self.file.size,
+            "log_fsyncs": self.file.syncs,
             "log_live_bytes": self.live_bytes(),
             "log_records": self.records,
             "log_error": self.failed or self.refusing,  # empty while the log is writable
@@ -223,6 +224,7 @@ class WriteAheadLog:
         self.rewrite = None
         old, self.file = self.file, rewrite.file
         self.file.path = self.data_dir / LOG_NAME
+        self.file.syncs += old.syncs  # INFO log_fsyncs counts on across a rewrite
         if self.syncer is not None:
             self.syncer.retarget(self.file)
         old.close()

@@ -58,6 +58,7 @@ class Node:
         self.changes: list[Change] = []
         self.seq = 0  # how many local writes this node has originated (its gossip sequence)
         self.counters: Counter[str] = Counter()
+        self.command_counts: Counter[str] = Counter()  # by command name (/metrics)
         self.info_sources: list[Callable[[], dict]] = []
         self.members_source: Callable[[int], list[dict]] | None = None  # set by kvd.cluster.cluster
         self._monotonic = monotonic
@@ -123,10 +124,12 @@ class Node:
         n, floor = len(argv), self._size_floor
         if n == 3 and argv[0] == b"SET" and len(argv[1]) <= floor and len(argv[2]) <= floor:
             self.counters["commands"] += 1
+            self.command_counts["SET"] += 1
             self.write(argv[1], argv[2])
             return OK
         if n == 2 and argv[0] == b"GET" and len(argv[1]) <= floor:
             self.counters["commands"] += 1
+            self.command_counts["GET"] += 1
             entry = self.store.get(argv[1], ctx.now)
             return None if entry is None else entry.value
         try:
@@ -142,6 +145,7 @@ class Node:
             else:
                 call = parse(command, argv[1:])
             self.counters["commands"] += 1
+            self.command_counts[command.name] += 1
             return handler(self, call, ctx)
         except KvError as exc:
             self.counters["errors"] += 1
@@ -169,7 +173,7 @@ class Node:
         # One wall-clock read for the batch; each write's stamp is still greater than every
         # stamp before it, as HybridClock.now() would make it.
         wall = clock.wall_ms() << LOGICAL_BITS
-        last, seq, plain = clock.last, self.seq, 0
+        last, seq, sets, gets = clock.last, self.seq, 0, 0
         for rid, argv in requests:
             head = argv[0]
             if head == b"SET" and len(argv) == 3 and len(argv[1]) <= floor \
@@ -183,11 +187,11 @@ class Node:
                     wrote.append(len(replies))
                     changes.append(Change(key, entry, previous, seq))  # type: ignore[arg-type]
                 replies.append((rid, OK))
-                plain += 1
+                sets += 1
             elif head == b"GET" and len(argv) == 2 and len(argv[1]) <= floor:
                 entry = get(argv[1], now)
                 replies.append((rid, None if entry is None else entry.value))
-                plain += 1
+                gets += 1
             else:
                 clock.last, self.seq = last, seq
                 before = len(changes)
@@ -199,8 +203,11 @@ class Node:
                     wrote.append(len(replies) - 1)
                 last, seq = clock.last, self.seq
         clock.last, self.seq = last, seq
-        if plain:
-            self.counters["commands"] += plain
+        if sets or gets:
+            self.counters["commands"] += sets + gets
+            counts = self.command_counts
+            counts["SET"] += sets
+            counts["GET"] += gets
         return replies, wrote
 
     def _route(self, raw: bytes) -> tuple[Command, Callable, int]:
@@ -231,6 +238,10 @@ class Node:
         it changes with every write that wins, local or replicated. Redis's WATCH reads it."""
         entry = self.store.lookup(key)
         return None if entry is None else (entry.stamp, entry.origin, entry.expires_at)
+
+    def live_items(self, prefix: bytes, now: int) -> list[tuple[bytes, Entry]]:
+        """Every live key under `prefix` with its entry (a full pass: a stream's reset)."""
+        return [(k, e) for k, e in self.store.items() if k.startswith(prefix) and e.live(now)]
 
     def expiring(self, now: int) -> int:
         """Live keys with an expiry (a full pass: for INFO, not for every request)."""

@@ -128,6 +128,13 @@ class WatchHub:
         self._behind.add(sub)
         return ack
 
+    def since(self, cursor: int, prefix: bytes) -> list[dict] | None:
+        """The changes under `prefix` after `cursor`, as events, while the history still
+        holds them all; None when it does not (the reader starts over from the state)."""
+        if not (self._holds(cursor) and cursor <= self.cursor):
+            return None
+        return [event(c, k, e) for c, k, e in self._history if c > cursor and k.startswith(prefix)]
+
     def _holds(self, cursor: int) -> bool:
         """Whether every change after `cursor` is still in the history."""
         oldest = self._history[0][0] if self._history else self.cursor + 1

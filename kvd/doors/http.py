@@ -1,0 +1,389 @@
+"""The HTTP door: REST, simple curl routes, live changes over SSE, /health and /metrics.
+
+A protocol adapter the loop drives like the other doors: its listening socket and its
+connections (non-blocking) are polled with every other socket. HTTP/1.1 is h11's (sans-IO: it
+turns bytes into requests and responses into bytes, keep-alive, chunked bodies and
+`100-continue` included); the routes are kvd.doors.httproutes. In a turn the door reads each
+ready connection, runs its whole requests through the node, and queues the responses; the loop
+commits, then `flush` sends them in order. A write's response never leaves before its log
+record, and a turn's failed commit turns those responses into 503s.
+
+Bounds: a request line or header block over 16 KiB is refused (431, 414 for a long target),
+a body over `max_value_size` is refused from its Content-Length (413) before it is read, a
+request whose headers do not arrive within HEADER_TIMEOUT_S is closed (slowloris), and a
+connection whose responses pile up past OUTPUT_LIMIT is closed (an SSE reader that stopped
+reading: EventSource comes back with Last-Event-ID and resumes where it stopped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+import time
+from collections import Counter
+
+import h11
+import zmq
+
+from kvd.doors.httproutes import Response, Router, Stream, error_response, sse_event
+from kvd.doors.native import BindError
+from kvd.state.context import Context
+from kvd.state.node import Change, Node
+from shared.errors import KvError
+
+log = logging.getLogger("kvd.doors.http")
+
+READ_CHUNK = 64 * 1024
+MAX_HEADER = 16 * 1024
+MAX_TARGET = 8 * 1024
+HEADER_TIMEOUT_S = 10.0
+OUTPUT_LIMIT = 32 * 1024 * 1024
+HEARTBEAT_S = 1.0
+ACCEPT_PER_TURN = 64
+SERVER = [("server", "kvd")]
+_POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
+            412: b"Precondition Failed", 413: b"Content Too Large", 414: b"URI Too Long",
+            431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
+            503: b"Service Unavailable"}
+
+
+class Conn:
+    __slots__ = ("sock", "fd", "addr", "h11", "body", "request", "out", "replies", "flags",
+                 "started", "stream", "closing", "refused")
+
+    def __init__(self, sock: socket.socket, addr: str) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.addr = addr
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER)
+        self.body = bytearray()
+        self.request: h11.Request | None = None
+        self.out = bytearray()
+        self.replies: list[bytes] = []  # this turn's, sent after the commit
+        self.flags = _POLLIN
+        self.started = time.monotonic()  # when the request being read began
+        self.stream: Stream | None = None  # an SSE subscription, once the response started
+        self.closing = False
+        self.refused = False  # the request was answered early (413): discard its body
+
+
+class HttpDoor:
+    def __init__(self, node: Node, bind: str, port: int, router: Router) -> None:
+        self.node = node
+        self.router = router
+        self.counters: Counter[str] = Counter()
+        self.conns: dict[int, Conn] = {}
+        self.streams: set[Conn] = set()
+        self.pending: list[tuple[Conn, int]] = []
+        self.touched: dict[int, Conn] = {}
+        self.poller: zmq.Poller | None = None
+        self._next_heartbeat = 0.0
+        self.listener = _listen(bind, port)
+        self.port = self.listener.getsockname()[1]
+        self._lfd = self.listener.fileno()
+        node.info_sources.append(self.info)
+
+    def attach(self, poller: zmq.Poller) -> None:
+        self.poller = poller
+        poller.register(self._lfd, _POLLIN)
+
+    def info(self) -> dict:
+        return {"http_port": self.port, "http_clients": len(self.conns),
+                "http_streams": len(self.streams),
+                "http_requests": self.counters["requests"],
+                "http_bad_requests": self.counters["bad_requests"],
+                "http_dropped_slow": self.counters["dropped_slow"]}
+
+    # -- a turn: read, (the loop commits), flush --------------------------------------------
+
+    def read(self, ready: dict, ctx: Context) -> None:
+        lfd = self._lfd
+        for fd, events in ready.items():
+            if type(fd) is not int:
+                continue
+            if fd == lfd:
+                self._accept()
+                continue
+            conn = self.conns.get(fd)
+            if conn is None:
+                continue
+            if events & _POLLOUT:
+                self._send(conn)
+            if events & ~_POLLOUT and conn.flags & _POLLIN and conn.fd in self.conns:
+                self._recv(conn, ctx)
+
+    def _recv(self, conn: Conn, ctx: Context) -> None:
+        try:
+            data = conn.sock.recv(READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        self.touched[conn.fd] = conn
+        if conn.stream is not None:  # an SSE reader says nothing more; EOF ends it
+            if not data:
+                self._close(conn)
+            return
+        conn.h11.receive_data(data)
+        try:
+            self._events(conn, ctx)
+        except h11.RemoteProtocolError as exc:
+            self.counters["bad_requests"] += 1
+            status = exc.error_status_hint
+            if status == 431 and conn.request is None and _long_target(conn):
+                status = 414
+            self._answer(conn, error_response(status, "BAD_REQUEST", _why(status, exc)))
+            conn.closing = True
+
+    def _events(self, conn: Conn, ctx: Context) -> None:
+        while not conn.closing and conn.stream is None:
+            event = conn.h11.next_event()
+            if event is h11.NEED_DATA:
+                return
+            if event is h11.PAUSED:
+                if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
+                    conn.h11.start_next_cycle()
+                    conn.started = time.monotonic()
+                    continue
+                return
+            if isinstance(event, h11.Request):
+                self._start(conn, event)
+            elif isinstance(event, h11.Data):
+                if not conn.refused:
+                    conn.body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                if conn.refused:
+                    conn.refused = False
+                    continue
+                self._dispatch(conn, ctx)
+            elif isinstance(event, h11.ConnectionClosed):
+                conn.closing = True
+
+    def _start(self, conn: Conn, request: h11.Request) -> None:
+        self.counters["requests"] += 1
+        conn.request, conn.body = request, bytearray()
+        if len(request.target) > MAX_TARGET:
+            self._refuse(conn, error_response(414, "URI_TOO_LONG", "the request target is "
+                                              f"over {MAX_TARGET} bytes"))
+            return
+        length = dict(request.headers).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.node.max_value:
+            self._refuse(conn, error_response(413, "TOO_LARGE", f"the body is over the value "
+                                              f"limit of {self.node.max_value} bytes "
+                                              "(config key max_value_size)"))
+            return
+        if conn.h11.they_are_waiting_for_100_continue:
+            conn.replies.append(conn.h11.send(h11.InformationalResponse(status_code=100,
+                                                                        headers=SERVER)))
+
+    def _refuse(self, conn: Conn, response: Response) -> None:
+        """Answer before the body is read, then close: the rest is never buffered."""
+        self._answer(conn, response)
+        conn.closing = True
+        conn.refused = True
+
+    def _dispatch(self, conn: Conn, ctx: Context) -> None:
+        request = conn.request
+        assert request is not None
+        if len(conn.body) > self.node.max_value:  # chunked: the size was not announced
+            self._answer(conn, error_response(413, "TOO_LARGE", "the body is over the value "
+                                              "limit (config key max_value_size)"))
+            return
+        headers = {k.lower(): v for k, v in request.headers}
+        before = len(self.node.changes)
+        result = self.router.handle(request.method.decode("latin-1"), request.target,
+                                    headers, bytes(conn.body), ctx)
+        conn.body = bytearray()
+        if isinstance(result, Stream):
+            self._open_stream(conn, result)
+            return
+        self._answer(conn, result)
+        if len(self.node.changes) != before:
+            self.pending.append((conn, len(conn.replies) - 1))
+
+    def _answer(self, conn: Conn, response: Response) -> None:
+        headers = [*SERVER, ("content-type", response.content_type),
+                   ("content-length", str(len(response.body))), *response.headers]
+        try:
+            data = conn.h11.send(h11.Response(status_code=response.status, headers=headers,
+                                              reason=_REASONS.get(response.status, b"")))
+            data += conn.h11.send(h11.Data(data=response.body)) if response.body else b""
+            data += conn.h11.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:  # the request was broken past answering: plain bytes
+            data, conn.closing = _plain(response), True
+        conn.replies.append(data)
+        self.touched[conn.fd] = conn
+
+    def _open_stream(self, conn: Conn, stream: Stream) -> None:
+        headers = [*SERVER, ("content-type", "text/event-stream"),
+                   ("cache-control", "no-cache"), ("x-accel-buffering", "no")]
+        out = conn.h11.send(h11.Response(status_code=200, headers=headers, reason=b"OK"))
+        if stream.reset:
+            out += conn.h11.send(h11.Data(data=b"event: reset\ndata: {\"reason\": \"the "
+                                          b"history no longer holds what was asked for: the "
+                                          b"current state follows\"}\n\n"))
+        chunk = b"".join(sse_event(ev) for ev in stream.first) or b": watching\n\n"
+        out += conn.h11.send(h11.Data(data=chunk))
+        conn.replies.append(out)
+        conn.stream = stream
+        self.streams.add(conn)
+        self.touched[conn.fd] = conn
+
+    def fail(self, exc: KvError) -> None:
+        body = error_response(503, exc.code, exc.message)
+        for conn, i in self.pending:
+            conn.replies[i] = _plain(body)  # h11 already framed the OK; replace the bytes
+            conn.closing = True  # ... and end the connection: its h11 state moved on
+
+    def committed(self, changes: list[Change]) -> None:
+        if not self.streams:
+            return
+        last = self.node.watches.cursor  # the hub numbered these changes just before us
+        first = last - len(changes) + 1
+        for conn in self.streams:
+            prefix = conn.stream.prefix  # type: ignore[union-attr]
+            data = b"".join(
+                sse_event({"cursor": first + i, "key": c.key, "value": c.entry.value,
+                           "deleted": c.entry.value is None, "origin": c.entry.origin})
+                for i, c in enumerate(changes) if c.key.startswith(prefix))
+            if data:
+                conn.replies.append(conn.h11.send(h11.Data(data=data)))
+                self.touched[conn.fd] = conn
+
+    def expired(self, keys: list[bytes]) -> None:
+        pass  # an expiry is not a change with a cursor: SSE readers see it as the key's absence
+
+    def flush(self) -> None:
+        if not self.touched:
+            return
+        touched, self.touched = self.touched, {}
+        self.pending = []
+        for conn in touched.values():
+            if conn.replies:
+                conn.out += b"".join(conn.replies)
+                conn.replies = []
+            self._send(conn)
+
+    def tick(self, now: float) -> None:
+        """Heartbeats to SSE readers; connections that trickle their headers are closed."""
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + HEARTBEAT_S
+            for conn in self.streams:
+                conn.replies.append(conn.h11.send(h11.Data(data=b": heartbeat\n\n")))
+                self.touched[conn.fd] = conn
+        for conn in list(self.conns.values()):
+            if conn.stream is None and now - conn.started > HEADER_TIMEOUT_S \
+                    and conn.h11.their_state is h11.SEND_BODY or (
+                        conn.stream is None and now - conn.started > HEADER_TIMEOUT_S
+                        and conn.h11.their_state is h11.IDLE and conn.h11.trailing_data[0]):
+                self.counters["timeouts"] += 1
+                self._close(conn)
+        self.flush()
+
+    # -- sockets --------------------------------------------------------------------------
+
+    def _send(self, conn: Conn) -> None:
+        if conn.out:
+            try:
+                sent = conn.sock.send(conn.out)
+                del conn.out[:sent]
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._close(conn)
+                return
+        if len(conn.out) > OUTPUT_LIMIT:
+            self.counters["dropped_slow"] += 1
+            log.warning("closed an HTTP client that stopped reading (%s): %d bytes unsent",
+                        conn.addr, len(conn.out))
+            self._close(conn)
+            return
+        if conn.closing and not conn.out:
+            self._close(conn)
+            return
+        flags = (0 if conn.closing else _POLLIN) | (_POLLOUT if conn.out else 0)
+        if flags != conn.flags and self.poller is not None:
+            conn.flags = flags
+            if flags:
+                self.poller.register(conn.fd, flags)
+            else:
+                self.poller.unregister(conn.fd)
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_PER_TURN):
+            try:
+                sock, addr = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.counters["accept_errors"] += 1
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    log.warning("cannot accept an HTTP client: out of file descriptors")
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Conn(sock, f"{addr[0]}:{addr[1]}")
+            self.conns[conn.fd] = conn
+            assert self.poller is not None
+            self.poller.register(conn.fd, _POLLIN)
+
+    def _close(self, conn: Conn) -> None:
+        if self.conns.pop(conn.fd, None) is None:
+            return
+        self.streams.discard(conn)
+        self.touched.pop(conn.fd, None)
+        if self.poller is not None and conn.flags:
+            self.poller.unregister(conn.fd)
+        conn.flags = 0
+        conn.sock.close()
+
+    def close(self) -> None:
+        for conn in list(self.conns.values()):
+            self._close(conn)
+        if self.poller is not None:
+            self.poller.unregister(self._lfd)
+        self.listener.close()
+
+
+def _plain(response: Response) -> bytes:
+    """A whole response with `connection: close`, framed by hand (no h11 state involved)."""
+    head = [b"HTTP/1.1 %d %b" % (response.status, _REASONS.get(response.status, b"Error")),
+            b"server: kvd", b"content-type: " + response.content_type.encode(),
+            b"content-length: %d" % len(response.body), b"connection: close"]
+    head += [k.encode() + b": " + v.encode() for k, v in response.headers]
+    return b"\r\n".join(head) + b"\r\n\r\n" + response.body
+
+
+def _long_target(conn: Conn) -> bool:
+    data = conn.h11.trailing_data[0]
+    line = data.split(b"\r\n", 1)[0]
+    return len(line) > MAX_TARGET
+
+
+def _why(status: int, exc: h11.RemoteProtocolError) -> str:
+    if status == 431:
+        return f"the request's headers are over {MAX_HEADER} bytes"
+    if status == 414:
+        return f"the request target is over {MAX_TARGET} bytes"
+    return f"not a valid HTTP/1.1 request: {exc}"
+
+
+def _listen(bind: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((bind, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise BindError(f"port {port} on {bind} is in use — stop what holds it or pick "
+                            "--http-port (0 closes the HTTP door)") from None
+        raise BindError(f"cannot listen on {bind}:{port} (--http-port): {exc.strerror}") from None
+    sock.listen(511)
+    sock.setblocking(False)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock

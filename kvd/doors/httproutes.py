@@ -1,0 +1,306 @@
+"""The HTTP door's routes, sans-IO: a parsed request in, a response (or an SSE stream) out.
+
+Every route turns into the node's commands (`Node.execute`, the path every door shares), so a
+write here is a write everywhere: logged in the turn, replicated, seen by WATCH and by the
+Redis door's notifications. Keys in paths and queries are percent-encoded bytes; everything
+after `/v1/kv/` is the key, slashes included. JSON carries a key or value that is not UTF-8 as
+`{"base64": ...}`. Errors are `{"error": {"code", "message"}}` with a fitting status.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote_to_bytes
+
+from kvd.state.context import Context
+from kvd.state.node import Node
+from shared.errors import KvError
+
+JSON = "application/json"
+NO_STORE = ("cache-control", "no-store")
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = JSON
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Stream:
+    """A route that answers with Server-Sent Events: the door keeps the connection and sends
+    `first` (replayed or current state), then every change under `prefix` as it commits."""
+
+    prefix: bytes
+    first: list[dict]
+    reset: bool  # the history no longer held what `from` asked for: the state came first
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, code: str, message: str,
+                 headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or []
+
+
+_STATUS_OF_CODE = {"NOT_INTEGER": 400, "SYNTAX": 400, "WRONG_ARITY": 400, "TOO_LARGE": 413,
+                   "IO_ERROR": 503, "NOT_FLOAT": 400, "OVERFLOW": 400, "NO_SUCH_KEY": 404}
+
+
+def error_response(status: int, code: str, message: str,
+                   headers: list[tuple[str, str]] | None = None) -> Response:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return Response(status, body, JSON, list(headers or []))
+
+
+def json_response(value: object, status: int = 200) -> Response:
+    return Response(status, json.dumps(value, separators=(",", ":")).encode() + b"\n")
+
+
+def text_response(body: bytes, status: int = 200) -> Response:
+    return Response(status, body, "text/plain; charset=utf-8")
+
+
+def wire(value: bytes | None) -> object:
+    """A key or value in JSON: text when it is UTF-8, else {"base64": ...}."""
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(value).decode()}
+
+
+def glob_escape(prefix: bytes) -> bytes:
+    out = bytearray()
+    for c in prefix:
+        if c in b"*?[]\\":
+            out.append(0x5C)
+        out.append(c)
+    return bytes(out)
+
+
+class Router:
+    """Routes a request to the node. `health` says whether the node can serve writes;
+    `metrics` renders the Prometheus text."""
+
+    def __init__(self, node: Node, health: Callable[[], tuple[bool, str]],
+                 metrics: Callable[[], bytes]) -> None:
+        self.node = node
+        self.health = health
+        self.metrics = metrics
+
+    def handle(self, method: str, target: bytes, headers: dict[bytes, bytes], body: bytes,
+               ctx: Context) -> Response | Stream:
+        try:
+            path, query = _split(target)
+            route = _ROUTES.get(path)
+            if route is None:
+                if path.startswith(b"/v1/kv/"):
+                    return self._key(method, unquote_to_bytes(path[7:]), query, body, ctx)
+                raise HttpError(404, "NOT_FOUND", f"no route {path.decode('latin-1')} — see "
+                                "README \"HTTP API\"")
+            allowed, name = route
+            if method not in allowed:
+                raise HttpError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed here",
+                                [("allow", ", ".join(allowed))])
+            return getattr(self, name)(query, body, headers, ctx)
+        except HttpError as exc:
+            return error_response(exc.status, exc.code, exc.message, exc.headers)
+        except KvError as exc:
+            return error_response(_STATUS_OF_CODE.get(exc.code, 400), exc.code, exc.message)
+
+    def _run(self, ctx: Context, *argv: bytes) -> object:
+        reply = self.node.execute(list(argv), ctx)
+        if isinstance(reply, KvError):
+            raise reply
+        return reply
+
+    # -- /v1/kv ---------------------------------------------------------------------------
+
+    def _key(self, method: str, key: bytes, query: dict, body: bytes, ctx: Context) -> Response:
+        if not key:
+            raise HttpError(400, "BAD_REQUEST", "the key is empty: PUT /v1/kv/<key>")
+        if method == "GET":
+            value = self._run(ctx, b"GET", key)
+            if value is None:
+                raise HttpError(404, "NOT_FOUND", "no such key")
+            return Response(200, value, "application/octet-stream")  # type: ignore[arg-type]
+        if method == "PUT":
+            argv = [b"SET", key, body]
+            if "ttl" in query:
+                argv += [b"EX", query["ttl"]]
+            if "nx" in query and "xx" in query:
+                raise HttpError(400, "BAD_REQUEST", "nx and xx exclude each other")
+            argv += [b"NX"] if "nx" in query else [b"XX"] if "xx" in query else []
+            if self._run(ctx, *argv) is None:
+                raise HttpError(412, "PRECONDITION_FAILED",
+                                "the key exists (nx)" if "nx" in query else "no such key (xx)")
+            return json_response({"ok": True})
+        if method == "DELETE":
+            return json_response({"deleted": self._run(ctx, b"DEL", key)})
+        raise HttpError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed on a key",
+                        [("allow", "GET, PUT, DELETE")])
+
+    def list_keys(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
+        prefix = query.get("prefix", b"")
+        limit = _int(query.get("limit", b"100"), "limit", 1, 10_000)
+        cursor = _int(query.get("cursor", b"0"), "cursor", 0, 1 << 62)
+        found: list[bytes] = []
+        while True:  # a SCAN step may find none under the prefix: go on to the limit or the end
+            nxt, keys = self._run(ctx, b"SCAN", str(cursor).encode(), b"MATCH",  # type: ignore
+                                  glob_escape(prefix) + b"*", b"COUNT", str(limit).encode())
+            found += keys
+            cursor = int(nxt)
+            if cursor == 0 or len(found) >= limit:
+                break
+        found.sort()
+        page: dict = {"cursor": None if cursor == 0 else str(cursor)}
+        if query.get("values") in (b"1", b"true"):
+            values = self._run(ctx, b"MGET", *found) if found else []
+            page["items"] = [{"key": wire(k), "value": wire(v)}
+                             for k, v in zip(found, values, strict=True)]  # type: ignore
+        else:
+            page["keys"] = [wire(k) for k in found]
+        return json_response(page)
+
+    def watch(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Stream:
+        prefix = query.get("prefix", b"")
+        since = headers.get(b"last-event-id") or query.get("from")
+        hub = self.node.watches
+        if since is None:
+            return Stream(prefix, [], False)
+        cursor = _int(since, "from (Last-Event-ID)", 0, 1 << 63)
+        replay = hub.since(cursor, prefix)
+        if replay is not None:
+            return Stream(prefix, replay, False)
+        state = [{"cursor": hub.cursor, "key": k, "value": e.value, "deleted": False,
+                  "origin": e.origin} for k, e in self.node.live_items(prefix, ctx.now)]
+        return Stream(prefix, state, True)
+
+    # -- node -----------------------------------------------------------------------------
+
+    def info(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
+        return json_response(_jsonable(self._run(ctx, b"INFO")))
+
+    def members(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
+        return json_response(_jsonable(self._run(ctx, b"MEMBERS")))
+
+    def health_check(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
+        ok, reason = self.health()
+        if ok:
+            return json_response({"status": "ok"})
+        return json_response({"status": "unavailable", "reason": reason}, 503)
+
+    def prometheus(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
+        return Response(200, self.metrics(), "text/plain; version=0.0.4; charset=utf-8")
+
+    # -- the simple routes older key-value services offered -------------------------------
+
+    def simple_set(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
+        key, value = _need(query, "key"), _need(query, "value")
+        self._run(ctx, b"SET", key, value)
+        return text_response(b"OK")
+
+    def simple_get(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
+        value = self._run(ctx, b"GET", _need(query, "key"))
+        if value is None:
+            raise HttpError(404, "NOT_FOUND", "no such key")
+        return Response(200, value, "application/octet-stream")  # type: ignore[arg-type]
+
+    def simple_put(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if kind == b"application/json":
+            try:
+                doc = json.loads(body)
+                key, value = doc["key"], doc["value"]
+            except (ValueError, KeyError, TypeError):
+                raise HttpError(400, "BAD_REQUEST", 'the body must be JSON {"key": ..., '
+                                '"value": ...}') from None
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise HttpError(400, "BAD_REQUEST", "key and value must be strings")
+            k, v = key.encode(), value.encode()
+        else:
+            form = _query(body)
+            k, v = _need(form, "key"), _need(form, "value")
+        self._run(ctx, b"SET", k, v)
+        return text_response(b"OK")
+
+    def simple_delete(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
+        if self._run(ctx, b"DEL", _need(query, "key")) == 0:
+            raise HttpError(404, "NOT_FOUND", "no such key")
+        return text_response(b"OK")
+
+
+_ROUTES: dict[bytes, tuple[tuple[str, ...], str]] = {
+    b"/v1/kv": (("GET",), "list_keys"),
+    b"/v1/watch": (("GET",), "watch"),
+    b"/v1/info": (("GET",), "info"),
+    b"/v1/members": (("GET",), "members"),
+    b"/health": (("GET",), "health_check"),
+    b"/metrics": (("GET",), "prometheus"),
+    b"/set": (("GET",), "simple_set"),
+    b"/get": (("GET",), "simple_get"),
+    b"/put": (("POST",), "simple_put"),
+    b"/delete": (("DELETE",), "simple_delete"),
+}
+
+
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+def _split(target: bytes) -> tuple[bytes, dict[str, bytes]]:
+    path, _, raw = target.partition(b"?")
+    if not path.startswith(b"/") or _BAD_ESCAPE.search(path):
+        raise HttpError(400, "BAD_REQUEST", "the target must be a path, percent-encoded")
+    return path, _query(raw)
+
+
+def _query(raw: bytes) -> dict[str, bytes]:
+    if _BAD_ESCAPE.search(raw):
+        raise HttpError(400, "BAD_REQUEST", "the query is not valid percent-encoding")
+    try:
+        text = raw.decode("ascii")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False,
+                          encoding="latin-1", errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise HttpError(400, "BAD_REQUEST", "the query is not valid percent-encoding") from None
+    return {k: v.encode("latin-1") for k, v in pairs}
+
+
+def _need(query: dict[str, bytes], name: str) -> bytes:
+    if name not in query:
+        raise HttpError(400, "BAD_REQUEST", f"missing query parameter {name!r}")
+    return query[name]
+
+
+def _int(raw: bytes, name: str, low: int, high: int) -> int:
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise HttpError(400, "BAD_REQUEST", f"{name} must be a whole number from {low} to "
+                        f"{high}")
+    return int(raw)
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, bytes):
+        return wire(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def sse_event(ev: dict) -> bytes:
+    """One change as a Server-Sent Event: `id` is its cursor, so EventSource resumes."""
+    op = "del" if ev.get("deleted") else ev.get("op", "set")
+    data = {"op": op, "key": wire(ev["key"]), "value": wire(ev.get("value")),
+            "origin": ev.get("origin"), "cursor": ev["cursor"]}
+    return b"id: %d\ndata: %b\n\n" % (ev["cursor"], json.dumps(data).encode())
