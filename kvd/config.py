@@ -4,7 +4,7 @@ The TOML keys are the flags' long names (`port`, `gossip_port` or `gossip-port`,
 plus `max_value_size`, the log's `appendonly`, `compaction_ratio`, `compaction_min_size`,
 `tombstone_max_age` (seconds), the cluster's `cluster`, `gossip_hwm`, `max_clock_offset_ms`
 and `peer_max_message`, the Redis door's `resp_port` (also a flag) and `maxclients`, and
-the HTTP door's `http_port` (also a flag). Paths come from platformdirs, so XDG_* variables
+the HTTP door's `http_port` (also a flag) and `http_header_timeout`. Paths come from platformdirs, so XDG_* variables
 move them.
 """
 
@@ -37,6 +37,7 @@ class Config:
     gossip_port: int | None = None
     resp_port: int = 7379  # the Redis door (kvd.doors.resp); 0 closes it
     http_port: int = 7780  # the HTTP door (kvd.doors.http); 0 closes it
+    http_header_timeout: float = 10.0  # seconds a request may take to arrive (slowloris)
     maxclients: int = 10_000  # Redis-door connections at once
     join: list[str] = field(default_factory=list)
     data_dir: Path | None = None

@@ -122,7 +122,8 @@ def open_loop(cfg: Config, node: Node, log_) -> Loop:  # noqa: ANN001
             collector = metrics.Collector(node, lambda: made[0].turns if made else None)
             router = Router(node, lambda: made[0].health() if made else (False, "starting"),
                             lambda: metrics.render(collector))
-            doors.append(HttpDoor(node, cfg.bind, cfg.http_port, router))
+            doors.append(HttpDoor(node, cfg.bind, cfg.http_port, router,
+                                  cfg.http_header_timeout))
     except KvError:
         for door in doors:
             door.close()

@@ -71,8 +71,10 @@ class Conn:
 
 
 class HttpDoor:
-    def __init__(self, node: Node, bind: str, port: int, router: Router) -> None:
+    def __init__(self, node: Node, bind: str, port: int, router: Router,
+                 header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
         self.node = node
+        self.header_timeout_s = header_timeout_s
         self.router = router
         self.counters: Counter[str] = Counter()
         self.conns: dict[int, Conn] = {}
@@ -95,7 +97,8 @@ class HttpDoor:
                 "http_streams": len(self.streams),
                 "http_requests": self.counters["requests"],
                 "http_bad_requests": self.counters["bad_requests"],
-                "http_dropped_slow": self.counters["dropped_slow"]}
+                "http_dropped_slow": self.counters["dropped_slow"],
+                "http_timeouts": self.counters["timeouts"]}
 
     # -- a turn: read, (the loop commits), flush --------------------------------------------
 
@@ -123,6 +126,8 @@ class HttpDoor:
         except OSError:
             data = b""
         self.touched[conn.fd] = conn
+        if conn.h11.their_state is h11.IDLE and not conn.h11.trailing_data[0]:
+            conn.started = time.monotonic()  # a new request begins: its clock starts now
         if conn.stream is not None:  # an SSE reader says nothing more; EOF ends it
             if not data:
                 self._close(conn)
@@ -275,10 +280,8 @@ class HttpDoor:
                 conn.replies.append(conn.h11.send(h11.Data(data=b": heartbeat\n\n")))
                 self.touched[conn.fd] = conn
         for conn in list(self.conns.values()):
-            if conn.stream is None and now - conn.started > HEADER_TIMEOUT_S \
-                    and conn.h11.their_state is h11.SEND_BODY or (
-                        conn.stream is None and now - conn.started > HEADER_TIMEOUT_S
-                        and conn.h11.their_state is h11.IDLE and conn.h11.trailing_data[0]):
+            if conn.stream is None and now - conn.started > self.header_timeout_s \
+                    and _mid_request(conn):
                 self.counters["timeouts"] += 1
                 self._close(conn)
         self.flush()
@@ -346,6 +349,12 @@ class HttpDoor:
         if self.poller is not None:
             self.poller.unregister(self._lfd)
         self.listener.close()
+
+
+def _mid_request(conn: Conn) -> bool:
+    """Whether a request has begun to arrive and not all of it has."""
+    state = conn.h11.their_state
+    return state is h11.SEND_BODY or (state is h11.IDLE and bool(conn.h11.trailing_data[0]))
 
 
 def _plain(response: Response) -> bytes:
