@@ -4,8 +4,8 @@ The TOML keys are the flags' long names (`port`, `gossip_port` or `gossip-port`,
 plus `max_value_size`, the log's `appendonly`, `compaction_ratio`, `compaction_min_size`,
 `tombstone_max_age` (seconds), the cluster's `cluster`, `gossip_hwm`, `max_clock_offset_ms`
 and `peer_max_message`, the Redis door's `resp_port` (also a flag) and `maxclients`, and
-the HTTP door's `http_port` (also a flag) and `http_header_timeout`. Paths come from platformdirs, so XDG_* variables
-move them.
+the HTTP door's `http_port` (also a flag) and `http_header_timeout`. Paths come from
+platformdirs, so XDG_* variables move them.
 """
 
 from __future__ import annotations
