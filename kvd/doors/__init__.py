@@ -3,5 +3,6 @@ requests and the node's replies back into bytes; none touches the store itself, 
 replies before the loop has committed the turn's writes.
 
 kvd.doors.native: kv's own protocol over ZeroMQ. kvd.doors.resp: the Redis protocol (RESP2/3)
-on TCP. Imports kvd.state and `shared` only.
+on TCP. kvd.doors.http: HTTP/1.1 (REST, SSE, /health, /metrics). Imports kvd.state and
+`shared` only.
 """
