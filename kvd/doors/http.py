@@ -27,7 +27,14 @@ from collections import Counter
 import h11
 import zmq
 
-from kvd.doors.httproutes import Response, Router, Stream, error_response, sse_event
+from kvd.doors.httproutes import (
+    Response,
+    Router,
+    Stream,
+    error_response,
+    sse_event,
+    sse_expired,
+)
 from kvd.doors.native import BindError
 from kvd.state.context import Context
 from kvd.state.node import Change, Node
@@ -259,7 +266,17 @@ class HttpDoor:
                 self.touched[conn.fd] = conn
 
     def expired(self, keys: list[bytes]) -> None:
-        pass  # an expiry is not a change with a cursor: SSE readers see it as the key's absence
+        """`expired` events: not changes of the history (the expiry was written with the
+        value), so they carry no `id:` and a reader's resume point stays its last change."""
+        if not self.streams:
+            return
+        cursor = self.node.watches.cursor
+        for conn in self.streams:
+            prefix = conn.stream.prefix  # type: ignore[union-attr]
+            data = b"".join(sse_expired(key, cursor) for key in keys if key.startswith(prefix))
+            if data:
+                conn.replies.append(conn.h11.send(h11.Data(data=data)))
+                self.touched[conn.fd] = conn
 
     def flush(self) -> None:
         if not self.touched:

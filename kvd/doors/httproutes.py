@@ -304,3 +304,8 @@ def sse_event(ev: dict) -> bytes:
     data = {"op": op, "key": wire(ev["key"]), "value": wire(ev.get("value")),
             "origin": ev.get("origin"), "cursor": ev["cursor"]}
     return b"id: %d\ndata: %b\n\n" % (ev["cursor"], json.dumps(data).encode())
+
+
+def sse_expired(key: bytes, cursor: int) -> bytes:
+    data = {"op": "expired", "key": wire(key), "value": None, "origin": None, "cursor": cursor}
+    return b"data: %b\n\n" % json.dumps(data).encode()
