@@ -4,6 +4,7 @@
     python -m bench --reps 3 --scale 0.3 --keys 100000   # a quicker look
     python -m bench --quick              # seconds: what the test suite runs
     python -m bench --resp               # the Redis door against Redis (bench.resp)
+    python -m bench --http               # the HTTP door against a bare h11 server (bench.httpdoor)
 
 Writes bench/results/<date>.json and bench/results/latest.md (the markdown table).
 """
@@ -35,6 +36,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a tiny run: checks the bench works")
     p.add_argument("--resp", action="store_true", help="only the Redis door against Redis, "
                    "with redis-benchmark (python -m bench.resp)")
+    p.add_argument("--http", action="store_true", help="only the HTTP door against a bare h11 "
+                   "server, its ceiling (python -m bench.httpdoor)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = p.parse_args(argv)
     if args.quick:
@@ -48,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import resp
 
         return resp.main(["--reps", str(args.reps)])
+    if args.http:
+        from bench import httpdoor as http
+
+        return http.main(["--reps", str(args.reps)])
     with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp, ExitStack() as stack:
         home = Path(tmp)
         s = suite.Suite([], suite.default_modes(args.scale), args.reps, args.keyspace)
