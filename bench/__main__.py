@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return resp.main(["--reps", str(args.reps)])
     if args.http:
-        from bench import httpdoor as http
+        from bench import httpdoor
 
-        return http.main(["--reps", str(args.reps)])
+        return httpdoor.main(["--reps", str(args.reps)])
     with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp, ExitStack() as stack:
         home = Path(tmp)
         s = suite.Suite([], suite.default_modes(args.scale), args.reps, args.keyspace)

@@ -221,12 +221,17 @@ class Router:
             try:
                 doc = json.loads(body)
                 key, value = doc["key"], doc["value"]
-            except (ValueError, KeyError, TypeError):
+            # RecursionError: nesting deeper than the interpreter's limit ("[" * 1000)
+            except (ValueError, KeyError, TypeError, RecursionError):
                 raise HttpError(400, "BAD_REQUEST", 'the body must be JSON {"key": ..., '
                                 '"value": ...}') from None
             if not isinstance(key, str) or not isinstance(value, str):
                 raise HttpError(400, "BAD_REQUEST", "key and value must be strings")
-            k, v = key.encode(), value.encode()
+            try:
+                k, v = key.encode(), value.encode()
+            except UnicodeEncodeError:  # a lone surrogate ("\ud800") is valid JSON, not UTF-8
+                raise HttpError(400, "BAD_REQUEST", "key and value must be valid Unicode "
+                                "(no lone surrogates)") from None
         else:
             form = _query(body)
             k, v = _need(form, "key"), _need(form, "value")
