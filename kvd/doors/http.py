@@ -147,7 +147,15 @@ class HttpDoor:
             status = exc.error_status_hint
             if status == 431 and conn.request is None and _long_target(conn):
                 status = 414
-            self._answer(conn, error_response(status, "BAD_REQUEST", _why(status, exc)))
+            self._answer(conn, error_response(status, _CODES.get(status, "BAD_REQUEST"),
+                                              _why(status, exc)))
+            conn.closing = True
+        except Exception:  # the edge: a bug costs this connection, never the node
+            self.counters["internal_errors"] += 1
+            log.exception("an HTTP request failed unexpectedly (%s); its connection is closed",
+                          conn.addr)
+            conn.replies.append(_plain(error_response(500, "INTERNAL", "internal error: the "
+                                                      "connection is closed")))
             conn.closing = True
 
     def _events(self, conn: Conn, ctx: Context) -> None:
@@ -164,8 +172,12 @@ class HttpDoor:
             if isinstance(event, h11.Request):
                 self._start(conn, event)
             elif isinstance(event, h11.Data):
-                if not conn.refused:
-                    conn.body += event.data
+                if conn.refused:
+                    continue
+                if len(conn.body) + len(event.data) > self.node.max_value:  # chunked: unannounced
+                    self._refuse(conn, _too_large(self.node.max_value))
+                    continue
+                conn.body += event.data
             elif isinstance(event, h11.EndOfMessage):
                 if conn.refused:
                     conn.refused = False
@@ -177,15 +189,17 @@ class HttpDoor:
     def _start(self, conn: Conn, request: h11.Request) -> None:
         self.counters["requests"] += 1
         conn.request, conn.body = request, bytearray()
+        if sum(len(k) + len(v) + 4 for k, v in request.headers) > MAX_HEADER:
+            # h11 bounds only a header block still incomplete: one that came whole is judged here
+            self._refuse(conn, error_response(431, "HEADERS_TOO_LARGE", _why(431, None)))
+            return
         if len(request.target) > MAX_TARGET:
             self._refuse(conn, error_response(414, "URI_TOO_LONG", "the request target is "
                                               f"over {MAX_TARGET} bytes"))
             return
         length = dict(request.headers).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.node.max_value:
-            self._refuse(conn, error_response(413, "TOO_LARGE", f"the body is over the value "
-                                              f"limit of {self.node.max_value} bytes "
-                                              "(config key max_value_size)"))
+            self._refuse(conn, _too_large(self.node.max_value))
             return
         if conn.h11.they_are_waiting_for_100_continue:
             conn.replies.append(conn.h11.send(h11.InformationalResponse(status_code=100,
@@ -193,6 +207,7 @@ class HttpDoor:
 
     def _refuse(self, conn: Conn, response: Response) -> None:
         """Answer before the body is read, then close: the rest is never buffered."""
+        response.headers.append(("connection", "close"))
         self._answer(conn, response)
         conn.closing = True
         conn.refused = True
@@ -226,6 +241,8 @@ class HttpDoor:
             data += conn.h11.send(h11.EndOfMessage())
         except h11.LocalProtocolError:  # the request was broken past answering: plain bytes
             data, conn.closing = _plain(response), True
+        if conn.h11.our_state is h11.MUST_CLOSE:  # `connection: close`, or an HTTP/1.0 client
+            conn.closing = True
         conn.replies.append(data)
         self.touched[conn.fd] = conn
 
@@ -389,7 +406,15 @@ def _long_target(conn: Conn) -> bool:
     return len(line) > MAX_TARGET
 
 
-def _why(status: int, exc: h11.RemoteProtocolError) -> str:
+_CODES = {413: "TOO_LARGE", 414: "URI_TOO_LONG", 431: "HEADERS_TOO_LARGE"}
+
+
+def _too_large(limit: int) -> Response:
+    return error_response(413, "TOO_LARGE", f"the body is over the value limit of {limit} "
+                          "bytes (config key max_value_size)")
+
+
+def _why(status: int, exc: h11.RemoteProtocolError | None) -> str:
     if status == 431:
         return f"the request's headers are over {MAX_HEADER} bytes"
     if status == 414:

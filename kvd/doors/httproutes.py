@@ -307,10 +307,11 @@ def sse_event(ev: dict) -> bytes:
     """One change as a Server-Sent Event: `id` is its cursor, so EventSource resumes."""
     op = "del" if ev.get("deleted") else ev.get("op", "set")
     data = {"op": op, "key": wire(ev["key"]), "value": wire(ev.get("value")),
-            "origin": ev.get("origin"), "cursor": ev["cursor"]}
+            "origin": ev.get("origin"), "cursor": str(ev["cursor"])}  # > 2**53: a string for JS
     return b"id: %d\ndata: %b\n\n" % (ev["cursor"], json.dumps(data).encode())
 
 
 def sse_expired(key: bytes, cursor: int) -> bytes:
-    data = {"op": "expired", "key": wire(key), "value": None, "origin": None, "cursor": cursor}
+    data = {"op": "expired", "key": wire(key), "value": None, "origin": None,
+            "cursor": str(cursor)}
     return b"data: %b\n\n" % json.dumps(data).encode()
