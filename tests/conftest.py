@@ -30,3 +30,12 @@ def kvd_factory(tmp_path: Path) -> Iterator[Callable[..., Kvd]]:
 @pytest.fixture
 def kvd(kvd_factory: Callable[..., Kvd]) -> Kvd:
     return kvd_factory("n1")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """Each phase's report on the item (`item.report_call`), for fixtures that keep evidence
+    of a failure in their teardown (the console tests' screenshots)."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

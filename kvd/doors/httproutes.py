@@ -16,12 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote_to_bytes
 
+from kvd.doors import static
 from kvd.state.context import Context
 from kvd.state.node import Node
 from shared.errors import KvError
 
 JSON = "application/json"
 NO_STORE = ("cache-control", "no-store")
+YES = (b"1", b"true")
 
 
 @dataclass
@@ -101,6 +103,8 @@ class Router:
                ctx: Context) -> Response | Stream:
         try:
             path, query = _split(target)
+            if static.is_console(path):
+                return _console(method, path)
             route = _ROUTES.get(path)
             if route is None:
                 if path.startswith(b"/v1/kv/"):
@@ -163,13 +167,25 @@ class Router:
                 break
         found.sort()
         page: dict = {"cursor": None if cursor == 0 else str(cursor)}
-        if query.get("values") in (b"1", b"true"):
-            values = self._run(ctx, b"MGET", *found) if found else []
-            page["items"] = [{"key": wire(k), "value": wire(v)}
-                             for k, v in zip(found, values, strict=True)]  # type: ignore
-        else:
+        values, meta = query.get("values") in YES, query.get("meta") in YES
+        if not (values or meta):
             page["keys"] = [wire(k) for k in found]
+            return json_response(page)
+        items: list[dict] = [{"key": wire(k)} for k in found]
+        if values and found:
+            for item, v in zip(items, self._run(ctx, b"MGET", *found), strict=True):  # type: ignore
+                item["value"] = wire(v)
+        if meta:
+            for item, k in zip(items, found, strict=True):
+                item.update(self._meta(k, ctx))
+        page["items"] = items
         return json_response(page)
+
+    def _meta(self, key: bytes, ctx: Context) -> dict:
+        """A key's size in bytes and its time to live (ms; null: no expiry), for `meta=1`."""
+        ttl = self._run(ctx, b"PTTL", key)
+        return {"size": self._run(ctx, b"STRLEN", key),
+                "ttl_ms": ttl if isinstance(ttl, int) and ttl >= 0 else None}
 
     def watch(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Stream:
         prefix = query.get("prefix", b"")
@@ -188,7 +204,10 @@ class Router:
     # -- node -----------------------------------------------------------------------------
 
     def info(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
-        return json_response(_jsonable(self._run(ctx, b"INFO")))
+        response = json_response(_jsonable(self._run(ctx, b"INFO")))
+        # the one cross-origin route: a member's console compares this node's digest with its own
+        response.headers.append(("access-control-allow-origin", "*"))
+        return response
 
     def members(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
         return json_response(_jsonable(self._run(ctx, b"MEMBERS")))
@@ -256,6 +275,18 @@ _ROUTES: dict[bytes, tuple[tuple[str, ...], str]] = {
     b"/put": (("POST",), "simple_put"),
     b"/delete": (("DELETE",), "simple_delete"),
 }
+
+
+def _console(method: str, path: bytes) -> Response:
+    found = static.lookup(path)
+    if found is None:
+        raise HttpError(404, "NOT_FOUND", "the console's files are /console/index.html, "
+                        "console.css and console.js")
+    if method != "GET":
+        raise HttpError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed here",
+                        [("allow", "GET")])
+    body, kind = found
+    return Response(200, body, kind, list(static.HEADERS))
 
 
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
