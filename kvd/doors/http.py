@@ -17,15 +17,11 @@ reading: EventSource comes back with Last-Event-ID and resumes where it stopped)
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
 import socket
 import time
-from collections import Counter
 
 import h11
-import zmq
 
 from kvd.doors.httproutes import (
     Response,
@@ -35,7 +31,7 @@ from kvd.doors.httproutes import (
     sse_event,
     sse_expired,
 )
-from kvd.doors.native import BindError
+from kvd.doors.tcp import Connection, TcpDoor
 from kvd.state.context import Context
 from kvd.state.node import Change, Node
 from shared.errors import KvError
@@ -48,56 +44,37 @@ MAX_TARGET = 8 * 1024
 HEADER_TIMEOUT_S = 10.0
 OUTPUT_LIMIT = 32 * 1024 * 1024
 HEARTBEAT_S = 1.0
-ACCEPT_PER_TURN = 64
 SERVER = [("server", "kvd")]
-_POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
             412: b"Precondition Failed", 413: b"Content Too Large", 414: b"URI Too Long",
             431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
             503: b"Service Unavailable"}
 
 
-class Conn:
-    __slots__ = ("sock", "fd", "addr", "h11", "body", "request", "out", "replies", "flags",
-                 "started", "stream", "closing", "refused")
+class Conn(Connection):
+    __slots__ = ("h11", "body", "request", "started", "stream", "refused")
 
     def __init__(self, sock: socket.socket, addr: str) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.addr = addr
+        super().__init__(sock, addr)
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER)
         self.body = bytearray()
         self.request: h11.Request | None = None
-        self.out = bytearray()
-        self.replies: list[bytes] = []  # this turn's, sent after the commit
-        self.flags = _POLLIN
         self.started = time.monotonic()  # when the request being read began
         self.stream: Stream | None = None  # an SSE subscription, once the response started
-        self.closing = False
         self.refused = False  # the request was answered early (413): discard its body
 
 
-class HttpDoor:
+class HttpDoor(TcpDoor):
     def __init__(self, node: Node, bind: str, port: int, router: Router,
                  header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
+        super().__init__(bind, port, "--http-port", log)
         self.node = node
         self.header_timeout_s = header_timeout_s
         self.router = router
-        self.counters: Counter[str] = Counter()
-        self.conns: dict[int, Conn] = {}
         self.streams: set[Conn] = set()
         self.pending: list[tuple[Conn, int]] = []
-        self.touched: dict[int, Conn] = {}
-        self.poller: zmq.Poller | None = None
         self._next_heartbeat = 0.0
-        self.listener = _listen(bind, port)
-        self.port = self.listener.getsockname()[1]
-        self._lfd = self.listener.fileno()
         node.info_sources.append(self.info)
-
-    def attach(self, poller: zmq.Poller) -> None:
-        self.poller = poller
-        poller.register(self._lfd, _POLLIN)
 
     def info(self) -> dict:
         return {"http_port": self.port, "http_clients": len(self.conns),
@@ -108,22 +85,6 @@ class HttpDoor:
                 "http_timeouts": self.counters["timeouts"]}
 
     # -- a turn: read, (the loop commits), flush --------------------------------------------
-
-    def read(self, ready: dict, ctx: Context) -> None:
-        lfd = self._lfd
-        for fd, events in ready.items():
-            if type(fd) is not int:
-                continue
-            if fd == lfd:
-                self._accept()
-                continue
-            conn = self.conns.get(fd)
-            if conn is None:
-                continue
-            if events & _POLLOUT:
-                self._send(conn)
-            if events & ~_POLLOUT and conn.flags & _POLLIN and conn.fd in self.conns:
-                self._recv(conn, ctx)
 
     def _recv(self, conn: Conn, ctx: Context) -> None:
         try:
@@ -295,16 +256,8 @@ class HttpDoor:
                 conn.replies.append(conn.h11.send(h11.Data(data=data)))
                 self.touched[conn.fd] = conn
 
-    def flush(self) -> None:
-        if not self.touched:
-            return
-        touched, self.touched = self.touched, {}
+    def _flushing(self) -> None:
         self.pending = []
-        for conn in touched.values():
-            if conn.replies:
-                conn.out += b"".join(conn.replies)
-                conn.replies = []
-            self._send(conn)
 
     def tick(self, now: float) -> None:
         """Heartbeats to SSE readers; connections that trickle their headers are closed."""
@@ -320,69 +273,21 @@ class HttpDoor:
                 self._close(conn)
         self.flush()
 
-    # -- sockets --------------------------------------------------------------------------
+    # -- sockets (kvd.doors.tcp): what this door says -------------------------------------
 
-    def _send(self, conn: Conn) -> None:
-        if conn.out:
-            try:
-                sent = conn.sock.send(conn.out)
-                del conn.out[:sent]
-            except BlockingIOError:
-                pass
-            except OSError:
-                self._close(conn)
-                return
-        if len(conn.out) > OUTPUT_LIMIT:
+    def _too_slow(self, conn: Conn) -> bool:  # type: ignore[override]
+        if len(conn.out) > OUTPUT_LIMIT:  # an SSE reader that stopped reading: it resumes
             self.counters["dropped_slow"] += 1
-            log.warning("closed an HTTP client that stopped reading (%s): %d bytes unsent",
-                        conn.addr, len(conn.out))
-            self._close(conn)
-            return
-        if conn.closing and not conn.out:
-            self._close(conn)
-            return
-        flags = (0 if conn.closing else _POLLIN) | (_POLLOUT if conn.out else 0)
-        if flags != conn.flags and self.poller is not None:
-            conn.flags = flags
-            if flags:
-                self.poller.register(conn.fd, flags)
-            else:
-                self.poller.unregister(conn.fd)
+            self.say("slow", "closed an HTTP client that stopped reading (%s): %d bytes unsent",
+                     conn.addr, len(conn.out))
+            return True
+        return False
 
-    def _accept(self) -> None:
-        for _ in range(ACCEPT_PER_TURN):
-            try:
-                sock, addr = self.listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self.counters["accept_errors"] += 1
-                if exc.errno in (errno.EMFILE, errno.ENFILE):
-                    log.warning("cannot accept an HTTP client: out of file descriptors")
-                return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = Conn(sock, f"{addr[0]}:{addr[1]}")
-            self.conns[conn.fd] = conn
-            assert self.poller is not None
-            self.poller.register(conn.fd, _POLLIN)
+    def _open(self, sock: socket.socket, addr: str) -> Conn:
+        return Conn(sock, addr)
 
-    def _close(self, conn: Conn) -> None:
-        if self.conns.pop(conn.fd, None) is None:
-            return
+    def _forget(self, conn: Conn) -> None:  # type: ignore[override]
         self.streams.discard(conn)
-        self.touched.pop(conn.fd, None)
-        if self.poller is not None and conn.flags:
-            self.poller.unregister(conn.fd)
-        conn.flags = 0
-        conn.sock.close()
-
-    def close(self) -> None:
-        for conn in list(self.conns.values()):
-            self._close(conn)
-        if self.poller is not None:
-            self.poller.unregister(self._lfd)
-        self.listener.close()
 
 
 def _mid_request(conn: Conn) -> bool:
@@ -420,21 +325,3 @@ def _why(status: int, exc: h11.RemoteProtocolError | None) -> str:
     if status == 414:
         return f"the request target is over {MAX_TARGET} bytes"
     return f"not a valid HTTP/1.1 request: {exc}"
-
-
-def _listen(bind: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((bind, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise BindError(f"port {port} on {bind} is in use — stop what holds it or pick "
-                            "--http-port (0 closes the HTTP door)") from None
-        raise BindError(f"cannot listen on {bind}:{port} (--http-port): {exc.strerror}") from None
-    sock.listen(511)
-    sock.setblocking(False)
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock

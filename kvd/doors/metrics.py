@@ -21,6 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.process_collector import ProcessCollector
 
+from kvd.doors.respinfo import rss_bytes
 from kvd.state.node import Node
 
 STATUSES = ("alive", "suspect", "dead", "left")
@@ -53,7 +54,7 @@ class Collector:
         yield _gauge("kv_tombstones", "Deletions kept for peers", info.get("tombstones", 0))
         yield from self._commands(info)
         yield from self._clients(info)
-        yield _gauge("kv_memory_rss_bytes", "Resident memory of the process", _rss())
+        yield _gauge("kv_memory_rss_bytes", "Resident memory of the process", rss_bytes())
         yield _gauge("kv_log_bytes", "Size of the append-only log", info.get("log_size", 0))
         yield _counter("kv_log_fsyncs", "fsync calls on the log", info.get("log_fsyncs", 0))
         yield _counter("kv_log_compactions", "Log rewrites", info.get("log_compactions", 0))
@@ -142,13 +143,3 @@ def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
 
 def _counter(name: str, text: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, text, value=value)
-
-
-def _rss() -> int:
-    import os
-
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0

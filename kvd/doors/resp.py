@@ -18,16 +18,10 @@ client-output-buffer-limit does for pub/sub, and logged. `max_clients` caps conn
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import socket
-import time
-from collections import Counter
-
-import zmq
 
 from kvd.doors import respsession as rs
-from kvd.doors.native import BindError
 from kvd.doors.respinfo import info_text
 from kvd.doors.respwire import (
     NULL_ARRAY,
@@ -40,6 +34,7 @@ from kvd.doors.respwire import (
     wire,
 )
 from kvd.doors.respwire import unknown_command as unknown
+from kvd.doors.tcp import Connection, TcpDoor
 from kvd.state.context import Context
 from kvd.state.node import Change, Node
 from shared.commands import COMMANDS
@@ -50,50 +45,33 @@ log = logging.getLogger("kvd.doors.resp")
 READ_CHUNK = 256 * 1024
 READ_PER_TURN = 1024 * 1024  # bytes read from one connection per turn: fairness
 OUTPUT_LIMIT = 64 * 1024 * 1024
-ACCEPT_PER_TURN = 64
-LOG_EVERY_S = 10.0
-_POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)  # ints: enum Flags cost per test
 _OK = b"+OK\r\n"
 _SUBSCRIPTION_CHANGES = {b"SUBSCRIBE", b"PSUBSCRIBE", b"UNSUBSCRIBE", b"PUNSUBSCRIBE", b"RESET"}
 
 
-class Conn:
-    __slots__ = ("sock", "fd", "session", "parser", "out", "replies", "flags")
+class Conn(Connection):
+    __slots__ = ("session", "parser")
 
-    def __init__(self, sock: socket.socket, session: rs.Session, max_bulk: int) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
+    def __init__(self, sock: socket.socket, addr: str, session: rs.Session,
+                 max_bulk: int) -> None:
+        super().__init__(sock, addr)
         self.session = session
         self.parser = RequestParser(max_bulk)
-        self.out = bytearray()  # encoded, not yet sent
-        self.replies: list[bytes] = []  # this turn's, sent after the commit
-        self.flags = _POLLIN
 
 
-class RespDoor:
+class RespDoor(TcpDoor):
     def __init__(self, node: Node, bind: str, port: int, max_clients: int = 10_000) -> None:
+        super().__init__(bind, port, "--resp-port", log)
         self.node = node
         self.max_clients = max_clients
-        self.counters: Counter[str] = Counter()
-        self.conns: dict[int, Conn] = {}
         self.pending: list[tuple[Conn, int]] = []  # replies of this turn that wrote
-        self.touched: dict[int, Conn] = {}  # connections with replies this turn
         self.subscribers: set[Conn] = set()  # connections with a (P)SUBSCRIBE
-        self.poller: zmq.Poller | None = None
         self._ids = 0
-        self._logged: dict[str, float] = {}
         self._plain: dict[bytes, int] = {}  # raw name -> Redis arity, for node commands
-        self.listener = _listen(bind, port)
-        self._lfd = self.listener.fileno()
-        self.port = self.listener.getsockname()[1]
         self.env = rs.Env(node, {}, {"maxclients": str(max_clients), "save": "",
                                      "appendonly": "yes", "databases": "1",
                                      "port": str(self.port)}, self._info)
         node.info_sources.append(self.info)
-
-    def attach(self, poller: zmq.Poller) -> None:
-        self.poller = poller
-        poller.register(self.listener.fileno(), _POLLIN)
 
     def info(self) -> dict:
         return {"resp_port": self.port, "resp_clients": len(self.conns),
@@ -105,22 +83,6 @@ class RespDoor:
                 "resp_internal_errors": self.counters["internal_errors"]}
 
     # -- a turn: read, (the loop commits), flush --------------------------------------------
-
-    def read(self, ready: dict, ctx: Context) -> None:
-        lfd = self._lfd
-        for fd, events in ready.items():
-            if type(fd) is not int:
-                continue
-            if fd == lfd:
-                self._accept()
-                continue
-            conn = self.conns.get(fd)
-            if conn is None:
-                continue
-            if events & _POLLOUT:
-                self._send(conn)
-            if events & ~_POLLOUT and conn.flags & _POLLIN:
-                self._recv(conn, ctx)
 
     def _recv(self, conn: Conn, ctx: Context) -> None:
         got, closed = 0, False
@@ -144,14 +106,14 @@ class RespDoor:
             # error, then the connection is closed.
             self.counters["protocol_errors"] += 1
             self._run_guarded(conn, exc.requests, ctx)
-            conn.session.closing = True
+            conn.closing = True
             conn.replies.append(b"-%b\r\n" % exc.line.encode("latin-1"))
             self.touched[conn.fd] = conn
             requests = []
         if requests:
             self._run_guarded(conn, requests, ctx)
-        if closed:
-            conn.session.closing = True
+        if closed or conn.session.closing:  # the client went away, or asked to (QUIT)
+            conn.closing = True
             self.touched[conn.fd] = conn
 
     def _run_guarded(self, conn: Conn, requests: list[list[bytes]], ctx: Context) -> None:
@@ -165,7 +127,7 @@ class RespDoor:
             log.exception("a Redis request failed unexpectedly (%s); its connection is "
                           "closed", conn.session.addr)
             conn.replies.append(b"-ERR internal error: the connection is closed\r\n")
-            conn.session.closing = True
+            conn.closing = True
 
     def _run_all(self, conn: Conn, requests: list[list[bytes]], ctx: Context) -> None:
         s, plain = conn.session, self._plain
@@ -310,99 +272,42 @@ class RespDoor:
         if self.subscribers:
             self._notify([(key, b"expired") for key in keys])
 
-    def flush(self) -> None:
-        if not self.touched:
-            return  # a turn that was not ours: nothing to send
-        touched, self.touched = self.touched, {}
+    def _flushing(self) -> None:
         if self.pending:
             self.pending = []
-        for conn in touched.values():
-            if conn.replies:
-                conn.out += b"".join(conn.replies)
-                conn.replies = []
-            self._send(conn)
 
-    # -- sockets ------------------------------------------------------------------------------
+    # -- sockets (kvd.doors.tcp): what this door says -------------------------------------
 
-    def _send(self, conn: Conn) -> None:
-        if conn.out:
-            try:
-                sent = conn.sock.send(conn.out)
-                del conn.out[:sent]
-            except BlockingIOError:
-                pass
-            except OSError:
-                self._close(conn)
-                return
-        if conn.session.closing and not conn.out:
-            self._close(conn)
-            return
+    def _reading(self, conn: Conn) -> bool:  # type: ignore[override]
+        # A client whose replies pile up is not read from until they drain: its memory stays
+        # bounded and every other client is served (TCP's flow control does the rest).
+        return len(conn.out) <= OUTPUT_LIMIT and not conn.closing
+
+    def _too_slow(self, conn: Conn) -> bool:  # type: ignore[override]
         if len(conn.out) > OUTPUT_LIMIT and conn.session.subscribed:
             self.counters["dropped_slow"] += 1
-            self._say("slow", "dropped a subscriber that stopped reading (%s): %d bytes of "
-                      "notifications unsent", conn.session.addr, len(conn.out))
-            self._close(conn)
-            return
-        reading = _POLLIN if len(conn.out) <= OUTPUT_LIMIT and not conn.session.closing else 0
-        flags = reading | (_POLLOUT if conn.out else 0)
-        if flags != conn.flags:
-            conn.flags = flags
-            assert self.poller is not None
-            if flags:
-                self.poller.register(conn.fd, flags)
-            else:
-                self.poller.unregister(conn.fd)
+            self.say("slow", "dropped a subscriber that stopped reading (%s): %d bytes of "
+                     "notifications unsent", conn.addr, len(conn.out))
+            return True
+        return False
 
-    def _accept(self) -> None:
-        for _ in range(ACCEPT_PER_TURN):
-            try:
-                sock, addr = self.listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self.counters["accept_errors"] += 1
-                if exc.errno in (errno.EMFILE, errno.ENFILE):
-                    self._say("fds", "cannot accept a Redis client: out of file descriptors "
-                              "(raise ulimit -n)")
-                return
-            if len(self.conns) >= self.max_clients:
-                self.counters["rejected"] += 1
-                with contextlib.suppress(OSError):  # it is being turned away either way
-                    sock.send(b"-ERR max number of clients reached\r\n")
-                sock.close()
-                continue
-            self._open(sock, addr)
-
-    def _open(self, sock: socket.socket, addr: tuple) -> None:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def _open(self, sock: socket.socket, addr: str) -> Conn | None:
+        if len(self.conns) >= self.max_clients:
+            self.counters["rejected"] += 1
+            with contextlib.suppress(OSError):  # it is being turned away either way
+                sock.send(b"-ERR max number of clients reached\r\n")
+            sock.close()
+            return None
         self._ids += 1
         local = sock.getsockname()
-        session = rs.Session(self._ids, f"{addr[0]}:{addr[1]}", f"{local[0]}:{local[1]}",
-                             sock.fileno())
-        conn = Conn(sock, session, self.node.max_value + 1024 * 1024)
-        self.conns[conn.fd] = conn
+        session = rs.Session(self._ids, addr, f"{local[0]}:{local[1]}", sock.fileno())
+        conn = Conn(sock, addr, session, self.node.max_value + 1024 * 1024)
         self.env.sessions[session.id] = session
-        self.counters["accepted"] += 1
-        assert self.poller is not None
-        self.poller.register(conn.fd, _POLLIN)
+        return conn
 
-    def _close(self, conn: Conn) -> None:
-        if self.conns.pop(conn.fd, None) is None:
-            return
+    def _forget(self, conn: Conn) -> None:  # type: ignore[override]
         self.env.sessions.pop(conn.session.id, None)
-        self.touched.pop(conn.fd, None)
         self.subscribers.discard(conn)
-        if self.poller is not None and conn.flags:
-            self.poller.unregister(conn.fd)
-        conn.sock.close()
-
-    def _say(self, what: str, message: str, *args: object) -> None:
-        """Log at most once per LOG_EVERY_S for each kind of trouble."""
-        now = time.monotonic()
-        if now - self._logged.get(what, -LOG_EVERY_S) >= LOG_EVERY_S:
-            self._logged[what] = now
-            log.warning(message, *args)
 
     def _info(self, sections: list[bytes]) -> object:
         now = self.node.clock.time_ms()
@@ -415,26 +320,3 @@ class RespDoor:
 
     def tick(self, now: float) -> None:
         pass
-
-    def close(self) -> None:
-        for conn in list(self.conns.values()):
-            self._close(conn)
-        if self.poller is not None:
-            self.poller.unregister(self.listener.fileno())
-        self.listener.close()
-
-
-def _listen(bind: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((bind, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise BindError(f"port {port} on {bind} is in use — stop what holds it or pick "
-                            "--resp-port (0 closes the Redis door)") from None
-        raise BindError(f"cannot listen on {bind}:{port} (--resp-port): {exc.strerror}") from None
-    sock.listen(511)
-    sock.setblocking(False)
-    return sock

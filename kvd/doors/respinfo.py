@@ -43,7 +43,7 @@ def _clients(info: dict, clients: int, expires: int) -> list[tuple[str, object]]
 
 def _memory(info: dict, clients: int, expires: int) -> list[tuple[str, object]]:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    used = _current_rss() or rss
+    used = rss_bytes() or rss
     return [("used_memory", used), ("used_memory_human", _human(used)),
             ("used_memory_rss", used), ("used_memory_peak", rss),
             ("used_memory_peak_human", _human(rss)), ("maxmemory", 0),
@@ -89,7 +89,8 @@ _BUILDERS = {"server": _server, "clients": _clients, "memory": _memory,
              "keyspace": _keyspace, "cluster": _cluster}
 
 
-def _current_rss() -> int:
+def rss_bytes() -> int:
+    """This process's resident memory now (Linux's /proc; 0 where it is not there)."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
