@@ -6,12 +6,14 @@ also when the test fails. Nothing sleeps and hopes: readiness is polled with a d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench.targets import free_port  # one copy, shared with the benchmark suite
@@ -149,3 +151,31 @@ def statuses(node: Kvd) -> dict[str, str]:
     """Each member's status as `node` sees it."""
     with node.client() as c:
         return {m["name"]: m["status"] for m in c.members()}
+
+
+@contextlib.contextmanager
+def running(home: Path, name: str, extra: list[str] | None = None) -> Iterator[Kvd]:
+    """A started node for a whole module's tests; stopped (or killed) at the end, pass or fail."""
+    kvd = Kvd(home, name, extra)
+    try:
+        yield kvd.start()
+    finally:
+        try:
+            kvd.stop()
+        finally:
+            kvd.kill()
+
+
+def send_and_close(port: int, data: bytes, timeout: float = 5.0) -> None:
+    """Send `data` to a port, close our side, read whatever comes back until the node closes:
+    what a hostile or broken client does. Connection errors are the node's right."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        sock.close()

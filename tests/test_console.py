@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from bench.targets import free_port
-from tests.procs import ROOT, Kvd, info, run_kvsh, wait_for
+from tests.procs import ROOT, Kvd, info, run_kvsh, running, wait_for
 
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is a test dependency: pip install -e .[test]")
@@ -91,14 +91,8 @@ def browser() -> Iterator[webdriver.Chrome]:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kvd]:
     """One node for the tests that only read and write keys (each uses its own prefix)."""
-    kvd = Kvd(tmp_path_factory.mktemp("console"), "c1")
-    try:
-        yield kvd.start()
-    finally:
-        try:
-            kvd.stop()
-        finally:
-            kvd.kill()
+    with running(tmp_path_factory.mktemp("console"), "c1") as kvd:
+        yield kvd
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import Kvd, info, wait_for
+from tests.procs import Kvd, info, running, send_and_close, wait_for
 
 redis = pytest.importorskip("redis", reason="redis-py is a test dependency: pip install -e .[test]")
 
@@ -33,14 +33,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kvd]:
     home = tmp_path_factory.mktemp("http")
     config = home / "kvd.toml"
     config.write_text(f"max_value_size = {MAX_VALUE}\nhttp_header_timeout = {HEADER_TIMEOUT_S}\n")
-    kvd = Kvd(home, "h1", ["--config", str(config)])
-    try:
-        yield kvd.start()
-    finally:
-        try:
-            kvd.stop()
-        finally:
-            kvd.kill()
+    with running(home, "h1", ["--config", str(config)]) as kvd:
+        yield kvd
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -707,16 +701,7 @@ def test_random_bytes_on_the_port_never_cost_the_node(node: Kvd) -> None:
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.lists(pieces, max_size=10))
     def throw(parts: list[bytes]) -> None:
-        sock = raw(node, timeout=5)
-        try:
-            sock.sendall(b"".join(parts))
-            sock.shutdown(socket.SHUT_WR)
-            while sock.recv(65536):
-                pass
-        except OSError:
-            pass
-        finally:
-            sock.close()
+        send_and_close(node.http_port, b"".join(parts))
         assert call(node, "GET", "/v1/kv/fuzz/safe")[::2] == (200, b"1")
 
     throw()

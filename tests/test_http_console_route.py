@@ -11,19 +11,13 @@ from collections.abc import Iterator
 import pytest
 
 from kvd.doors import static
-from tests.procs import Kvd
+from tests.procs import Kvd, running
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kvd]:
-    kvd = Kvd(tmp_path_factory.mktemp("console"), "c1")
-    try:
-        yield kvd.start()
-    finally:
-        try:
-            kvd.stop()
-        finally:
-            kvd.kill()
+    with running(tmp_path_factory.mktemp("console"), "c1") as kvd:
+        yield kvd
 
 
 def call(node: Kvd, method: str, target: str) -> tuple[int, dict[str, str], bytes]:

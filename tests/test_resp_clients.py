@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.procs import Kvd, run_kvsh, wait_for
+from tests.procs import Kvd, run_kvsh, send_and_close, wait_for
 
 redis = pytest.importorskip("redis", reason="redis-py is a test dependency: pip install -e .[test]")
 
@@ -234,17 +234,7 @@ def test_random_bytes_on_the_port_never_cost_the_node(kvd: Kvd) -> None:
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.lists(pieces, max_size=8))
     def throw(parts: list[bytes]) -> None:
-        sock = raw(kvd)
-        try:
-            sock.sendall(b"".join(parts))
-            sock.shutdown(socket.SHUT_WR)
-            sock.settimeout(5)
-            while sock.recv(65536):
-                pass
-        except OSError:
-            pass
-        finally:
-            sock.close()
+        send_and_close(kvd.resp_port, b"".join(parts))
         assert r.get("safe") == b"1"
 
     throw()
