@@ -142,7 +142,7 @@ def stays_absent(driver: webdriver.Chrome, check: Callable[[webdriver.Chrome], o
     end = time.monotonic() + for_s
     while time.monotonic() < end:
         assert not check(driver), f"{what} happened"
-        time.sleep(0.1)
+        time.sleep(0.1)  # a polling interval within the window, not a wait for an event
 
 
 def open_console(driver: webdriver.Chrome, kvd: Kvd) -> None:
