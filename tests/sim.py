@@ -83,6 +83,15 @@ class SimNet:
         self.nodes[name] = node
         return node
 
+    def form(self, *names: str) -> SimNet:
+        """Start `names`, the first the seed the others join; run until all see each other."""
+        self.add(names[0])
+        for name in names[1:]:
+            self.add(name, [f"{names[0]}:1"])
+        assert self.run_until(lambda: all(len(x.cluster.ms.members) == len(names)
+                                          for x in self.live()), 10_000), "no cluster formed"
+        return self
+
     def restart(self, name: str, keep_data: bool = False) -> SimNode:
         """kill -9 and start again on the same name (no log: memory is lost unless kept)."""
         old = self.nodes[name]

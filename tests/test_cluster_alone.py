@@ -21,10 +21,7 @@ def test_alone_the_writes_are_kept_for_the_stream_but_not_gossiped() -> None:
 
 
 def test_with_a_member_the_same_writes_are_gossiped() -> None:
-    net = SimNet()
-    net.add("n0")
-    net.add("n1", ["n0:1"])
-    assert net.run_until(lambda: len(net.nodes["n0"].cluster.ms.members) == 2, 10_000)
+    net = SimNet().form("n0", "n1")
     n0 = net.nodes["n0"]
     n0.node.write(b"k", b"v")
     outs = n0.cluster.committed(n0.node.take_changes(), net.now)

@@ -71,10 +71,7 @@ class Wire:
 
 
 def test_a_turn_of_big_values_leaves_as_gossip_under_the_frame_limit() -> None:
-    net = SimNet()
-    net.add("a")
-    net.add("b", ["a:1"])
-    assert net.run_until(lambda: len(net.nodes["a"].cluster.ms.members) == 2, 10_000)
+    net = SimNet().form("a", "b")
     rec = Wire(net)
     a = net.nodes["a"]
     for i in range(8):  # one turn: 8 writes of 600 KiB, committed together
@@ -108,10 +105,7 @@ def test_a_store_joining_an_empty_node_moves_in_bounded_steps_and_once() -> None
 
 
 def test_a_member_back_from_dead_gets_a_pass_at_once() -> None:
-    net = SimNet()
-    net.add("a")
-    net.add("b", ["a:1"])
-    assert net.run_until(lambda: len(net.nodes["b"].cluster.ms.members) == 2, 10_000)
+    net = SimNet().form("a", "b")
     a = net.nodes["a"]
     net.faults.cut.add(frozenset(("a", "b")))
     assert net.run_until(lambda: a.cluster.ms.members["b"].status is Status.DEAD, 20_000)

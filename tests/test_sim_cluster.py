@@ -19,13 +19,7 @@ HEAL_LIMIT_MS = 60_000
 
 
 def cluster(n: int = 3, seed: int = 0, **kw) -> SimNet:
-    net = SimNet(seed, **kw)
-    net.add("n0")
-    for i in range(1, n):
-        net.add(f"n{i}", ["n0:1"])
-    assert net.run_until(lambda: all(len(x.cluster.ms.members) == n for x in net.live()),
-                         10_000), "the cluster did not form"
-    return net
+    return SimNet(seed, **kw).form(*(f"n{i}" for i in range(n)))
 
 
 class Model:
