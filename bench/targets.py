@@ -22,19 +22,27 @@ ROOT = Path(__file__).resolve().parent.parent
 READY_S = 30.0
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A free loopback port whose successor (kvd's default gossip port) is free too."""
-    for _ in range(100):
+    """A free loopback port whose successor (kvd's default gossip port) is free too.
+
+    A port is free only until someone binds it, so this process never hands out a port (or
+    its successor) twice: one node's HTTP port must not be the next one's gossip port.
+    """
+    for _ in range(200):
         with socket.socket() as a:
             a.bind(("127.0.0.1", 0))
             port = a.getsockname()[1]
-            if port >= 65535:  # no successor to hold the gossip port
+            if port >= 65535 or {port, port + 1} & _handed_out:
                 continue
             try:
                 with socket.socket() as b:
                     b.bind(("127.0.0.1", port + 1))
             except OSError:
                 continue
+            _handed_out.update((port, port + 1))
             return port
     raise RuntimeError("no pair of free ports on loopback")
 

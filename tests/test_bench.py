@@ -189,3 +189,11 @@ def test_the_raw_ceilings_answer_like_a_store(tmp_path, shape: str) -> None:
             assert [r.value for r in replies] == [b"1"] * 50
     finally:
         server.stop()
+
+
+def test_free_ports_never_repeat_nor_take_a_gossip_successor() -> None:
+    from bench.targets import free_port
+
+    ports = [free_port() for _ in range(150)]
+    taken = set(ports) | {p + 1 for p in ports}
+    assert len(taken) == 2 * len(ports), "a port or its gossip successor was handed out twice"
