@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvd", description="The kv daemon.")
     parser.add_argument("--version", action="version", version=f"kvd {__version__}")
     sub = parser.add_subparsers(dest="action", required=True,
-                                metavar="{start,stop,status,check-log,bench}")
+                                metavar="{start,stop,status,user,check-log,bench}")
 
     start = sub.add_parser("start", help="start a node (detached unless --foreground)")
     start.add_argument("--foreground", action="store_true", help="stay attached, log to stderr")
@@ -36,17 +36,49 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--log-level", choices=config.LOG_LEVELS)
     start.add_argument("--repair", action="store_true", help="if the log is corrupt, truncate "
                        "it at the last good record (says how many records it drops)")
+    start.add_argument("--insecure", action="store_true", default=None,
+                       help="listen beyond loopback even with no user defined")
 
     stop = sub.add_parser("stop", help="stop a detached node gracefully")
     which = stop.add_mutually_exclusive_group()
     which.add_argument("--port", type=int)
     which.add_argument("--name")
     which.add_argument("--data-dir", type=Path)
+    stop.add_argument("--user", help="log in as this user to find the node by --port "
+                      "(password: KV_PASSWORD or a prompt)")
 
     status = sub.add_parser("status", help="exit 0 if the node answers, 3 if not")
     status.add_argument("--host", default="127.0.0.1")
     status.add_argument("--port", type=int, default=7700)
     status.add_argument("--json", action="store_true")
+    status.add_argument("--user", help="log in as this user (password: KV_PASSWORD or a prompt)")
+
+    users = sub.add_parser("user", help="manage users: once one exists, every door needs a "
+                           "login")
+    actions = users.add_subparsers(dest="user_action", required=True,
+                                   metavar="{add,del,list,token}")
+    add = actions.add_parser("add", help="add a user (the first must be an --admin, added "
+                             "on the node's host)")
+    add.add_argument("name")
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the new password from stdin (else it is asked twice)")
+    add.add_argument("--read", action="append", default=[], metavar="PATTERN",
+                     help="may read keys matching this glob; repeatable")
+    add.add_argument("--write", action="append", default=[], metavar="PATTERN",
+                     help="may read and write keys matching this glob; repeatable")
+    add.add_argument("--admin", action="store_true", help="every key, and the users")
+    actions.add_parser("del", help="delete a user").add_argument("name")
+    actions.add_parser("list", help="list the users").add_argument("--json",
+                                                                   action="store_true")
+    token = actions.add_parser("token", help="issue an HTTP Bearer token for a user (printed "
+                               "once)")
+    token.add_argument("name")
+    token.add_argument("--revoke", action="store_true", help="revoke all of its tokens instead")
+    for action in actions.choices.values():
+        action.add_argument("--host", default="127.0.0.1")
+        action.add_argument("--port", type=int, default=7700)
+        action.add_argument("--user", dest="login", metavar="USER",
+                            help="log in as this user (password: KV_PASSWORD or a prompt)")
 
     check = sub.add_parser("check-log", help="verify a node's log; exit 1 if it is corrupt")
     check.add_argument("--data-dir", type=Path, help="the node's data folder (default: the "
@@ -64,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 START_KEYS = ("name", "bind", "port", "gossip_port", "resp_port", "http_port", "join",
-              "data_dir", "fsync", "log_level")
+              "data_dir", "fsync", "log_level", "insecure")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,10 +114,14 @@ def main(argv: list[str] | None = None) -> int:
             return bench_main(args)
         if args.action == "stop":
             port = args.port if (args.port or args.name or args.data_dir) else 7700
-            return daemon.stop(port, args.name, args.data_dir)
+            return daemon.stop(port, args.name, args.data_dir, args.user)
+        if args.action == "user":
+            from kvd.usercli import run
+
+            return run(args)
         if args.action == "check-log":
             return check_log(config.load(args.config, {"data_dir": args.data_dir}), args.repair)
-        return daemon.status(args.host, args.port, args.json)
+        return daemon.status(args.host, args.port, args.json, args.user)
     except (KvError, BindError) as exc:
         print(f"kvd: {exc}", file=sys.stderr)
         return 1

@@ -43,6 +43,8 @@ class Config:
     data_dir: Path | None = None
     fsync: str = "everysec"
     log_level: str = "info"
+    # Listen beyond loopback with no user defined (Redis's protected mode off): kvd.daemon.
+    insecure: bool = False
     max_value_size: int = 16 * 1024 * 1024
     cluster: str = "kv"  # peers must carry the same name; guards against crossed wires
     gossip_hwm: int = 1000  # gossip messages queued per subscriber before PUB drops

@@ -21,17 +21,18 @@ from pathlib import Path
 from kvd.cluster.cluster import Cluster
 from kvd.cluster.peers import Peers, load_members, next_epoch
 from kvd.cluster.settings import Settings
-from kvd.config import Config, data_root, log_path
+from kvd.config import Config, ConfigError, data_root, log_path
 from kvd.doors import metrics
 from kvd.doors.http import HttpDoor
 from kvd.doors.httproutes import Router
 from kvd.doors.native import NativeDoor
 from kvd.doors.resp import RespDoor
 from kvd.loop import Loop, NullLog
+from kvd.state.access import is_loopback
 from kvd.state.hlc import wall_ms
 from kvd.state.node import Node
 from shared.client import Client
-from shared.errors import KvError, Unreachable
+from shared.errors import KvError, ServerError, Unreachable
 
 log = logging.getLogger("kvd")
 PID_FILE = "kvd.pid"
@@ -86,6 +87,12 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
                      "open_files_limit": fd_limit}
         )
         log_ = open_log(cfg, node, repair)  # replays first: the cluster starts from node.seq
+        node.reload_users()
+        try:
+            protect(cfg, node)
+        except KvError:
+            log_.close()
+            raise
         try:
             loop = open_loop(cfg, node, log_)
         except KvError:
@@ -108,6 +115,19 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
     finally:
         pid_file.unlink(missing_ok=True)
         lock.release()
+
+
+def protect(cfg: Config, node: Node) -> None:
+    """Protected mode: an open node (no user) listens on loopback only, unless told."""
+    if is_loopback(cfg.bind) or len(node.users):
+        return
+    if not cfg.insecure:
+        raise ConfigError(
+            f"refusing to listen on {cfg.bind} with no user defined (anyone who reaches it "
+            "could read and change everything) — add an admin first (start on 127.0.0.1, "
+            "then kvd user add NAME --admin) or pass --insecure")
+    log.warning("listening on %s with no user defined (--insecure): anyone who reaches this "
+                "node can read and change everything", cfg.bind)
 
 
 def open_loop(cfg: Config, node: Node, log_) -> Loop:  # noqa: ANN001
@@ -202,7 +222,7 @@ def start_detached(cfg: Config, argv: list[str]) -> int:
                       file=sys.stderr)
                 return proc.returncode or 1
             try:
-                if client.info().get("pid") == proc.pid:
+                if _serving_pid(client, cfg) == proc.pid:
                     print(f"{cfg.name} started on tcp://{cfg.address} (pid {proc.pid}, "
                           f"data {cfg.data_dir}, log {path})")
                     return 0
@@ -214,6 +234,21 @@ def start_detached(cfg: Config, argv: list[str]) -> int:
     return 1
 
 
+def _serving_pid(client: Client, cfg: Config) -> int | None:
+    """The pid of the kvd answering on the port: from INFO, or, when users exist and INFO
+    needs a login, from the pid file of a node that answers at all."""
+    try:
+        return client.info().get("pid")
+    except ServerError as exc:
+        if exc.code != "NOAUTH":
+            raise
+    assert cfg.data_dir is not None
+    try:
+        return json.loads((cfg.data_dir / PID_FILE).read_text()).get("pid")
+    except (OSError, ValueError):
+        return None
+
+
 def _last_error(path: Path, offset: int) -> str | None:
     with open(path, "rb") as f:
         f.seek(offset)
@@ -222,7 +257,21 @@ def _last_error(path: Path, offset: int) -> str | None:
     return errors[-1] if errors else (lines[-1] if lines else None)
 
 
-def find_pid(port: int | None, name: str | None, data_dir: Path | None) -> tuple[int, str] | None:
+def password_for(user: str | None) -> str | None:
+    """A user's password: KV_PASSWORD, else asked on the terminal (never a flag: argv is
+    visible to every process on the host)."""
+    if user is None:
+        return None
+    password = os.environ.get("KV_PASSWORD")
+    if password is None:
+        import getpass
+
+        password = getpass.getpass(f"password for {user}: ")
+    return password
+
+
+def find_pid(port: int | None, name: str | None, data_dir: Path | None,
+             user: str | None = None) -> tuple[int, str] | None:
     """(pid, name) of a running kvd, found by its data dir, name or port."""
     candidates = [data_dir] if data_dir else sorted(data_root().glob("*"))
     for folder in candidates:
@@ -235,7 +284,8 @@ def find_pid(port: int | None, name: str | None, data_dir: Path | None) -> tuple
             return meta["pid"], meta["name"]
     if port and not name and not data_dir:
         try:
-            with Client("127.0.0.1", port, timeout=2) as client:
+            with Client("127.0.0.1", port, timeout=2, user=user,
+                        password=password_for(user)) as client:
                 info = client.info()
             return int(info["pid"]), str(info["name"])
         except (Unreachable, KeyError):
@@ -253,8 +303,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def stop(port: int | None, name: str | None, data_dir: Path | None) -> int:
-    found = find_pid(port, name, data_dir)
+def stop(port: int | None, name: str | None, data_dir: Path | None,
+         user: str | None = None) -> int:
+    try:
+        found = find_pid(port, name, data_dir, user)
+    except ServerError as exc:
+        print(f"kvd: the node on port {port} answers {exc.code}: name it by --data-dir or "
+              "--name, or log in with --user", file=sys.stderr)
+        return 1
     if found is None:
         what = data_dir or name or f"port {port}"
         print(f"kvd: no running kvd found for {what} — check with: kvd status", file=sys.stderr)
@@ -271,10 +327,16 @@ def stop(port: int | None, name: str | None, data_dir: Path | None) -> int:
     return 1
 
 
-def status(host: str, port: int, as_json: bool) -> int:
+def status(host: str, port: int, as_json: bool, user: str | None = None) -> int:
     try:
-        with Client(host, port, timeout=2) as client:
+        with Client(host, port, timeout=2, user=user, password=password_for(user)) as client:
             info = client.info()
+    except ServerError as exc:  # it answers, but will not say more to a stranger
+        if as_json:
+            print(json.dumps({"status": "up", "address": f"{host}:{port}", "error": str(exc)}))
+        else:
+            print(f"{host}:{port} up; {exc.code}: {exc} (kvd status --user NAME says more)")
+        return 0
     except Unreachable as exc:
         if as_json:
             print(json.dumps({"status": "down", "address": f"{host}:{port}", "error": str(exc)}))

@@ -211,9 +211,10 @@ class Loop:
             for other in self.doors:
                 other.fail(exc)
             return False
-        self.door.deliver(self.node.watches.record_all(changes))
+        visible = self.node.visible(changes)  # the users' records are nobody's to watch
+        self.door.deliver(self.node.watches.record_all(visible))
         for other in self.doors:
-            other.committed(changes)
+            other.committed(visible)
         return True
 
     def _housekeeping(self) -> None:

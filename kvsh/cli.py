@@ -8,6 +8,8 @@ stdout, flushed at once, so a program can converse with kvsh line by line.
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 import sys
 from collections.abc import Callable, Iterable
 
@@ -26,7 +28,28 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="one JSON document per reply")
     fmt.add_argument("--raw", action="store_true", help="values only, no decoration")
     parser.add_argument("-c", dest="command", metavar="COMMAND", help="run one command and exit")
+    parser.add_argument("--user", help="log in as this user; the password comes from "
+                        "KV_PASSWORD or a prompt, never from the command line")
     return parser
+
+
+class NoPassword(Exception):
+    pass
+
+
+def password_for(user: str | None) -> str | None:
+    if user is None:
+        return None
+    password = os.environ.get("KV_PASSWORD")
+    if password is not None:
+        return password
+    try:  # the terminal, even when stdin is a script: getpass reads /dev/tty
+        with open("/dev/tty"):
+            pass
+    except OSError:
+        raise NoPassword(f"--user {user} needs a password and there is no terminal to ask "
+                         "on — set KV_PASSWORD") from None
+    return getpass.getpass(f"password for {user}: ")
 
 
 def run_lines(client: Client, lines: Iterable[str], printer: Printer,
@@ -46,7 +69,14 @@ def run_lines(client: Client, lines: Iterable[str], printer: Printer,
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    client = Client(args.host, args.port, args.timeout)
+    try:
+        password = password_for(args.user)
+    except NoPassword as exc:
+        print(f"kvsh: {exc}", file=sys.stderr)
+        return int(Exit.ERROR)
+    except (KeyboardInterrupt, EOFError):
+        return 130
+    client = Client(args.host, args.port, args.timeout, args.user, password)
     fmt = "json" if args.json else "raw" if args.raw else None
     try:
         if args.command is not None:

@@ -75,8 +75,7 @@ class Shell:
         self.running = True
 
     def _side_client(self) -> Client:
-        return Client(self.client.host, self.client.port, min(self.client.timeout,
-                                                              SIDE_TIMEOUT_S))
+        return self.client.clone(timeout=min(self.client.timeout, SIDE_TIMEOUT_S))
 
     def _toolbar(self):
         buffer = self.session.default_buffer
@@ -222,7 +221,7 @@ class Shell:
         if not port.isdigit():
             self._say(f"CONNECT wants host:port or a member's name, not '{target}'", error=True)
             return False
-        candidate = Client(host, int(port), self.client.timeout)
+        candidate = self.client.clone(host, int(port))
         try:
             candidate.ping()
         except KvError as exc:

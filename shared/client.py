@@ -62,14 +62,25 @@ def value_of(reply: Reply) -> Any:
 
 
 class Client:
-    def __init__(self, host: str = "127.0.0.1", port: int = 7700, timeout: float = 5.0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 7700, timeout: float = 5.0,
+                 user: str | None = None, password: str | None = None) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        # Logged in on every (re)connection, before anything else is sent: a session is the
+        # connection's, so a new socket must log in again.
+        self.user = user
+        self._password = password
         self.endpoint = f"tcp://{host}:{port}"
         self._ctx = zmq.Context.instance()
         self._ids = itertools.count(1)
         self._sock: zmq.Socket | None = None
         self._limit: int | None = None  # the node's max_message_size, once a request needed it
         self.last_rtt: float | None = None
+
+    def clone(self, host: str | None = None, port: int | None = None,
+              timeout: float | None = None) -> Client:
+        """A new client with the same credentials, to this node or another."""
+        return Client(host or self.host, port or self.port,
+                      self.timeout if timeout is None else timeout, self.user, self._password)
 
     # -- connection ------------------------------------------------------------------------
 
@@ -93,7 +104,19 @@ class Client:
             sock.disable_monitor()
             monitor.close(linger=0)
             self._sock = sock
+            if self.user is not None:
+                self._login(sock)
         return self._sock
+
+    def _login(self, sock: zmq.Socket) -> None:
+        rid = next(self._ids)
+        sock.send(codec.encode_request(rid, [b"AUTH", self.user.encode(),  # type: ignore
+                                             (self._password or "").encode()]))
+        try:
+            value_of(self._await({rid})[rid])
+        except BaseException:
+            self.reset()
+            raise
 
     def _await_handshake(self, monitor: zmq.Socket) -> None:
         """Fail fast on a refused connection, as redis-cli does, instead of timing out; and on
@@ -383,6 +406,7 @@ class Client:
         return self.call("MEMBERS")
 
 
-def connect(host: str = "127.0.0.1", port: int = 7700, timeout: float = 5.0) -> Client:
+def connect(host: str = "127.0.0.1", port: int = 7700, timeout: float = 5.0,
+            user: str | None = None, password: str | None = None) -> Client:
     """A client for one kvd; the connection is made (and checked) on first use."""
-    return Client(host, port, timeout)
+    return Client(host, port, timeout, user, password)

@@ -74,10 +74,16 @@ class Command:
     late_options: bool = False
     # Checks the options as a whole once they are scanned, before any value is converted.
     check: Callable[[dict], None] | None = field(default=None, compare=False, repr=False)
+    # What a user needs to run it (kvd.state.access): "connection" (any logged-in user),
+    # "read" / "write" (permission on each key it names), "admin", or "user" (the USER
+    # command checks for itself). Empty: "write" if mutating, else "read".
+    access: str = ""
     _option_index: dict[str, Option] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._option_index.update({o.token: o for o in self.options})
+        if not self.access:
+            object.__setattr__(self, "access", "write" if self.mutating else "read")
 
     @property
     def required(self) -> int:
@@ -171,9 +177,16 @@ COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
         Command("PING", "Check the server answers", (Arg("message", Kind.STRING, True),),
-                redis_arity=-1),
+                redis_arity=-1, access="connection"),
         Command("ECHO", "Reply with the message", (Arg("message", Kind.STRING),),
-                redis_arity=2),
+                redis_arity=2, access="connection"),
+        Command("AUTH", "Log in as a user: AUTH user password (AUTH password: user default)",
+                (Arg("user", Kind.STRING), Arg("password", Kind.STRING, True)),
+                redis_arity=-2, access="connection"),
+        Command("USER", "Manage users: USER ADD name password [READ pattern]... "
+                "[WRITE pattern]... [ADMIN] | DEL name | LIST | TOKEN name [REVOKE]",
+                (Arg("subcommand", Kind.STRING), Arg("argument", Kind.STRING, True)),
+                repeat=1, access="user"),
         Command(
             "SET",
             "Set a key to a value, optionally with an expiry or a condition",
@@ -274,11 +287,12 @@ COMMANDS: dict[str, Command] = {
         Command("DBSIZE", "Count live keys", redis_arity=1),
         Command("FLUSHDB", "Delete every key, on every node", (),
                 (Option("ASYNC", None, "mode"), Option("SYNC", None, "mode")), mutating=True,
-                redis_arity=-1, max_args=1),
+                redis_arity=-1, max_args=1, access="admin"),
         Command("FLUSHALL", "Delete every key, on every node (as FLUSHDB)", (),
                 (Option("ASYNC", None, "mode"), Option("SYNC", None, "mode")), mutating=True,
-                redis_arity=-1, max_args=1),
-        Command("TIME", "The server's time: [unix seconds, microseconds]", redis_arity=1),
+                redis_arity=-1, max_args=1, access="admin"),
+        Command("TIME", "The server's time: [unix seconds, microseconds]", redis_arity=1,
+                access="connection"),
         Command("INFO", "Show the node's state and counters", (Arg("section", Kind.STRING, True),),
                 repeat=1),
         Command("MEMBERS", "List the cluster's members and their status", redis_arity=1),
@@ -290,7 +304,7 @@ COMMANDS: dict[str, Command] = {
             streaming=True,
         ),
         Command("HELP", "Show commands, or one command's syntax",
-                (Arg("command", Kind.COMMAND, True),)),
+                (Arg("command", Kind.COMMAND, True),), access="connection"),
     )
 }
 
@@ -375,6 +389,15 @@ def parse(command: Command, raw: list[bytes] | tuple[bytes, ...]) -> Call:
                                                           command)  # type: ignore[union-attr]
                for token, value in scanned.items()}
     return Call(command, args, options)
+
+
+def arg_kinds(command: Command, n: int) -> list[Kind]:
+    """The kind of each of `n` raw arguments, options and their values counted as STRING."""
+    args = command.args
+    if command.repeat:
+        head, tail = args[: len(args) - command.repeat], args[-command.repeat :]
+        return [a.kind for a in head] + [tail[i % len(tail)].kind for i in range(n - len(head))]
+    return [a.kind for a in args[:n]] + [Kind.STRING] * max(0, n - len(args))
 
 
 def option_value(call: Call, token: str) -> object:

@@ -88,6 +88,27 @@ class StorageError(KvError):
     code = "IO_ERROR"
 
 
+class NoAuth(KvError):
+    """Users exist on the node and this connection has not authenticated."""
+
+    code = "NOAUTH"
+    redis_default = "NOAUTH Authentication required."
+
+
+class NoPerm(KvError):
+    """The authenticated user may not run this command, or not on these keys."""
+
+    code = "NOPERM"
+
+
+class WrongPass(KvError):
+    """A failed authentication: no such user, a wrong password or token, or too many failures
+    from one address (the reply does not say which of the first three)."""
+
+    code = "WRONGPASS"
+    redis_default = "WRONGPASS invalid username-password pair or user is disabled."
+
+
 class InternalError(KvError):
     code = "INTERNAL"
 
@@ -124,6 +145,9 @@ ERRORS_BY_CODE: dict[str, type[KvError]] = {
         NoSuchKey,
         TooLarge,
         StorageError,
+        NoAuth,
+        NoPerm,
+        WrongPass,
         InternalError,
     )
 }

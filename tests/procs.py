@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.targets import free_port  # one copy, shared with the benchmark suite
 from kvsh.client import Client
-from shared.errors import Unreachable
+from shared.errors import ServerError, Unreachable
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE_S = 20.0
@@ -97,13 +97,16 @@ class Kvd:
             try:
                 with self.client(timeout=0.5) as c:
                     return c.ping() == "PONG"
+            except ServerError as exc:  # users exist: an answer all the same
+                return exc.code == "NOAUTH"
             except Unreachable:
                 return False
 
         wait_for(ready, what=f"kvd {self.name} to answer PING")
 
-    def client(self, timeout: float = 5.0) -> Client:
-        return Client("127.0.0.1", self.port, timeout=timeout)
+    def client(self, timeout: float = 5.0, user: str | None = None,
+               password: str | None = None) -> Client:
+        return Client("127.0.0.1", self.port, timeout=timeout, user=user, password=password)
 
     def stderr(self) -> str:
         try:

@@ -114,10 +114,13 @@ class SimNet:
         self._commit(node)
         return entry
 
-    def command(self, name: str, *argv: bytes) -> object:
-        """A client's request on node `name`, with the times kvd.loop gives a turn."""
+    def command(self, name: str, *argv: bytes, user: object = None,
+                source: str = "127.0.0.1") -> object:
+        """A client's request on node `name`, with the times kvd.loop gives a turn, as `user`
+        (kvd.state.users.User) from `source`."""
         node = self.nodes[name]
         ctx = Context(now=node.time(), client=b"sim", request_id=1, wall=node.wall())
+        ctx.user, ctx.source = user, source  # type: ignore[assignment]
         reply = node.node.execute(list(argv), ctx)
         self._commit(node)
         return reply

@@ -4,7 +4,7 @@ Read from the source with `ast` (nothing is imported), every import counts: at t
 a function, under `if TYPE_CHECKING`. The direction, from the top down (kvd/__init__.py says
 the same in words):
 
-    process life (kvd.cli, kvd.config, kvd.daemon)
+    process life (kvd.cli, kvd.config, kvd.daemon, kvd.usercli)
     -> kvd.loop
     -> kvd.doors | kvd.cluster | kvd.log | kvd.bench   (siblings: none imports another)
     -> kvd.state
@@ -34,6 +34,7 @@ LAYERS = {
     "kvd.cli": ("process life", 4),
     "kvd.config": ("process life", 4),
     "kvd.daemon": ("process life", 4),
+    "kvd.usercli": ("process life", 4),
     "kvd.__main__": ("process life", 4),
 }
 

@@ -181,6 +181,7 @@ class HttpDoor(TcpDoor):
                                               "limit (config key max_value_size)"))
             return
         headers = {k.lower(): v for k, v in request.headers}
+        ctx.source = conn.addr
         before = len(self.node.changes)
         result = self.router.handle(request.method.decode("latin-1"), request.target,
                                     headers, bytes(conn.body), ctx)

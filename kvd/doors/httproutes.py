@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -19,6 +21,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 from kvd.doors import static
 from kvd.state.context import Context
 from kvd.state.node import Node
+from kvd.state.users import User
 from shared.errors import KvError
 
 JSON = "application/json"
@@ -53,7 +56,15 @@ class HttpError(Exception):
 
 
 _STATUS_OF_CODE = {"NOT_INTEGER": 400, "SYNTAX": 400, "WRONG_ARITY": 400, "TOO_LARGE": 413,
-                   "IO_ERROR": 503, "NOT_FLOAT": 400, "OVERFLOW": 400, "NO_SUCH_KEY": 404}
+                   "IO_ERROR": 503, "NOT_FLOAT": 400, "OVERFLOW": 400, "NO_SUCH_KEY": 404,
+                   "NOAUTH": 401, "WRONGPASS": 401, "NOPERM": 403}
+# Answered without logging in: what load balancers, scrapers and the console's own files need
+# (the console shows its login form when the API answers 401).
+OPEN_PATHS = {b"/health", b"/metrics", b"/v1/login", b"/v1/logout"}
+CHALLENGE = ("www-authenticate", 'Basic realm="kv", charset="UTF-8"')
+SESSION_COOKIE = "kv_session"
+SESSION_S = 12 * 3600  # a console login lasts this long (the user's deletion ends it sooner)
+MAX_CONSOLE_SESSIONS = 10_000
 
 
 def error_response(status: int, code: str, message: str,
@@ -98,6 +109,9 @@ class Router:
         self.node = node
         self.health = health
         self.metrics = metrics
+        # Console logins: random session id -> (user name, monotonic expiry). Only the name is
+        # kept, so a user deleted (or whose record changes) is looked up afresh every time.
+        self.sessions: dict[str, tuple[bytes, float]] = {}
 
     def handle(self, method: str, target: bytes, headers: dict[bytes, bytes], body: bytes,
                ctx: Context) -> Response | Stream:
@@ -105,6 +119,9 @@ class Router:
             path, query = _split(target)
             if static.is_console(path):
                 return _console(method, path)
+            ctx.user = None
+            if self.node.locked and path not in OPEN_PATHS:
+                ctx.user = self._authenticate(headers, ctx.source)
             route = _ROUTES.get(path)
             if route is None:
                 if path.startswith(b"/v1/kv/"):
@@ -117,9 +134,85 @@ class Router:
                                 [("allow", ", ".join(allowed))])
             return getattr(self, name)(query, body, headers, ctx)
         except HttpError as exc:
-            return error_response(exc.status, exc.code, exc.message, exc.headers)
+            return error_response(exc.status, exc.code, exc.message,
+                                  _challenge(exc.headers, headers))
         except KvError as exc:
-            return error_response(_STATUS_OF_CODE.get(exc.code, 400), exc.code, exc.message)
+            status = _STATUS_OF_CODE.get(exc.code, 400)
+            return error_response(status, exc.code, exc.message,
+                                  _challenge([CHALLENGE] if status == 401 else [], headers))
+
+    # -- who is asking ----------------------------------------------------------------------
+
+    def _authenticate(self, headers: dict[bytes, bytes], source: str) -> User:
+        """The user of a request: HTTP Basic, a Bearer token (kvd user token) or the console's
+        session cookie; 401 without one."""
+        access = self.node.access
+        scheme, _, credentials = headers.get(b"authorization", b"").strip().partition(b" ")
+        scheme, credentials = scheme.lower(), credentials.strip()
+        if scheme == b"basic":
+            try:
+                name, sep, password = base64.b64decode(credentials, validate=True).partition(b":")
+            except ValueError:
+                sep = b""
+            if not sep:
+                raise HttpError(401, "NOAUTH", "malformed Basic credentials: base64 of "
+                                "user:password", [CHALLENGE])
+            return access.login(name, password, source)
+        if scheme == b"bearer":
+            return access.bearer(credentials, source)
+        session = self._session_of(headers)
+        if session is not None:
+            return session
+        raise HttpError(401, "NOAUTH", "authentication required — HTTP Basic (curl -u USER), "
+                        "a Bearer token (kvd user token NAME) or the console's login",
+                        [CHALLENGE])
+
+    def _session_of(self, headers: dict[bytes, bytes]) -> User | None:
+        for part in headers.get(b"cookie", b"").decode("latin-1").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name != SESSION_COOKIE:
+                continue
+            found = self.sessions.get(value)
+            if found is not None and found[1] > time.monotonic():
+                return self.node.users.get(found[0])
+        return None
+
+    def login(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
+        """The console's login: JSON {"user", "password"} in, an HttpOnly session cookie out
+        (an EventSource cannot send an Authorization header; a cookie it sends itself)."""
+        if not self.node.locked:
+            return json_response({"user": None, "open": True})
+        try:
+            data = json.loads(body)
+            name, password = data["user"].encode(), data["password"].encode()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise HttpError(400, "BAD_REQUEST", 'send JSON {"user": .., "password": ..}') \
+                from None
+        user = self.node.access.login(name, password, ctx.source)
+        session = secrets.token_urlsafe(32)
+        self.sessions[session] = (user.name, time.monotonic() + SESSION_S)
+        if len(self.sessions) > MAX_CONSOLE_SESSIONS:
+            del self.sessions[next(iter(self.sessions))]
+        response = json_response(_jsonable(user.describe()))
+        response.headers.append(("set-cookie", f"{SESSION_COOKIE}={session}; HttpOnly; "
+                                 f"SameSite=Strict; Path=/; Max-Age={SESSION_S}"))
+        return response
+
+    def logout(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
+        for part in headers.get(b"cookie", b"").decode("latin-1").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == SESSION_COOKIE:
+                self.sessions.pop(value, None)
+        response = json_response({"ok": True})
+        response.headers.append(("set-cookie", f"{SESSION_COOKIE}=; HttpOnly; "
+                                 "SameSite=Strict; Path=/; Max-Age=0"))
+        return response
+
+    def whoami(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
+        """Who the console is logged in as (null on an open node): it greys out what the
+        user may not do."""
+        user = ctx.user
+        return json_response(None if user is None else _jsonable(user.describe()))
 
     def _run(self, ctx: Context, *argv: bytes) -> object:
         reply = self.node.execute(list(argv), ctx)
@@ -189,6 +282,9 @@ class Router:
 
     def watch(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Stream:
         prefix = query.get("prefix", b"")
+        if ctx.user is not None and not ctx.user.reads_prefix(prefix):
+            raise HttpError(403, "NOPERM", "watching this prefix needs read permission on "
+                            "every key under it (a pattern like 'prefix*')")
         since = headers.get(b"last-event-id") or query.get("from")
         hub = self.node.watches
         if since is None:
@@ -265,6 +361,9 @@ class Router:
 
 _ROUTES: dict[bytes, tuple[tuple[str, ...], str]] = {
     b"/v1/kv": (("GET",), "list_keys"),
+    b"/v1/login": (("POST",), "login"),
+    b"/v1/logout": (("POST",), "logout"),
+    b"/v1/whoami": (("GET",), "whoami"),
     b"/v1/watch": (("GET",), "watch"),
     b"/v1/info": (("GET",), "info"),
     b"/v1/members": (("GET",), "members"),
@@ -322,6 +421,15 @@ def _int(raw: bytes, name: str, low: int, high: int) -> int:
         raise HttpError(400, "BAD_REQUEST", f"{name} must be a whole number from {low} to "
                         f"{high}")
     return int(raw)
+
+
+def _challenge(extra: list[tuple[str, str]], headers: dict[bytes, bytes]
+               ) -> list[tuple[str, str]]:
+    """A 401's Basic challenge, except to the console (its fetches say so in a header), which
+    shows its own login form instead of the browser's dialog."""
+    if b"x-kv-console" in headers:
+        return [h for h in extra if h is not CHALLENGE]
+    return extra
 
 
 def _jsonable(value: object) -> object:

@@ -62,6 +62,13 @@ class Collector:
                        info.get("log_errors", 0))
         yield _gauge("kv_log_writable", "1 while the log takes writes",
                      1 if info.get("log_writable", True) else 0)
+        yield _gauge("kv_users", "Users defined (0: an open node)", info.get("users", 0))
+        yield _counter("kv_auth_successes", "Logins that succeeded",
+                       info.get("auth_successes", 0))
+        yield _counter("kv_auth_failures", "Logins checked and refused (wrong name, password "
+                       "or token)", info.get("auth_failures", 0))
+        yield _counter("kv_auth_throttled", "Logins refused unchecked: their host must wait "
+                       "after failures", info.get("auth_throttled", 0))
         yield from self._cluster(info)
         yield from self._turn_times()
 

@@ -26,10 +26,12 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from kvd.state.access import is_loopback
 from kvd.state.context import Context
 from kvd.state.node import Node
+from kvd.state.users import User
 from shared import codec
-from shared.errors import KvError, ProtocolError
+from shared.errors import KvError, ProtocolError, WrongPass
 
 log = logging.getLogger("kvd.doors.native")
 
@@ -45,6 +47,7 @@ ACCEPT_CHECK_S = 1.0
 ACCEPT_LOG_S = 10.0
 BACKLOG = 1024  # connections the kernel completes for us before we accept them (ZeroMQ: 100)
 MAX_PUMP = 4096  # WATCH events pulled from the history per pump: bounds a turn's catch-up work
+MAX_SESSIONS = 100_000  # logged-in connections remembered (oldest forgotten first)
 
 # Plain ints, not pyzmq's Flag enums: combining or passing an enum costs more than the
 # syscall-free send it decorates, and these run once per message.
@@ -81,6 +84,18 @@ class NativeDoor:
         self.pending: list[Pending] = []  # ... of which these wait for the turn's commit
         self.events: list[tuple[bytes, int, int, bytes]] = []  # WATCH: client, rid, cursor, body
         self.pumping = False  # the last pump stopped at MAX_PUMP with more to send: pump again
+        # Logged-in connections: ROUTER identity -> (user, the connection's descriptor). The
+        # ROUTER gives each connection a fresh identity (a counter from a random start) and
+        # refuses a second connection under an identity in use; a request counts as the
+        # user's only from the same identity on the same descriptor. Not forgotten on
+        # disconnect: the monitor's event can arrive after a new connection has reused the
+        # descriptor and logged in; the table is bounded instead (MAX_SESSIONS).
+        self.sessions: dict[bytes, tuple[User, int]] = {}
+        # Where clients come from matters once users exist (sessions, back-off) and for the
+        # first-user rule on a node that listens beyond loopback; bodies are then read as
+        # frames, whose Peer-Address says it. On an open loopback node all are loopback and
+        # the cheaper byte read is kept.
+        self.loopback = is_loopback(bind)
         self._lone: list[list] = []  # this turn's one-request messages: [request id, argv]
         self._lone_clients: list[bytes] = []  # ... and who sent each
         self._ctx = zmq.Context.instance()
@@ -136,6 +151,10 @@ class NativeDoor:
 
     def read(self, ctx: Context) -> None:
         """Run every message already queued (up to MAX_DRAIN) through the node."""
+        if self.node.locked or not self.loopback:
+            self._read_addressed(ctx)
+            return
+        ctx.user, ctx.source = None, "127.0.0.1"
         router = self.router
         for i in range(MAX_DRAIN):
             # After the first message, one EVENTS query (a poll(2)) says whether a second is
@@ -149,6 +168,52 @@ class NativeDoor:
             self._handle(frames, ctx)
         if self._lone:
             self._run_lone(ctx)
+
+    def _read_addressed(self, ctx: Context) -> None:
+        """`read` when who sent a message matters: each body is read as a frame for its
+        sender's address, and each request runs as its connection's user."""
+        router = self.router
+        for _ in range(MAX_DRAIN):
+            try:
+                client = router.recv(_NOBLOCK)
+                body = router.recv(_NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            frames = [client, body.bytes]
+            while router.get(_RCVMORE):
+                frames.append(router.recv(_NOBLOCK))
+            try:
+                source, fd = body.get("Peer-Address"), body.get(zmq.SRCFD)
+            except zmq.ZMQError:
+                source, fd = "?", -1
+            ctx.source = source
+            session = self.sessions.get(client)
+            ctx.user = session[0] if session is not None and session[1] == fd else None
+            if len(frames) == 2 and self.node.locked:
+                argv = _auth_request(frames[1])
+                if argv is not None:
+                    rid, argv = argv
+                    self.out.append([client, codec.encode_reply(rid, self._login(
+                        client, argv, source, fd))])
+                    continue
+            self._handle(frames, ctx)
+            if self._lone:
+                self._run_lone(ctx)
+
+    def _login(self, client: bytes, argv: list[bytes], source: str, fd: int) -> object:
+        """AUTH [user] password: this connection's user from now on (or an error)."""
+        if len(argv) not in (2, 3):
+            return KvError("usage: AUTH [user] password")
+        name, password = (b"default", argv[1]) if len(argv) == 2 else (argv[1], argv[2])
+        self.sessions.pop(client, None)  # a failed AUTH logs the connection out, as in Redis
+        try:
+            user = self.node.access.login(name, password, source)
+        except WrongPass as exc:
+            return exc
+        self.sessions[client] = (user, fd)
+        if len(self.sessions) > MAX_SESSIONS:
+            del self.sessions[next(iter(self.sessions))]
+        return "OK"
 
     @staticmethod
     def _recv(router: zmq.Socket) -> list[bytes] | None:
@@ -364,3 +429,16 @@ class NativeDoor:
         self.router.disable_monitor()
         self.monitor.close(linger=0)
         self.router.close()
+
+
+def _auth_request(body: bytes) -> tuple[int, list[bytes]] | None:
+    """(request id, argv) when `body` is a lone AUTH request; None for anything else."""
+    if b"AUTH" not in body[:64].upper():  # cheap: most messages are not AUTH
+        return None
+    try:
+        msg = codec.decode(body)
+    except KvError:
+        return None
+    if type(msg) is codec.Request and msg.argv and msg.argv[0].upper() == b"AUTH":
+        return msg.request_id, msg.argv
+    return None

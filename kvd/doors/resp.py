@@ -149,6 +149,7 @@ class RespDoor(TcpDoor):
             self._run_batch(conn, batch, ctx)
 
     def _run_batch(self, conn: Conn, batch: list[list], ctx: Context) -> None:
+        ctx.user, ctx.source = conn.session.user, conn.session.addr
         replies, wrote = self.node.execute_batch(batch, ctx)
         out, proto = conn.replies, conn.session.proto
         base = len(out)
@@ -208,10 +209,15 @@ class RespDoor(TcpDoor):
             if s.multi is not None:
                 s.multi_failed = True  # a refused command fails the transaction
             return refused
+        if self.node.locked and (own or name == b"EXEC"):
+            refused = rs.may_run(s, name, argv, self.node)
+            if refused is not None:
+                return refused
         if name == b"EXEC":
             return self._exec(s, ctx)
         if own:
             return own[1](s, argv, self.env)
+        ctx.user, ctx.source = s.user, s.addr
         return self.node.execute(argv, ctx)
 
     def _arity(self, raw: bytes) -> int | None:

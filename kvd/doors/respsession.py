@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from kvd.doors.respwire import Push, text
 from kvd.state.glob import compile_glob
 from kvd.state.node import Node
+from kvd.state.users import User
 from shared.commands import COMMANDS, strict_int
 from shared.errors import KvError
 
@@ -46,13 +47,14 @@ class Session:
     patterns: dict[bytes, Callable[[bytes], object]] = field(default_factory=dict)
     created: float = field(default_factory=time.monotonic)
     closing: bool = False  # send what is queued, then close (QUIT, a protocol error)
+    user: User | None = None  # who logged in (AUTH, HELLO AUTH), once users exist
 
     @property
     def subscribed(self) -> bool:
         return bool(self.channels or self.patterns)
 
     def reset(self) -> None:
-        self.proto, self.name = 2, b""
+        self.proto, self.name, self.user = 2, b"", None
         self.multi, self.multi_failed = None, False
         self.watched.clear()
         self.channels.clear()
@@ -84,19 +86,25 @@ def hello(s: Session, argv: list[bytes], env: Env) -> object:
         if asked not in (2, 3):
             return RespError("NOPROTO unsupported protocol version")
         proto = asked
-    name, i = None, 2
+    name, i, authenticated = None, 2, False
     while i < len(argv):
         opt, more = argv[i].upper(), len(argv) - 1 - i
         if opt == b"AUTH" and more >= 2:
-            refused = _authenticate(argv[i + 1], argv[i + 2])
+            refused = _authenticate(s, env, argv[i + 1], argv[i + 2])
             if refused:
                 return refused
+            authenticated = True
             i += 3
         elif opt == b"SETNAME" and more >= 1:
             name = argv[i + 1]
             i += 2
         else:
             return RespError(f"ERR Syntax error in HELLO option '{_text(argv[i])}'")
+    if env.node.locked and s.user is None and not authenticated:
+        return RespError("NOAUTH HELLO must be called with the client already authenticated, "
+                         "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
+                         "authenticate the client and select the RESP protocol version at the "
+                         "same time")
     if name is not None:
         if not _valid_name(name):
             return _bad_name()
@@ -110,16 +118,68 @@ def auth(s: Session, argv: list[bytes], env: Env) -> object:
     if len(argv) > 3:
         return RespError("ERR syntax error")
     if len(argv) == 2:
+        if env.node.locked:
+            return _authenticate(s, env, b"default", argv[1]) or "OK"
         return RespError("ERR AUTH <password> called without any password configured for "
                          "the default user. Are you sure your configuration is correct?")
-    return _authenticate(argv[1], argv[2]) or "OK"
+    return _authenticate(s, env, argv[1], argv[2]) or "OK"
 
 
-def _authenticate(user: bytes, password: bytes) -> RespError | None:
-    """Until kv has users, the only one is `default`, with no password (Redis's nopass)."""
-    if user != b"default":
-        return RespError("WRONGPASS invalid username-password pair or user is disabled.")
+def _authenticate(s: Session, env: Env, user: bytes, password: bytes) -> KvError | None:
+    """Log the session in as `user` (kvd.state.access); while no user exists the only one is
+    Redis's `default`, with no password (nopass)."""
+    if not env.node.locked:
+        if user != b"default":
+            return RespError("WRONGPASS invalid username-password pair or user is disabled.")
+        return None
+    try:
+        s.user = env.node.access.login(user, password, s.addr.rsplit(":", 1)[0])
+    except KvError as exc:
+        s.user = None  # as Redis: a failed AUTH leaves the connection logged out
+        return exc
     return None
+
+
+# What a connection may send before it has logged in, once users exist (Redis's no-auth).
+NO_AUTH = {b"AUTH", b"HELLO", b"QUIT", b"RESET"}
+# The door's own commands and what they need of a logged-in user: CONFIG and CLIENT (which
+# sees every connection) are for admins; INFO reads, as the native INFO does.
+OWN_ACCESS = {b"CONFIG": "admin", b"CLIENT": "admin", b"INFO": "read"}
+
+
+def may_run(s: Session, name: bytes, argv: list[bytes], node: Node) -> KvError | None:
+    """The refusal, if any, of one of the door's own commands for this session's user."""
+    if name in NO_AUTH:
+        return None
+    try:
+        user = s.user = node.access.current(s.user)  # deleted or changed since the login
+    except KvError as exc:
+        return exc
+    if user.admin:
+        return None
+    need = OWN_ACCESS.get(name)
+    if name == b"CLIENT" and len(argv) > 1 and argv[1].upper() in (
+            b"SETNAME", b"GETNAME", b"ID", b"INFO", b"REPLY", b"SETINFO"):
+        need = None  # the connection's own business
+    if need == "admin" or (need == "read" and not user.reads_anything()):
+        return RespError(f"NOPERM this user has no permissions to run the "
+                         f"'{name.lower().decode('latin-1')}' command")
+    if name in (b"SUBSCRIBE", b"PSUBSCRIBE"):
+        for channel in argv[1:]:
+            if not _may_hear(user, channel):
+                return RespError("NOPERM this user has no permissions to access one of the "
+                                 "channels used as arguments")
+    return None
+
+
+def _may_hear(user: User, channel: bytes) -> bool:
+    """A keyspace channel or pattern is allowed when every key it can name is readable; any
+    other (the keyevent channels name every key) is for admins, who are not asked."""
+    if not channel.startswith(KEYSPACE):
+        return False  # kv has no other channels; a pattern like `*` would hear every key
+    rest = channel[len(KEYSPACE):]
+    cut = min((rest.find(c) for c in b"*?[\\" if c in rest), default=len(rest))
+    return user.reads_prefix(rest[:cut])
 
 
 def select(s: Session, argv: list[bytes], env: Env) -> object:

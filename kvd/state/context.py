@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from kvd.state.access import Access
 from kvd.state.store import Entry, Store
+from kvd.state.users import User, Users
 from kvd.state.watch import WatchHub
 
 
@@ -18,7 +20,7 @@ class Context:
     made that a measurable part of a lone request's turn.
     """
 
-    __slots__ = ("now", "wall", "client", "request_id")
+    __slots__ = ("now", "wall", "client", "request_id", "user", "source")
 
     def __init__(self, now: int, client: bytes = b"", request_id: int = 0,
                  wall: int | None = None) -> None:
@@ -29,6 +31,10 @@ class Context:
         self.wall = now if wall is None else wall
         self.client = client
         self.request_id = request_id
+        # Who asked, once users exist (kvd.state.access): the door sets both before every
+        # request — the context is shared by a turn's requests, so a stale user would leak.
+        self.user: User | None = None
+        self.source = ""  # the client's address ("host:port"), for first-user and back-off
 
 
 class Node(Protocol):
@@ -40,6 +46,8 @@ class Node(Protocol):
     max_value: int
     store: Store
     watches: WatchHub
+    users: Users
+    access: Access
     members_source: Callable[[int], list[dict]] | None
 
     def write(self, key: bytes, value: bytes | None, expires_at: int = 0) -> Entry: ...

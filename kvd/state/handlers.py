@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kvd.state import keyspace, strings
+from kvd.state import keyspace, strings, usercmds
 from kvd.state.context import Context, Node
-from kvd.state.store import NBUCKETS
+from kvd.state.store import NBUCKETS, SYSTEM
 from shared.commands import COMMANDS, Call, lookup
 from shared.errors import SyntaxError_
 
@@ -54,7 +54,15 @@ def exists(node: Node, call: Call, ctx: Context) -> object:
 
 
 def keys(node: Node, call: Call, ctx: Context) -> object:
-    return node.store.keys(call.args[0] if call.args else None, ctx.now)
+    return readable(ctx, node.store.keys(call.args[0] if call.args else None, ctx.now))
+
+
+def readable(ctx: Context, keys: list[bytes]) -> list[bytes]:
+    """The keys the caller may read (all of them on an open node or for an admin)."""
+    user = ctx.user
+    if user is None or user.admin:
+        return keys
+    return [k for k in keys if user.can_read(k)]
 
 
 def scan(node: Node, call: Call, ctx: Context) -> object:
@@ -66,12 +74,12 @@ def scan(node: Node, call: Call, ctx: Context) -> object:
     if call.options.get("TYPE", b"string").lower() != b"string":
         return [b"0", []]  # kv holds strings only
     next_cursor, found = node.store.scan(cursor, call.options.get("MATCH"), count, ctx.now)
-    return [str(next_cursor).encode(), found]
+    return [str(next_cursor).encode(), readable(ctx, found)]
 
 
 def dbsize(node: Node, call: Call, ctx: Context) -> object:
     node.store.expire_due(ctx.now)
-    return node.store.live_count
+    return node.live_keys()
 
 
 def info(node: Node, call: Call, ctx: Context) -> object:
@@ -90,7 +98,8 @@ def watch(node: Node, call: Call, ctx: Context) -> object:
     store, now = node.store, ctx.now
 
     def current(p: bytes):
-        return [(k, e) for k, e in store.items() if k.startswith(p) and e.live(now)]
+        return [(k, e) for k, e in store.items()
+                if k.startswith(p) and e.live(now) and k[:4] != SYSTEM]
 
     # A replay or the current state is owed from here on: the door sends it after this
     # acknowledgement, as fast as the client takes it (kvd.state.watch).
@@ -152,4 +161,6 @@ HANDLERS: dict[str, Handler] = {
     "MEMBERS": members,
     "WATCH": watch,
     "HELP": help_,
+    "AUTH": usercmds.auth,
+    "USER": usercmds.user,
 }

@@ -79,6 +79,9 @@ def type_(node: Node, call: Call, ctx: Context) -> object:
 
 def randomkey(node: Node, call: Call, ctx: Context) -> object:
     keys = node.store.keys(None, ctx.now)
+    user = ctx.user
+    if user is not None and not user.admin:
+        keys = [k for k in keys if user.can_read(k)]
     return random.choice(keys) if keys else None
 
 

@@ -13,13 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvd import __version__
+from kvd.state.access import Access
 from kvd.state.context import Context
 from kvd.state.handlers import HANDLERS, OK
 from kvd.state.hlc import LOGICAL_BITS, HybridClock
-from kvd.state.store import LOST, Entry, Store
+from kvd.state.store import LOST, SYSTEM, Entry, Store
+from kvd.state.users import Users
 from kvd.state.watch import WatchHub
-from shared.commands import Call, Command, Kind, lookup, parse
-from shared.errors import KvError, TooLarge
+from shared.commands import Call, Command, Kind, arg_kinds, lookup, parse
+from shared.errors import KvError, NoPerm, TooLarge
 
 MAX_KEY = 64 * 1024
 DEFAULT_MAX_VALUE = 16 * 1024 * 1024
@@ -64,6 +66,11 @@ class Node:
         self._monotonic = monotonic
         self._started = monotonic()
         self._routes: dict[bytes, tuple[Command, Callable, int]] = {}
+        self.users = Users()
+        self.access = Access(self.users, monotonic)
+        self.locked = False  # users exist: every request is checked (see _users_changed)
+        self.hidden_changes = False  # this turn's changes include system records
+        self.users.on_change.append(self._users_changed)
 
     @property
     def max_value(self) -> int:
@@ -105,7 +112,32 @@ class Node:
 
     def take_changes(self) -> list[Change]:
         changes, self.changes = self.changes, []
+        system = [c for c in changes if c.key[:4] == SYSTEM]
+        self.hidden_changes = bool(system)
+        if system:
+            self.users.observe((c.key, c.entry.value) for c in system)
         return changes
+
+    def visible(self, changes: list[Change]) -> list[Change]:
+        """The changes a watcher or a keyspace notification may see: not the system ones."""
+        if not self.hidden_changes:
+            return changes
+        return [c for c in changes if c.key[:4] != SYSTEM]
+
+    def reload_users(self) -> None:
+        """Read the users from the store (after the log's replay at start-up)."""
+        self.users.observe((k, e.value) for k, e in self.store.items() if k[:4] == SYSTEM)
+
+    def _users_changed(self) -> None:
+        """Once a user exists, every request goes through the access check first: the open
+        node's fast paths are swapped out for checked ones, so an open node pays nothing."""
+        self.locked = len(self.users) > 0
+        if self.locked:
+            self.execute = self._execute_checked  # type: ignore[method-assign]
+            self.execute_batch = self._execute_batch_checked  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("execute", None)
+            self.__dict__.pop("execute_batch", None)
 
     def undo(self, changes: list[Change]) -> None:
         """Roll back changes the log refused, newest first, so memory matches the disk."""
@@ -122,12 +154,13 @@ class Node:
         # A plain SET or GET (the commonest commands) skips routing, parsing and the handler
         # call; it is exactly what they would do (tests/test_hotpath.py holds the two equal).
         n, floor = len(argv), self._size_floor
-        if n == 3 and argv[0] == b"SET" and len(argv[1]) <= floor and len(argv[2]) <= floor:
+        if n == 3 and argv[0] == b"SET" and len(argv[1]) <= floor and len(argv[2]) <= floor \
+                and argv[1][:4] != SYSTEM:
             self.counters["commands"] += 1
             self.command_counts["SET"] += 1
             self.write(argv[1], argv[2])
             return OK
-        if n == 2 and argv[0] == b"GET" and len(argv[1]) <= floor:
+        if n == 2 and argv[0] == b"GET" and len(argv[1]) <= floor and argv[1][:4] != SYSTEM:
             self.counters["commands"] += 1
             self.command_counts["GET"] += 1
             entry = self.store.get(argv[1], ctx.now)
@@ -140,6 +173,8 @@ class Node:
             # Every argument within both limits (the common case) needs no per-kind check.
             if max(map(len, argv)) > self._size_floor:
                 self._check_sizes(command, argv)
+            if any(a[:4] == SYSTEM for a in argv):
+                _refuse_system(command, argv)
             if len(argv) - 1 == plain:  # all byte arguments, no options: nothing to parse
                 call = Call(command, tuple(argv[1:]), {})
             else:
@@ -177,7 +212,7 @@ class Node:
         for rid, argv in requests:
             head = argv[0]
             if head == b"SET" and len(argv) == 3 and len(argv[1]) <= floor \
-                    and len(argv[2]) <= floor:
+                    and len(argv[2]) <= floor and argv[1][:4] != SYSTEM:
                 last = last + 1 if last >= wall else wall
                 seq += 1
                 key = argv[1]
@@ -188,7 +223,8 @@ class Node:
                     changes.append(Change(key, entry, previous, seq))  # type: ignore[arg-type]
                 replies.append((rid, OK))
                 sets += 1
-            elif head == b"GET" and len(argv) == 2 and len(argv[1]) <= floor:
+            elif head == b"GET" and len(argv) == 2 and len(argv[1]) <= floor \
+                    and argv[1][:4] != SYSTEM:
                 entry = get(argv[1], now)
                 replies.append((rid, None if entry is None else entry.value))
                 gets += 1
@@ -210,6 +246,38 @@ class Node:
             counts["GET"] += gets
         return replies, wrote
 
+    def _execute_checked(self, argv: list[bytes], ctx: Context) -> object:
+        """`execute` once users exist: the access check (kvd.state.access), then the command."""
+        try:
+            route = self._routes.get(argv[0])
+            if route is None:
+                route = self._route(argv[0])
+            command = route[0]
+            if command.access != "user":  # USER checks its caller itself (kvd.state.usercmds)
+                ctx.user = self.access.check(ctx.user, command, argv)
+            elif ctx.user is not None:
+                ctx.user = self.users.get(ctx.user.name)
+        except KvError as exc:
+            self.counters["errors"] += 1
+            self.counters[f"error_{exc.code}"] += 1
+            return exc
+        return Node.execute(self, argv, ctx)
+
+    def _execute_batch_checked(self, requests: list[list], ctx: Context,
+                               clients: list[bytes] | None = None) -> tuple[list, list[int]]:
+        """`execute_batch` once users exist: each request checked, as the same `ctx.user`."""
+        replies: list[tuple[int, object]] = []
+        wrote: list[int] = []
+        for rid, argv in requests:
+            if clients is not None:
+                ctx.client = clients[len(replies)]
+            ctx.request_id = rid
+            before = len(self.changes)
+            replies.append((rid, self._execute_checked(argv, ctx)))
+            if len(self.changes) != before:
+                wrote.append(len(replies) - 1)
+        return replies, wrote
+
     def _route(self, raw: bytes) -> tuple[Command, Callable, int]:
         """What a command name resolves to, cached per raw spelling (hot path: no lookups)."""
         command = lookup(raw)  # raises UnknownCommand: unknown names are not cached
@@ -221,7 +289,7 @@ class Node:
         return route
 
     def _check_sizes(self, command: Command, argv: list[bytes]) -> None:
-        kinds = _arg_kinds(command, len(argv) - 1)
+        kinds = arg_kinds(command, len(argv) - 1)
         for kind, arg in zip(kinds, argv[1:], strict=False):
             if kind is Kind.VALUE and len(arg) > self.max_value:
                 raise TooLarge(
@@ -241,7 +309,8 @@ class Node:
 
     def live_items(self, prefix: bytes, now: int) -> list[tuple[bytes, Entry]]:
         """Every live key under `prefix` with its entry (a full pass: a stream's reset)."""
-        return [(k, e) for k, e in self.store.items() if k.startswith(prefix) and e.live(now)]
+        return [(k, e) for k, e in self.store.items()
+                if k.startswith(prefix) and e.live(now) and k[:4] != SYSTEM]
 
     def expiring(self, now: int) -> int:
         """Live keys with an expiry (a full pass: for INFO, not for every request)."""
@@ -250,6 +319,10 @@ class Node:
     def uptime_s(self) -> int:
         return int(self._monotonic() - self._started)
 
+    def live_keys(self) -> int:
+        """Live keys a user can have: the store's count less the system records."""
+        return self.store.live_count - len(self.users)
+
     def info(self, now: int) -> dict:
         self.store.expire_due(now)
         info = {
@@ -257,7 +330,7 @@ class Node:
             "version": __version__,
             "address": self.address,
             "uptime_s": self.uptime_s(),
-            "keys": self.store.live_count,
+            "keys": self.live_keys(),
             "tombstones": self.store.tombstones,
             "digest": f"{self.store.digest:016x}",
             "members": 1,
@@ -265,16 +338,17 @@ class Node:
             "commands_processed": self.counters["commands"],
             "errors": self.counters["errors"],
         }
+        info.update(self.access.info())
         for source in self.info_sources:
             info.update(source())
         return info
 
 
-def _arg_kinds(command: Command, n: int) -> list[Kind]:
-    """The kind of each of `n` raw arguments, options and their values counted as STRING."""
-    args = command.args
-    if command.repeat:
-        head, tail = args[: len(args) - command.repeat], args[-command.repeat :]
-        return [a.kind for a in head] + [tail[i % len(tail)].kind for i in range(n - len(head))]
-    return [a.kind for a in args[:n]] + [Kind.STRING] * max(0, n - len(args))
-
+def _refuse_system(command: Command, argv: list[bytes]) -> None:
+    """Keys in the system namespace (the users) are out of reach of every command."""
+    for kind, arg in zip(arg_kinds(command, len(argv) - 1), argv[1:], strict=False):
+        if kind is Kind.KEY and arg[:4] == SYSTEM:
+            raise NoPerm("keys starting with \\x00kv\\x00 are kv's own records — pick "
+                         "another key",
+                         redis="NOPERM this user has no permissions to access one of the keys "
+                               "used as arguments")

@@ -27,6 +27,9 @@ from collections.abc import Iterator
 from kvd.state.glob import compile_glob
 
 NBUCKETS = 1024  # part of the anti-entropy protocol: every node must use the same number
+# Keys under this prefix are the node's own records (kvd.state.users): stored, logged and
+# replicated like any key, never listed (keys, scan) — the commands never see them.
+SYSTEM = b"\x00kv\x00"
 _MASK64 = (1 << 64) - 1
 _LOST = object()  # Store.replace: the stored entry won
 LOST = _LOST
@@ -236,7 +239,7 @@ class Store:
             k
             for bucket in self._buckets
             for k, e in bucket.items()
-            if e.live(now) and (match is None or match(k))
+            if e.live(now) and (match is None or match(k)) and k[:4] != SYSTEM
         ]
 
     def scan(
@@ -250,7 +253,7 @@ class Store:
         while b < NBUCKETS and len(found) < count and budget > 0:
             found.extend(
                 k for k, e in self._buckets[b].items()
-                if e.live(now) and (match is None or match(k))
+                if e.live(now) and (match is None or match(k)) and k[:4] != SYSTEM
             )
             b += 1
             budget -= 1
