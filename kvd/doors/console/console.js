@@ -16,6 +16,7 @@ const state = {
   watch: { es: null, prefix: "", cursor: null, paused: false },
   samples: { ops: [], p99: [], lastOps: null, lastBuckets: null },
   peers: new Map(),             // member name -> {httpPort, info, probedAt}
+  user: undefined,              // who is logged in: null on an open node, a user once known
 };
 
 // -- helpers ----------------------------------------------------------------------------------
@@ -31,7 +32,10 @@ async function api(path, opts = {}, base = "") {
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), opts.timeout || 5000);
   try {
-    const resp = await fetch(base + path, { ...opts, signal: ctl.signal, cache: "no-store" });
+    // The header asks the node for no Basic challenge: a 401 shows our form, not a dialog.
+    const headers = { ...(opts.headers || {}), "x-kv-console": "1" };
+    const resp = await fetch(base + path, { ...opts, headers, signal: ctl.signal, cache: "no-store" });
+    if (resp.status === 401 && !base) showLogin();
     if (!resp.ok) {
       let msg = `${resp.status} ${resp.statusText}`;
       try { msg = (await resp.json()).error.message || msg; } catch (e) { /* not JSON */ }
@@ -708,6 +712,65 @@ function setUp(up, why) {
   state.up = up;
 }
 
+// -- login ----------------------------------------------------------------------------------
+
+function showLogin() {
+  if (!document.body.classList.contains("locked")) {
+    document.body.classList.add("locked");
+    $("login").hidden = false;
+    $("login-user").focus();
+  }
+}
+
+async function whoami() {
+  try {
+    state.user = await getJSON("/v1/whoami");
+  } catch (e) {
+    return;                        // 401 shows the form; anything else: the poll reports it
+  }
+  const who = $("whoami");
+  who.hidden = $("logout").hidden = !state.user;
+  if (state.user) who.textContent = `as ${state.user.name}`;
+  applyPermissions();
+}
+
+function applyPermissions() {      // a user who may write nothing gets no controls that write
+  const u = state.user;
+  const readOnly = !!u && !u.admin && u.write.length === 0;
+  for (const id of ["new-key-save", "edit", "delete", "set-ttl", "save"]) $(id).disabled = readOnly;
+  $("new-key").title = readOnly ? `user ${u.name} may read, not write` : "";
+  document.body.classList.toggle("readonly", readOnly);
+}
+
+function setupLogin() {
+  $("login").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const error = $("login-error");
+    error.hidden = true;
+    try {
+      await api("/v1/login", {
+        method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ user: $("login-user").value, password: $("login-password").value }),
+      });
+    } catch (e) {
+      error.textContent = e.status === 401 ? `Log-in refused: ${e.message}` : e.message;
+      error.hidden = false;
+      return;
+    }
+    $("login-password").value = "";
+    $("login").hidden = true;
+    document.body.classList.remove("locked");
+    await whoami();
+    listKeys(true);
+  });
+  $("logout").addEventListener("click", async () => {
+    await api("/v1/logout", { method: "POST" }).catch(() => null);
+    state.user = undefined;
+    $("whoami").hidden = $("logout").hidden = true;
+    showLogin();
+  });
+}
+
 async function poll() {
   try {
     const [info, metricsText] = await Promise.all([
@@ -723,6 +786,7 @@ async function poll() {
     renderNode(info, metricsText);
     if (state.tab === "cluster") refreshMembers();
   } catch (e) {
+    if (e.status === 401) { setTimeout(poll, 1000); return; }   // the login form is up
     setUp(false, e.name === "AbortError" ? "no answer within 5 s" : e.message);
     state.samples.lastOps = null;
     state.samples.lastBuckets = null;
@@ -738,6 +802,8 @@ document.addEventListener("DOMContentLoaded", () => {
   setupValueActions();
   setupNewKey();
   setupWatch();
+  setupLogin();
   poll();
+  whoami();
   listKeys(true);
 });
