@@ -1,5 +1,6 @@
 """The sans-IO TLS session (kvd.doors.tls) with no sockets: a server session and a client
-session pass their bytes to each other through memory. Also the server context's refusals."""
+session pass their bytes to each other through memory. Also the server context's refusals
+and the TLS settings' checks in kvd.config."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from kvd import config
 from kvd.doors.tls import TlsError, TlsLink, TlsSession, TlsSetupError, server_context
 from tests.tlscerts import Certs, make_certs
 
@@ -166,3 +168,35 @@ def test_a_ca_file_that_is_not_pem_is_one_clear_line(certs: Certs, tmp_path: Pat
     with pytest.raises(TlsSetupError, match="--tls-ca"):
         server_context(certs.cert, certs.key, junk)
 
+
+def load(tmp_path: Path, **flags: object) -> config.Config:
+    """config.load with an empty config file (never the user's own)."""
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    return config.load(empty, {"data_dir": tmp_path, **flags})
+
+
+def test_settings_cert_and_key_go_together(certs: Certs, tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="--tls-cert needs --tls-key"):
+        load(tmp_path, tls_cert=certs.cert)
+    with pytest.raises(config.ConfigError, match="--tls-key needs --tls-cert"):
+        load(tmp_path, tls_key=certs.key)
+    with pytest.raises(config.ConfigError, match="--tls-ca needs"):
+        load(tmp_path, tls_ca=certs.ca)
+    assert load(tmp_path).tls_cert is None
+
+
+def test_settings_files_must_be_readable(certs: Certs, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    with pytest.raises(config.ConfigError, match=f"cannot read --tls-key {missing}"):
+        load(tmp_path, tls_cert=certs.cert, tls_key=missing)
+    with pytest.raises(config.ConfigError, match="cannot read --tls-ca"):
+        load(tmp_path, tls_cert=certs.cert, tls_key=certs.key, tls_ca=tmp_path)  # a folder
+
+
+def test_settings_come_from_the_file_and_flags_win(certs: Certs, tmp_path: Path) -> None:
+    toml = tmp_path / "kvd.toml"
+    toml.write_text(f'tls_cert = "{certs.client_cert}"\ntls_key = "{certs.client_key}"\n'
+                    f'tls-ca = "{certs.ca}"\n')
+    cfg = config.load(toml, {"data_dir": tmp_path, "tls_cert": certs.cert})
+    assert (cfg.tls_cert, cfg.tls_key, cfg.tls_ca) == (certs.cert, certs.client_key, certs.ca)
