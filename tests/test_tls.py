@@ -162,6 +162,19 @@ def test_a_key_that_is_not_the_certificates_is_one_clear_line(certs: Certs) -> N
     assert "--tls-cert" in message and "--tls-key" in message and "\n" not in message
 
 
+def test_a_key_with_a_passphrase_is_refused_not_prompted_for(certs: Certs,
+                                                             tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(certs.key.read_bytes(), password=None)
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret")))
+    with pytest.raises(TlsSetupError, match="passphrase"):
+        server_context(certs.cert, locked)
+
+
 def test_a_ca_file_that_is_not_pem_is_one_clear_line(certs: Certs, tmp_path: Path) -> None:
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n")

@@ -315,6 +315,46 @@ def test_requests_riding_the_last_handshake_flight_then_close_notify(
     assert client.peer_closed  # the node answered, then sent its own close_notify
 
 
+def test_pipelined_http_requests_over_tls_are_answered_in_order(node: Kvd,
+                                                                 certs: Certs) -> None:
+    from tests.test_http import read_response
+
+    sock = certs.client_context().wrap_socket(
+        socket.create_connection(("127.0.0.1", node.http_port), timeout=10),
+        server_hostname="localhost")
+    requests = b"".join(
+        b"PUT /v1/kv/tpipe/%d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%d" % (
+            i, len(b"%d" % i), i) + b"GET /v1/kv/tpipe/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i
+        for i in range(50))
+    sock.sendall(requests)  # one write: many records, more than one turn's worth of reading
+    f = sock.makefile("rb")
+    try:
+        for i in range(50):
+            assert read_response(f)[0] == 200
+            assert read_response(f)[::2] == (200, b"%d" % i)
+    finally:
+        f.close()
+        sock.close()
+
+
+def test_server_sent_events_flow_over_tls(node: Kvd, certs: Certs) -> None:
+    """The node writes unasked (changes, heartbeats): encrypted as they are flushed."""
+    conn = http.client.HTTPSConnection("127.0.0.1", node.http_port, timeout=10,
+                                       context=certs.client_context())
+    conn.request("GET", "/v1/watch?prefix=sse/")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("content-type") == "text/event-stream"
+    with tls_redis(certs, node.resp_port) as r:
+        r.set("sse/a", "over tls")
+    lines = []
+    while not any(line.startswith(b"data:") and b"sse/a" in line for line in lines):
+        line = resp.readline()
+        assert line, "the stream ended"
+        lines.append(line)
+    assert any(b'"over tls"' in line for line in lines)
+    conn.close()
+
+
 def test_a_stalled_handshake_is_dropped_and_counted(node: Kvd, certs: Certs) -> None:
     before = failures(node, "http")
     sock = socket.create_connection(("127.0.0.1", node.http_port), timeout=0.2)

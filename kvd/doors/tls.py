@@ -53,11 +53,21 @@ def server_context(cert: Path, key: Path, ca: Path | None = None,
     # Client-initiated renegotiation (TLS 1.2) makes the server redo the costly half of a
     # handshake on demand: a cheap way to burn a single-threaded server's CPU.
     context.options |= ssl.OP_NO_RENEGOTIATION
+    asked: list[bool] = []
+
+    def no_passphrase() -> bytes:
+        # Without this OpenSSL would prompt on the terminal: a detached daemon would hang.
+        asked.append(True)
+        return b""
+
     try:
-        context.load_cert_chain(cert, key)
+        context.load_cert_chain(cert, key, password=no_passphrase)
     except (OSError, ssl.SSLError) as exc:
-        raise TlsSetupError(f"cannot use --tls-cert {cert} with --tls-key {key}: "
-                            f"{_why(exc)} (both must be PEM, the key the certificate's)") from None
+        why = ("the key is protected by a passphrase: give kvd the key without it (openssl "
+               "pkey -in KEY -out PLAIN-KEY)") if asked else \
+            f"{_why(exc)} (both must be PEM, the key the certificate's)"
+        raise TlsSetupError(f"cannot use --tls-cert {cert} with --tls-key {key}: {why}") \
+            from None
     if ca is not None:
         try:
             context.load_verify_locations(cafile=ca)
