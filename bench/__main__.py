@@ -5,6 +5,7 @@
     python -m bench --quick              # seconds: what the test suite runs
     python -m bench --resp               # the Redis door against Redis (bench.resp)
     python -m bench --http               # the HTTP door against a bare h11 server (bench.httpdoor)
+    python -m bench --tls                # the Redis door with TLS against without (bench.tls)
 
 Writes bench/results/<date>.json and bench/results/latest.md (the markdown table).
 """
@@ -38,6 +39,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    "with redis-benchmark (python -m bench.resp)")
     p.add_argument("--http", action="store_true", help="only the HTTP door against a bare h11 "
                    "server, its ceiling (python -m bench.httpdoor)")
+    p.add_argument("--tls", action="store_true", help="only the Redis door with TLS against "
+                   "the same door in plaintext, with redis-benchmark (python -m bench.tls)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = p.parse_args(argv)
     if args.quick:
@@ -55,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import httpdoor
 
         return httpdoor.main(["--reps", str(args.reps)])
+    if args.tls:
+        from bench import tls
+
+        return tls.main(["--reps", str(args.reps)])
     with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp, ExitStack() as stack:
         home = Path(tmp)
         s = suite.Suite([], suite.default_modes(args.scale), args.reps, args.keyspace)

@@ -14,10 +14,11 @@ from kvd.bench.runner import Result
 
 
 def run(port: int, op: str, clients: int, pipeline: int, requests: int, keyspace: int,
-        value_size: int) -> Result:
+        value_size: int, tls: tuple[str, ...] = ()) -> Result:
+    """`tls`: redis-benchmark's TLS flags (`--tls --cacert FILE`), for a TLS door."""
     argv = ["redis-benchmark", "-p", str(port), "-c", str(clients), "-P", str(pipeline),
             "-t", op, "-d", str(value_size), "-n", str(requests), "-r", str(keyspace),
-            "--csv", "-q"]
+            "--csv", "-q", *tls]
     out = subprocess.run(argv, capture_output=True, timeout=300, check=True).stdout.decode()
     rows = [r for r in csv.DictReader(io.StringIO(out)) if r.get("test")]
     row = next(r for r in rows if r["test"].upper() == op.upper())

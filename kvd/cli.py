@@ -26,6 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--resp-port", type=int, help="Redis-protocol port (default 7379; 0 "
                        "closes it)")
     start.add_argument("--http-port", type=int, help="HTTP port (default 7780; 0 closes it)")
+    start.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate (chain): "
+                       "the Redis and HTTP doors speak TLS only; needs --tls-key")
+    start.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key of "
+                       "--tls-cert")
+    start.add_argument("--tls-ca", type=Path, metavar="FILE", help="PEM CA: TLS clients must "
+                       "present a certificate it signed")
     start.add_argument("--join", action="append", default=[], metavar="HOST:PORT",
                        help="a member's client port to join; repeatable")
     start.add_argument("--data-dir", type=Path, help="data folder (default: one per node "
@@ -96,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 START_KEYS = ("name", "bind", "port", "gossip_port", "resp_port", "http_port", "join",
-              "data_dir", "fsync", "log_level", "insecure")
+              "data_dir", "fsync", "log_level", "insecure", "tls_cert", "tls_key", "tls_ca")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,9 @@ The TOML keys are the flags' long names (`port`, `gossip_port` or `gossip-port`,
 plus `max_value_size`, the log's `appendonly`, `compaction_ratio`, `compaction_min_size`,
 `tombstone_max_age` (seconds), the cluster's `cluster`, `gossip_hwm`, `max_clock_offset_ms`
 and `peer_max_message`, the Redis door's `resp_port` (also a flag) and `maxclients`, and
-the HTTP door's `http_port` (also a flag) and `http_header_timeout`. Paths come from
-platformdirs, so XDG_* variables move them.
+the HTTP door's `http_port` (also a flag) and `http_header_timeout`, and TLS on those two
+doors: `tls_cert`, `tls_key`, `tls_ca` (also flags). Paths come from platformdirs, so XDG_*
+variables move them.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ class Config:
     http_port: int = 7780  # the HTTP door (kvd.doors.http); 0 closes it
     http_header_timeout: float = 10.0  # seconds a request may take to arrive (slowloris)
     maxclients: int = 10_000  # Redis-door connections at once
+    # TLS on the Redis and HTTP doors (kvd.doors.tls): both or neither of cert and key; with
+    # a CA, clients must show a certificate it signed.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
     join: list[str] = field(default_factory=list)
     data_dir: Path | None = None
     fsync: str = "everysec"
@@ -85,6 +91,7 @@ class Config:
                               "or 1-65535)")
         if self.maxclients < 1:
             raise ConfigError("maxclients must be 1 or more")
+        self._check_tls()
         if self.gossip_port is None:
             self.gossip_port = self.port + 1
         if self.name is None:
@@ -94,6 +101,30 @@ class Config:
             self.data_dir = data_root() / safe_name(self.name)
         self.data_dir = Path(self.data_dir).expanduser().resolve()
         return self
+
+    def _check_tls(self) -> None:
+        """Cert and key go together, a CA needs them, and every file named can be read: a
+        mistake here fails the start with one line, not the first client's handshake."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given, missing = ("--tls-cert", "--tls-key") if self.tls_key is None \
+                else ("--tls-key", "--tls-cert")
+            raise ConfigError(f"{given} needs {missing}: TLS takes a certificate and its "
+                              "private key (config tls_cert and tls_key)")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ConfigError("--tls-ca needs --tls-cert and --tls-key: client certificates "
+                              "are checked only on a TLS door")
+        for flag in ("tls_cert", "tls_key", "tls_ca"):
+            value = getattr(self, flag)
+            if value is None:
+                continue
+            path = Path(value).expanduser().resolve()
+            try:
+                with open(path, "rb") as f:
+                    f.read(1)
+            except OSError as exc:
+                raise ConfigError(f"cannot read --{flag.replace('_', '-')} {path}: "
+                                  f"{exc.strerror or exc}") from None
+            setattr(self, flag, path)
 
     @property
     def address(self) -> str:

@@ -13,6 +13,7 @@ import logging
 import os
 import resource
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from kvd.doors.http import HttpDoor
 from kvd.doors.httproutes import Router
 from kvd.doors.native import NativeDoor
 from kvd.doors.resp import RespDoor
+from kvd.doors.tls import server_context
 from kvd.loop import Loop, NullLog
 from kvd.state.access import is_loopback
 from kvd.state.hlc import wall_ms
@@ -76,6 +78,7 @@ def setup_logging(level: str) -> None:
 def run_foreground(cfg: Config, repair: bool = False) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
     setup_logging(cfg.log_level)
+    tls = tls_contexts(cfg)  # a certificate that will not load fails before the log replays
     fd_limit = raise_fd_limit()
     assert cfg.data_dir is not None and cfg.name is not None
     lock = DataDirLock(cfg.data_dir)
@@ -94,7 +97,7 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
             log_.close()
             raise
         try:
-            loop = open_loop(cfg, node, log_)
+            loop = open_loop(cfg, node, log_, tls)
         except KvError:
             log_.close()
             raise
@@ -106,6 +109,9 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
         pid_file.write_text(json.dumps({"pid": os.getpid(), "name": cfg.name, "port": cfg.port}))
         loop.install_signal_handlers()
         log.info("%s serving on tcp://%s:%d (data %s)", cfg.name, cfg.bind, cfg.port, cfg.data_dir)
+        if tls[0] is not None:
+            log.info("TLS only on the Redis and HTTP doors (certificate %s%s)", cfg.tls_cert,
+                     f"; clients need one signed by {cfg.tls_ca}" if cfg.tls_ca else "")
         try:
             loop.run()
         finally:
@@ -130,20 +136,30 @@ def protect(cfg: Config, node: Node) -> None:
                 "node can read and change everything", cfg.bind)
 
 
-def open_loop(cfg: Config, node: Node, log_) -> Loop:  # noqa: ANN001
+def tls_contexts(cfg: Config) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """The Redis door's and the HTTP door's TLS (None, None without --tls-cert)."""
+    if cfg.tls_cert is None or cfg.tls_key is None:
+        return None, None
+    return (server_context(cfg.tls_cert, cfg.tls_key, cfg.tls_ca),
+            server_context(cfg.tls_cert, cfg.tls_key, cfg.tls_ca, alpn=("http/1.1",)))
+
+
+def open_loop(cfg: Config, node: Node, log_,  # noqa: ANN001
+              tls: tuple[ssl.SSLContext | None, ssl.SSLContext | None] | None = None) -> Loop:
     """The loop and its doors; a door that cannot bind closes the ones opened before it."""
+    resp_tls, http_tls = tls if tls is not None else tls_contexts(cfg)
     native = NativeDoor(node, cfg.bind, cfg.port)
     doors: list = []
     made: list[Loop] = []  # the loop, once made: /health and /metrics read it
     try:
         if cfg.resp_port:
-            doors.append(RespDoor(node, cfg.bind, cfg.resp_port, cfg.maxclients))
+            doors.append(RespDoor(node, cfg.bind, cfg.resp_port, cfg.maxclients, resp_tls))
         if cfg.http_port:
             collector = metrics.Collector(node, lambda: made[0].turns if made else None)
             router = Router(node, lambda: made[0].health() if made else (False, "starting"),
                             lambda: metrics.render(collector))
             doors.append(HttpDoor(node, cfg.bind, cfg.http_port, router,
-                                  cfg.http_header_timeout))
+                                  cfg.http_header_timeout, http_tls))
     except KvError:
         for door in doors:
             door.close()

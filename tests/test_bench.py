@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from array import array
@@ -197,3 +198,15 @@ def test_free_ports_never_repeat_nor_take_a_gossip_successor() -> None:
     ports = [free_port() for _ in range(150)]
     taken = set(ports) | {p + 1 for p in ports}
     assert len(taken) == 2 * len(ports), "a port or its gossip successor was handed out twice"
+
+
+@pytest.mark.skipif(shutil.which("redis-benchmark") is None,
+                    reason="redis-benchmark is not installed (apt-get install redis-tools)")
+def test_the_tls_bench_runs(tmp_path) -> None:
+    """bench.tls on a tiny load: two nodes, certificates, redis-benchmark --tls, the table."""
+    pytest.importorskip("trustme", reason="bench.tls makes its certificates with trustme")
+    out = subprocess.run([sys.executable, "-m", "bench.tls", "--reps", "1", "--requests", "2000"],
+                         capture_output=True, text=True, env=env_for(tmp_path), timeout=300,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "| a: -c 50 -P 16 | SET |" in out.stdout and "pipelined SET through TLS" in out.stdout

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 
 import h11
@@ -66,10 +67,12 @@ class Conn(Connection):
 
 class HttpDoor(TcpDoor):
     def __init__(self, node: Node, bind: str, port: int, router: Router,
-                 header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
-        super().__init__(bind, port, "--http-port", log)
+                 header_timeout_s: float = HEADER_TIMEOUT_S,
+                 tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(bind, port, "--http-port", log, tls)
         self.node = node
         self.header_timeout_s = header_timeout_s
+        self.handshake_timeout_s = header_timeout_s  # a TLS handshake is a slowloris too
         self.router = router
         self.streams: set[Conn] = set()
         self.pending: list[tuple[Conn, int]] = []
@@ -82,13 +85,15 @@ class HttpDoor(TcpDoor):
                 "http_requests": self.counters["requests"],
                 "http_bad_requests": self.counters["bad_requests"],
                 "http_dropped_slow": self.counters["dropped_slow"],
-                "http_timeouts": self.counters["timeouts"]}
+                "http_timeouts": self.counters["timeouts"],
+                "http_tls": self.tls is not None,
+                "http_tls_handshake_failures": self.counters["tls_handshake_failures"]}
 
     # -- a turn: read, (the loop commits), flush --------------------------------------------
 
     def _recv(self, conn: Conn, ctx: Context) -> None:
         try:
-            data = conn.sock.recv(READ_CHUNK)
+            data = conn.recv(READ_CHUNK)
         except BlockingIOError:
             return
         except OSError:
@@ -261,7 +266,9 @@ class HttpDoor(TcpDoor):
         self.pending = []
 
     def tick(self, now: float) -> None:
-        """Heartbeats to SSE readers; connections that trickle their headers are closed."""
+        """Heartbeats to SSE readers; connections that trickle their headers (or their TLS
+        handshake) are closed."""
+        super().tick(now)
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_S
             for conn in self.streams:

@@ -93,6 +93,13 @@ class Collector:
             if key in info:
                 g.add_metric([door], info[key])
         yield g
+        tls = CounterMetricFamily("kv_tls_handshake_failures", "TLS handshakes that failed "
+                                  "(bad bytes, a refused client certificate, too slow), by door",
+                                  labels=["door"])
+        for door in ("resp", "http"):
+            if info.get(f"{door}_tls"):
+                tls.add_metric([door], info[f"{door}_tls_handshake_failures"])
+        yield tls
 
     def _cluster(self, info: dict) -> Iterator[Metric]:
         rows = self.node.members_source(self.node.clock.wall_ms()) \

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 
 from kvd.doors import respsession as rs
 from kvd.doors.respinfo import info_text
@@ -60,8 +61,9 @@ class Conn(Connection):
 
 
 class RespDoor(TcpDoor):
-    def __init__(self, node: Node, bind: str, port: int, max_clients: int = 10_000) -> None:
-        super().__init__(bind, port, "--resp-port", log)
+    def __init__(self, node: Node, bind: str, port: int, max_clients: int = 10_000,
+                 tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(bind, port, "--resp-port", log, tls)
         self.node = node
         self.max_clients = max_clients
         self.pending: list[tuple[Conn, int]] = []  # replies of this turn that wrote
@@ -80,7 +82,9 @@ class RespDoor(TcpDoor):
                 "resp_rejected_connections": self.counters["rejected"],
                 "resp_protocol_errors": self.counters["protocol_errors"],
                 "resp_dropped_slow_subscribers": self.counters["dropped_slow"],
-                "resp_internal_errors": self.counters["internal_errors"]}
+                "resp_internal_errors": self.counters["internal_errors"],
+                "resp_tls": self.tls is not None,
+                "resp_tls_handshake_failures": self.counters["tls_handshake_failures"]}
 
     # -- a turn: read, (the loop commits), flush --------------------------------------------
 
@@ -88,7 +92,7 @@ class RespDoor(TcpDoor):
         got, closed = 0, False
         while got < READ_PER_TURN:
             try:
-                data = conn.sock.recv(READ_CHUNK)
+                data = conn.recv(READ_CHUNK)
             except BlockingIOError:
                 break
             except OSError:
@@ -301,7 +305,8 @@ class RespDoor(TcpDoor):
         if len(self.conns) >= self.max_clients:
             self.counters["rejected"] += 1
             with contextlib.suppress(OSError):  # it is being turned away either way
-                sock.send(b"-ERR max number of clients reached\r\n")
+                if self.tls is None:  # a TLS client would read plaintext as a broken record
+                    sock.send(b"-ERR max number of clients reached\r\n")
             sock.close()
             return None
         self._ids += 1
@@ -323,6 +328,3 @@ class RespDoor(TcpDoor):
         if not wanted or wanted & {b"keyspace", b"all", b"everything", b"default"}:
             expires = self.node.expiring(now)
         return Verbatim(info_text(info, len(self.conns), expires, sections))
-
-    def tick(self, now: float) -> None:
-        pass

@@ -63,7 +63,8 @@ def _stats(info: dict, clients: int, expires: int) -> list[tuple[str, object]]:
             ("total_commands_processed", info.get("commands_processed", 0)),
             ("rejected_connections", info.get("resp_rejected_connections", 0)),
             ("expired_keys", 0), ("keyspace_hits", 0), ("keyspace_misses", 0),
-            ("total_error_replies", info.get("errors", 0))]
+            ("total_error_replies", info.get("errors", 0)),
+            ("kv_tls_handshake_failures", info.get("resp_tls_handshake_failures", 0))]
 
 
 def _replication(info: dict, clients: int, expires: int) -> list[tuple[str, object]]:

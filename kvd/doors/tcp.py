@@ -6,6 +6,16 @@ that arrive (`_recv`), when to stop reading a connection that does not read its 
 (`_reading`) and whether to give up on it (`_too_slow`). The plumbing here keeps each
 connection's poll flags in step with what it needs: readable while it may send requests,
 writable while replies wait to be sent.
+
+TLS (a door given an `ssl.SSLContext`) is done here, once for both doors, with the sans-IO
+session of kvd.doors.tls. A door reads its connection through `conn.recv`, which is the
+socket's own `recv` on a plain door (nothing in between) and, on a TLS door, the plaintext
+that `_recv_tls` decrypted from what the socket brought (`TlsLink.recv`, with the socket's
+contract). `conn.out` holds ciphertext on a TLS door: replies are encrypted as they are
+flushed, so the output limits and the poll flags work on the bytes that really wait. Which
+path a door takes is chosen once, when it is made: a plain door runs the code it always ran.
+Every whole record read is decrypted and handed to the door in the same turn, so no plaintext
+waits in memory for a poll that would never come.
 """
 
 from __future__ import annotations
@@ -13,34 +23,42 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import ssl
 import time
 from collections import Counter
 
 import zmq
 
 from kvd.doors.native import BindError
+from kvd.doors.tls import TlsError, TlsLink, TlsSession
 from kvd.state.context import Context
 
 POLLIN, POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)  # ints: enum Flags cost per test
 ACCEPT_PER_TURN = 64
 LOG_EVERY_S = 10.0
+TLS_READ_CHUNK = 256 * 1024
+TLS_READ_PER_TURN = 1024 * 1024  # ciphertext read from one connection per turn: fairness
+HANDSHAKE_TIMEOUT_S = 10.0  # a TLS handshake not done by then is dropped (slow or stuck)
 
 
 class Connection:
-    __slots__ = ("sock", "fd", "addr", "out", "replies", "flags", "closing")
+    __slots__ = ("sock", "fd", "addr", "out", "replies", "flags", "closing", "recv", "tls")
 
     def __init__(self, sock: socket.socket, addr: str) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.addr = addr
-        self.out = bytearray()  # encoded, not yet sent
+        self.out = bytearray()  # encoded (and on a TLS door encrypted), not yet sent
         self.replies: list[bytes] = []  # this turn's, sent after the commit
         self.flags = POLLIN
         self.closing = False  # send what is queued, then close
+        self.recv = sock.recv  # what the door reads: the socket, or TlsLink.recv
+        self.tls: TlsLink | None = None
 
 
 class TcpDoor:
-    def __init__(self, bind: str, port: int, flag: str, log: logging.Logger) -> None:
+    def __init__(self, bind: str, port: int, flag: str, log: logging.Logger,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.log = log
         self.counters: Counter[str] = Counter()
         self.conns: dict[int, Connection] = {}
@@ -50,13 +68,18 @@ class TcpDoor:
         self.port = self.listener.getsockname()[1]
         self._lfd = self.listener.fileno()
         self._logged: dict[str, float] = {}
+        self.tls = tls
+        self.handshake_timeout_s = HANDSHAKE_TIMEOUT_S
+        self.handshaking: dict[int, Connection] = {}  # TLS connections, in accept order
+        # Chosen once: a plain door reads with the door's own `_recv`, nothing in between.
+        self._reader = self._recv if tls is None else self._recv_tls
 
     def attach(self, poller: zmq.Poller) -> None:
         self.poller = poller
         poller.register(self._lfd, POLLIN)
 
     def read(self, ready: dict, ctx: Context) -> None:
-        lfd = self._lfd
+        lfd, reader = self._lfd, self._reader
         for fd, events in ready.items():
             if type(fd) is not int:
                 continue
@@ -69,13 +92,16 @@ class TcpDoor:
             if events & POLLOUT:
                 self._send(conn)
             if events & ~POLLOUT and conn.flags & POLLIN and conn.fd in self.conns:
-                self._recv(conn, ctx)
+                reader(conn, ctx)
 
     def flush(self) -> None:
         if not self.touched:
             return  # a turn that was not ours: nothing to send
         touched, self.touched = self.touched, {}
         self._flushing()
+        if self.tls is not None:
+            self._flush_tls(touched)
+            return
         for conn in touched.values():
             if conn.replies:
                 conn.out += b"".join(conn.replies)
@@ -101,6 +127,116 @@ class TcpDoor:
 
     def _forget(self, conn: Connection) -> None:
         """The connection is closing: drop what the door keeps about it."""
+
+    def tick(self, now: float) -> None:
+        """Housekeeping (the loop's monotonic `now`): handshakes that took too long end."""
+        if self.handshaking:
+            self._expire_handshakes(now)
+
+    # -- TLS ------------------------------------------------------------------------------
+
+    def _recv_tls(self, conn: Connection, ctx: Context) -> None:
+        """Decrypt what the socket brought, then let the door read it all (see the module)."""
+        link = conn.tls
+        assert link is not None
+        if not self._decrypt(conn, link):
+            return
+        out = link.session.data_to_send()  # the handshake's own bytes, session tickets
+        if out:
+            conn.out += out
+            self.touched[conn.fd] = conn
+        if not link.session.established:
+            if link.eof and link.heard:
+                self._tls_failed(conn, "the client closed mid-handshake")
+            elif link.eof:
+                self._close(conn)  # a port probe: connected, said nothing, left
+            return
+        if self.handshaking.pop(conn.fd, None) is not None:
+            self.log.debug("TLS (%s) with %s on port %d", link.session.version, conn.addr,
+                           self.port)
+        recv = self._recv
+        while (link.plain or link.eof) and not conn.closing and conn.fd in self.conns:
+            recv(conn, ctx)  # the door reads at least once a call, as from a socket
+            if link.eof and not link.plain:
+                break  # it has seen the end; a closed socket polls readable again if need be
+
+    def _decrypt(self, conn: Connection, link: TlsLink) -> bool:
+        """Read the socket (up to the turn's share) into `link.plain`; False if TLS broke."""
+        got = 0
+        while got < TLS_READ_PER_TURN:
+            try:
+                data = conn.sock.recv(TLS_READ_CHUNK)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                link.eof = True
+                break
+            got += len(data)
+            link.heard = True
+            try:
+                plain = link.session.feed(data)
+            except TlsError as exc:
+                self._tls_failed(conn, exc.reason)
+                return False
+            if plain:
+                link.plain.append(plain)
+            if len(data) < TLS_READ_CHUNK:
+                break  # drained, most likely: spare the recv that would only raise (poll tells)
+        if link.session.peer_closed:
+            link.eof = True
+        return True
+
+    def _flush_tls(self, touched: dict[int, Connection]) -> None:
+        for conn in touched.values():
+            session = conn.tls.session  # type: ignore[union-attr]
+            try:
+                if conn.replies:
+                    conn.out += session.encrypt(b"".join(conn.replies))
+                    conn.replies = []
+                if conn.closing:
+                    conn.out += session.close()  # close_notify: the end is not a cut
+            except TlsError as exc:
+                self.log.debug("TLS error towards %s on port %d: %s", conn.addr, self.port,
+                               exc.reason)
+                self._close(conn)
+                continue
+            self._send(conn)
+
+    def _tls_failed(self, conn: Connection, reason: str) -> None:
+        """The peer broke TLS: send OpenSSL's alert if it has one, then close; count and log
+        a failed handshake (rate-limited at info, every one at debug)."""
+        link = conn.tls
+        assert link is not None
+        if link.session.established:
+            self.log.debug("TLS error from %s on port %d: %s", conn.addr, self.port, reason)
+        else:
+            self.counters["tls_handshake_failures"] += 1
+            message = "TLS handshake with %s on port %d failed: %s"
+            if not self.say("tls", message + "; more in the next %ds are counted in INFO, "
+                            "not logged", conn.addr, self.port, reason, int(LOG_EVERY_S),
+                            level=logging.INFO):
+                self.log.debug(message, conn.addr, self.port, reason)
+        alert = link.session.data_to_send()
+        if not alert:
+            self._close(conn)
+            return
+        link.plain.clear()
+        conn.out += alert
+        conn.closing = True
+        self.touched[conn.fd] = conn
+
+    def _expire_handshakes(self, now: float) -> None:
+        deadline = now - self.handshake_timeout_s
+        while self.handshaking:  # in accept order, so the first one in time ends the pass
+            conn = next(iter(self.handshaking.values()))
+            if conn.tls.since > deadline:  # type: ignore[union-attr]
+                return
+            self.counters["tls_handshake_failures"] += 1
+            self.say("tls", "TLS handshake with %s on port %d failed: not done within %gs",
+                     conn.addr, self.port, self.handshake_timeout_s, level=logging.INFO)
+            self._close(conn)
 
     # -- sockets --------------------------------------------------------------------------
 
@@ -142,6 +278,10 @@ class TcpDoor:
             conn = self._open(sock, f"{addr[0]}:{addr[1]}")
             if conn is None:
                 continue
+            if self.tls is not None:
+                conn.tls = TlsLink(TlsSession(self.tls), time.monotonic())
+                conn.recv = conn.tls.recv
+                self.handshaking[conn.fd] = conn
             self.conns[conn.fd] = conn
             self.counters["accepted"] += 1
             assert self.poller is not None
@@ -152,17 +292,21 @@ class TcpDoor:
             return
         self._forget(conn)
         self.touched.pop(conn.fd, None)
+        if conn.tls is not None:
+            self.handshaking.pop(conn.fd, None)
         if self.poller is not None and conn.flags:
             self.poller.unregister(conn.fd)
         conn.flags = 0
         conn.sock.close()
 
-    def say(self, what: str, message: str, *args: object) -> None:
-        """Log at most once per LOG_EVERY_S for each kind of trouble."""
+    def say(self, what: str, message: str, *args: object, level: int = logging.WARNING) -> bool:
+        """Log at most once per LOG_EVERY_S for each kind of trouble; say whether it did."""
         now = time.monotonic()
         if now - self._logged.get(what, -LOG_EVERY_S) >= LOG_EVERY_S:
             self._logged[what] = now
-            self.log.warning(message, *args)
+            self.log.log(level, message, *args)
+            return True
+        return False
 
     def close(self) -> None:
         for conn in list(self.conns.values()):
