@@ -616,3 +616,39 @@ def test_screenshot_for_readme(node: Kvd, page: webdriver.Chrome) -> None:
     shot = SCREENSHOT if os.environ.get("KV_CONSOLE_SCREENSHOT") else ARTIFACTS / "console.png"
     assert page.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_login_form_when_the_node_has_users(kvd_factory: Callable[..., Kvd],
+                                            page: webdriver.Chrome) -> None:
+    import subprocess
+    import sys
+
+    from tests.procs import env_for
+
+    kvd = kvd_factory("locked")
+    for name, flags, login in (("root", ["--admin"], None), ("reader", ["--read", "*"], "root")):
+        env = env_for(kvd.home) | {"KV_PASSWORD": "root-pw"}
+        argv = [sys.executable, "-m", "kvd", "user", "add", name, "--password-stdin", *flags,
+                "--port", str(kvd.port), *(["--user", login] if login else [])]
+        out = subprocess.run(argv, input=f"{name}-pw\n".encode(), env=env,
+                             capture_output=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    with kvd.client(user="root", password="root-pw") as c:
+        c.set("seen:1", "one")
+    page.get(f"http://127.0.0.1:{kvd.http_port}/")
+    until(page, lambda d: by_id(d, "login").is_displayed(), "the login form")
+    assert not by_id(page, "section-keys").is_displayed()
+    by_id(page, "login-user").send_keys("reader")
+    by_id(page, "login-password").send_keys("wrong")
+    by_id(page, "login-submit").click()
+    until(page, lambda d: by_id(d, "login-error").is_displayed(), "the refusal")
+    assert "refused" in text_of(by_id(page, "login-error"))
+    by_id(page, "login-password").clear()
+    by_id(page, "login-password").send_keys("reader-pw")
+    by_id(page, "login-submit").click()
+    until(page, lambda d: "seen:1" in listed(d), "the keys, once logged in")
+    assert not by_id(page, "login").is_displayed()
+    until(page, lambda d: text_of(by_id(d, "whoami")) == "as reader", "who is logged in")
+    assert not by_id(page, "new-key-save").is_enabled()  # reader may not write
+    by_id(page, "logout").click()
+    until(page, lambda d: by_id(d, "login").is_displayed(), "the login form after logging out")
