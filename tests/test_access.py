@@ -337,3 +337,18 @@ def test_user_and_auth_commands_never_break_the_node(argvs: list[list[bytes]]) -
 def test_no_auth_and_no_perm_errors_say_what_to_do() -> None:
     assert "kvsh --user" in str(NoAuth("authentication required — log in first (kvsh --user "))
     assert NoPerm("x").code == "NOPERM" and WrongPass("x").redis.startswith("WRONGPASS")
+
+
+def test_a_peers_user_record_is_observed_and_hidden(node: Node, clock: Clock) -> None:
+    """The replica path: a record arriving from a peer updates the users and is cut from what
+    watchers and notifications see, in the same turn."""
+    from kvd.state.store import Entry
+
+    record = User(b"peer-made", hash_password(b"pw"), admin=True).encode()
+    node.apply_all([(1, b"plain", Entry(b"v", 5, "other")),
+                    (2, USERS + b"peer-made", Entry(record, 6, "other"))])
+    taken = node.take_changes()
+    assert node.locked and node.users.get(b"peer-made") is not None
+    assert [c.key for c in node.visible(taken)] == [b"plain"]
+    node.apply(b"again", Entry(b"w", 7, "other"))
+    assert node.visible(node.take_changes())[0].key == b"again"  # the flag ended with the turn

@@ -48,6 +48,7 @@ class Node(Protocol):
     watches: WatchHub
     users: Users
     access: Access
+    hidden_changes: bool
     members_source: Callable[[int], list[dict]] | None
 
     def write(self, key: bytes, value: bytes | None, expires_at: int = 0) -> Entry: ...

@@ -98,6 +98,8 @@ class Node:
         previous = self.store.replace(key, entry)
         if previous is LOST:
             return False
+        if key[:4] == SYSTEM:
+            self.hidden_changes = True
         self.changes.append(Change(key, entry, previous, seq))  # type: ignore[arg-type]
         return True
 
@@ -109,19 +111,24 @@ class Node:
             previous = replace(key, entry)
             if previous is not LOST:
                 record(Change(key, entry, previous, seq))  # type: ignore[arg-type]
+                if key[:4] == SYSTEM:
+                    self.hidden_changes = True
 
     def take_changes(self) -> list[Change]:
+        """The turn's changes. A system record among them was flagged where it was made: by
+        USER (kvd.state.usercmds, which updated the users itself) or by a peer's write
+        (`apply`, `apply_all`) — a client's write path never looks."""
         changes, self.changes = self.changes, []
-        system = [c for c in changes if c.key[:4] == SYSTEM]
-        self.hidden_changes = bool(system)
-        if system:
-            self.users.observe((c.key, c.entry.value) for c in system)
+        if self.hidden_changes:
+            self.users.observe((c.key, c.entry.value) for c in changes if c.key[:4] == SYSTEM)
         return changes
 
     def visible(self, changes: list[Change]) -> list[Change]:
-        """The changes a watcher or a keyspace notification may see: not the system ones."""
+        """The changes a watcher or a keyspace notification may see: not the system ones
+        (ends the turn's flag: called once per turn, after take_changes)."""
         if not self.hidden_changes:
             return changes
+        self.hidden_changes = False
         return [c for c in changes if c.key[:4] != SYSTEM]
 
     def reload_users(self) -> None:
@@ -160,7 +167,9 @@ class Node:
             self.command_counts["SET"] += 1
             self.write(argv[1], argv[2])
             return OK
-        if n == 2 and argv[0] == b"GET" and len(argv[1]) <= floor and argv[1][:4] != SYSTEM:
+        # No system-key check for GET: an open node has no user records to read, and a
+        # locked one checked every argument before it came here (_execute_checked).
+        if n == 2 and argv[0] == b"GET" and len(argv[1]) <= floor:
             self.counters["commands"] += 1
             self.command_counts["GET"] += 1
             entry = self.store.get(argv[1], ctx.now)
@@ -223,8 +232,7 @@ class Node:
                     changes.append(Change(key, entry, previous, seq))  # type: ignore[arg-type]
                 replies.append((rid, OK))
                 sets += 1
-            elif head == b"GET" and len(argv) == 2 and len(argv[1]) <= floor \
-                    and argv[1][:4] != SYSTEM:
+            elif head == b"GET" and len(argv) == 2 and len(argv[1]) <= floor:
                 entry = get(argv[1], now)
                 replies.append((rid, None if entry is None else entry.value))
                 gets += 1
@@ -253,6 +261,8 @@ class Node:
             if route is None:
                 route = self._route(argv[0])
             command = route[0]
+            if any(a[:4] == SYSTEM for a in argv):
+                _refuse_system(command, argv)
             if command.access != "user":  # USER checks its caller itself (kvd.state.usercmds)
                 ctx.user = self.access.check(ctx.user, command, argv)
             elif ctx.user is not None:

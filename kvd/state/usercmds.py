@@ -120,6 +120,7 @@ def _delete(node: Node, ctx: Context, name: bytes) -> object:
     key = user_key(name)
     node.write(key, None)
     node.users.observe([(key, None)])
+    node.hidden_changes = True  # the turn's watchers and notifications must not see it
     log.info("user %r deleted by %s from %s", name, _who(ctx), ctx.source or "?")
     return 1
 
@@ -145,6 +146,7 @@ def _store(node: Node, record: User) -> None:
     key, value = user_key(record.name), record.encode()
     node.write(key, value)
     node.users.observe([(key, value)])  # at once: the turn's next request sees the change
+    node.hidden_changes = True  # the turn's watchers and notifications must not see it
 
 
 def _who(ctx: Context) -> str:
