@@ -33,7 +33,8 @@ async function api(path, opts = {}, base = "") {
   const timer = setTimeout(() => ctl.abort(), opts.timeout || 5000);
   try {
     // The header asks the node for no Basic challenge: a 401 shows our form, not a dialog.
-    const headers = { ...(opts.headers || {}), "x-kv-console": "1" };
+    // Only to our own node: on a member's (cross-origin) it would cost a CORS preflight.
+    const headers = base ? (opts.headers || {}) : { ...(opts.headers || {}), "x-kv-console": "1" };
     const resp = await fetch(base + path, { ...opts, headers, signal: ctl.signal, cache: "no-store" });
     if (resp.status === 401 && !base) showLogin();
     if (!resp.ok) {
