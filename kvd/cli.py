@@ -1,4 +1,4 @@
-"""`kvd` command line: start, stop, status (CONTRACT.md is the reference for every flag)."""
+"""`kvd` command line: start, stop, status, secret (CONTRACT.md is the reference for every flag)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvd", description="The kv daemon.")
     parser.add_argument("--version", action="version", version=f"kvd {__version__}")
     sub = parser.add_subparsers(dest="action", required=True,
-                                metavar="{start,stop,status,check-log,bench}")
+                                metavar="{start,stop,status,check-log,bench,secret}")
 
     start = sub.add_parser("start", help="start a node (detached unless --foreground)")
     start.add_argument("--foreground", action="store_true", help="stay attached, log to stderr")
@@ -60,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     from kvd.bench.runner import add_arguments  # the bench's flags live with the bench
 
     add_arguments(bench)
+
+    secret = sub.add_parser("secret", help="make a cluster secret, or print its server key")
+    what = secret.add_subparsers(dest="secret_action", required=True, metavar="{new,key}")
+    new = what.add_parser("new", help="write a fresh cluster secret to FILE (mode 0600; never "
+                          "overwrites a file)")
+    new.add_argument("file", type=Path, metavar="FILE")
+    key = what.add_parser("key", help="print the CURVE server key of a cluster secret file "
+                          "(what clients pass as --server-key)")
+    key.add_argument("file", type=Path, metavar="FILE")
     return parser
 
 
@@ -85,12 +94,25 @@ def main(argv: list[str] | None = None) -> int:
             return daemon.stop(port, args.name, args.data_dir)
         if args.action == "check-log":
             return check_log(config.load(args.config, {"data_dir": args.data_dir}), args.repair)
+        if args.action == "secret":
+            return secret(args.secret_action, args.file)
         return daemon.status(args.host, args.port, args.json)
     except (KvError, BindError) as exc:
         print(f"kvd: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def secret(action: str, path: Path) -> int:
+    """`kvd secret new FILE` / `kvd secret key FILE`: the secret itself is never printed."""
+    if action == "new":
+        ring = config.new_secret_file(path)
+        print(f"{path}: a new cluster secret (mode 0600); its server key "
+              f"{ring.current.public.decode()}")
+        return 0
+    print(config.read_keyring(path).current.public.decode())
+    return 0
 
 
 def check_log(cfg: config.Config, repair: bool) -> int:
