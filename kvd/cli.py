@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from kvd import __version__, config, daemon
 from kvd.doors.native import BindError
+from shared import keyring
 from shared.errors import KvError
 
 
@@ -36,17 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--log-level", choices=config.LOG_LEVELS)
     start.add_argument("--repair", action="store_true", help="if the log is corrupt, truncate "
                        "it at the last good record (says how many records it drops)")
+    start.add_argument("--cluster-secret-file", type=Path, metavar="FILE", help="encrypt the "
+                       "client port and all peer traffic (CURVE), with keys derived from this "
+                       "secret (kvd secret new); every node of the cluster needs the same")
 
     stop = sub.add_parser("stop", help="stop a detached node gracefully")
     which = stop.add_mutually_exclusive_group()
     which.add_argument("--port", type=int)
     which.add_argument("--name")
     which.add_argument("--data-dir", type=Path)
+    _key_flags(stop)
 
     status = sub.add_parser("status", help="exit 0 if the node answers, 3 if not")
     status.add_argument("--host", default="127.0.0.1")
     status.add_argument("--port", type=int, default=7700)
     status.add_argument("--json", action="store_true")
+    _key_flags(status)
 
     check = sub.add_parser("check-log", help="verify a node's log; exit 1 if it is corrupt")
     check.add_argument("--data-dir", type=Path, help="the node's data folder (default: the "
@@ -72,8 +79,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _key_flags(p: argparse.ArgumentParser) -> None:
+    """How `kvd stop` and `kvd status` reach a node that encrypts (CURVE)."""
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("--server-key", metavar="KEY", help="the node's CURVE server key "
+                      "(default: $KV_SERVER_KEY)")
+    keys.add_argument("--cluster-secret-file", type=Path, metavar="FILE",
+                      help="derive the server key from the cluster secret")
+
+
+def server_key_of(args: argparse.Namespace) -> str | None:
+    """The server key `kvd stop`/`status` use: --server-key, the secret's, $KV_SERVER_KEY."""
+    if args.cluster_secret_file is not None:
+        return config.read_keyring(args.cluster_secret_file).current.public.decode()
+    given = args.server_key or os.environ.get("KV_SERVER_KEY")
+    return keyring.server_key(given).decode() if given else None
+
+
 START_KEYS = ("name", "bind", "port", "gossip_port", "resp_port", "http_port", "join",
-              "data_dir", "fsync", "log_level")
+              "data_dir", "fsync", "log_level", "cluster_secret_file")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,12 +115,12 @@ def main(argv: list[str] | None = None) -> int:
             return bench_main(args)
         if args.action == "stop":
             port = args.port if (args.port or args.name or args.data_dir) else 7700
-            return daemon.stop(port, args.name, args.data_dir)
+            return daemon.stop(port, args.name, args.data_dir, server_key_of(args))
         if args.action == "check-log":
             return check_log(config.load(args.config, {"data_dir": args.data_dir}), args.repair)
         if args.action == "secret":
             return secret(args.secret_action, args.file)
-        return daemon.status(args.host, args.port, args.json)
+        return daemon.status(args.host, args.port, args.json, server_key_of(args))
     except (KvError, BindError) as exc:
         print(f"kvd: {exc}", file=sys.stderr)
         return 1
