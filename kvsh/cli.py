@@ -3,17 +3,24 @@
 Every mode runs lines through `execute.run_line` and prints with `render`; a mode only decides
 where lines come from and where replies go. In pipe mode every line gets exactly one reply on
 stdout, flushed at once, so a program can converse with kvsh line by line.
+
+A node that encrypts (CURVE) is reached with its server key: `--server-key` or KV_SERVER_KEY,
+or the key remembered for that host:port in known_hosts (kvsh.knownhosts), where a key given
+for a new host:port is stored once a handshake with it succeeds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterable
 
+from kvsh import knownhosts
 from kvsh.execute import Exit, Outcome, run_line
 from kvsh.printer import Printer, show
 from shared.client import Client
+from shared.errors import KvError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="one JSON document per reply")
     fmt.add_argument("--raw", action="store_true", help="values only, no decoration")
     parser.add_argument("-c", dest="command", metavar="COMMAND", help="run one command and exit")
+    parser.add_argument("--server-key", metavar="KEY", default=os.environ.get("KV_SERVER_KEY"),
+                        help="the node's CURVE server key, when it encrypts (default: "
+                        "$KV_SERVER_KEY, else the key known_hosts remembers for HOST:PORT)")
     return parser
 
 
@@ -46,7 +56,13 @@ def run_lines(client: Client, lines: Iterable[str], printer: Printer,
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    client = Client(args.host, args.port, args.timeout)
+    host, known = f"{args.host}:{args.port}", knownhosts.default_path()
+    try:
+        choice = knownhosts.choose(known, host, args.server_key)
+    except KvError as exc:  # a changed key (nothing is sent) or one that is no key at all
+        print(f"kvsh: {exc}", file=sys.stderr)
+        return int(Exit.ERROR)
+    client = Client(args.host, args.port, args.timeout, choice.key)
     fmt = "json" if args.json else "raw" if args.raw else None
     try:
         if args.command is not None:
@@ -60,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         client.close()
+        if choice.remember and client.handshaken and choice.key is not None:
+            knownhosts.remember(known, host, choice.key)
 
 
 def _human_format() -> str:
