@@ -24,7 +24,7 @@ from prompt_toolkit.completion import ThreadedCompleter
 from prompt_toolkit.history import FileHistory, History
 from prompt_toolkit.styles import Style
 
-from kvsh import lexer, render, toolbar
+from kvsh import knownhosts, lexer, render, toolbar
 from kvsh.completer import KvCompleter, quote
 from kvsh.execute import Outcome, run_line, split
 from kvsh.grammar import all_commands, find
@@ -76,7 +76,8 @@ class Shell:
 
     def _side_client(self) -> Client:
         return Client(self.client.host, self.client.port, min(self.client.timeout,
-                                                              SIDE_TIMEOUT_S))
+                                                              SIDE_TIMEOUT_S),
+                      self.client.server_key)
 
     def _toolbar(self):
         buffer = self.session.default_buffer
@@ -222,7 +223,10 @@ class Shell:
         if not port.isdigit():
             self._say(f"CONNECT wants host:port or a member's name, not '{target}'", error=True)
             return False
-        candidate = Client(host, int(port), self.client.timeout)
+        # The key known_hosts holds for it, else ours: the members of a cluster share one.
+        known = knownhosts.lookup(knownhosts.default_path(), f"{host}:{port}")
+        candidate = Client(host, int(port), self.client.timeout,
+                           known[0] if known else self.client.server_key)
         try:
             candidate.ping()
         except KvError as exc:

@@ -362,6 +362,37 @@ def test_the_python_client_with_a_server_key(kvd_factory, tmp_path) -> None:
         assert kv.info()["peer_messages_refused"] == 0
 
 
+def test_the_shell_s_side_connections_and_connect_use_the_key(kvd_factory, tmp_path) -> None:
+    """The REPL's completion and link monitor open connections of their own, and CONNECT
+    opens one to another member: all with the cluster's server key."""
+    import io
+
+    from prompt_toolkit.history import InMemoryHistory
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from kvsh.client import Client
+    from kvsh.printer import Printer
+    from kvsh.repl import Shell
+
+    path = tmp_path / "secret"
+    ring = secret(path)
+    one, two = (curve_node(kvd_factory, name, ring, path) for name in ("n1", "n2"))
+    out = io.StringIO()
+    with create_pipe_input() as inp:
+        inp.send_text(f"SET cache:a 1\rCONNECT 127.0.0.1:{two.port}\rSET where n2\r")
+        inp.close()
+        shell = Shell(Client("127.0.0.1", one.port, timeout=2, server_key=one.server_key),
+                      Printer("plain", out), history=InMemoryHistory(), input=inp,
+                      output=DummyOutput(), monitor=False)
+        shell.run()
+    assert f"connected to 127.0.0.1:{two.port}" in out.getvalue(), out.getvalue()
+    assert two.client().get("where") == b"n2"
+    shell.run_line("SET cache:b 1")
+    assert shell.keys.keys(b"cache:") == [b"cache:b"]  # a side connection, to n2 now
+    shell.keys.close()
+
+
 def kvd_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kvd", *args], capture_output=True, text=True,
                           env=env_for(home), timeout=60)
