@@ -284,7 +284,9 @@ def test_nodes_serving_different_current_secrets_still_link_while_one_rolls_out(
         kvd_factory, tmp_path) -> None:
     """The middle of a rotation: A already serves the new secret (first line) and still
     accepts the old; B still serves the old and already accepts the new. Each links to the
-    other with its current key, fails, and moves on to the next key of its keyring."""
+    other with its current key, fails, and moves on to the next key of its keyring. A goes by
+    a host name (B's SUB connects to localhost:port; ZeroMQ names it by its address once it
+    reconnects)."""
     new_secret_file(tmp_path / "old")
     new_secret_file(tmp_path / "new")
     old, new = ((tmp_path / n).read_text() for n in ("old", "new"))
@@ -293,8 +295,8 @@ def test_nodes_serving_different_current_secrets_still_link_while_one_rolls_out(
         (tmp_path / name).chmod(0o600)
     ring_a = Keyring([bytes.fromhex(new), bytes.fromhex(old)])
     ring_b = Keyring([bytes.fromhex(old), bytes.fromhex(new)])
-    a = curve_node(kvd_factory, "a", ring_a, tmp_path / "a")
-    b = curve_node(kvd_factory, "b", ring_b, tmp_path / "b", ["--join", a.address])
+    a = curve_node(kvd_factory, "a", ring_a, tmp_path / "a", ["--bind", "localhost"])
+    b = curve_node(kvd_factory, "b", ring_b, tmp_path / "b", ["--join", f"localhost:{a.port}"])
     wait_for(lambda: alive(a, b), DEADLINE_S, "A and B to link across the rotation")
     with a.client() as c:
         c.set("on-a", "1")

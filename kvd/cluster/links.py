@@ -56,22 +56,32 @@ class CurveLinks:
     def monitor(sock: zmq.Socket) -> zmq.Socket:
         return sock.get_monitor_socket(FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
 
-    def events(self, monitor: zmq.Socket, now: int, what: str) -> set[str]:
-        """Read a monitor's events; return the endpoints to link again with their next pair.
-        `what` names the link for the log ("gossip", "requests")."""
-        again: set[str] = set()
+    @staticmethod
+    def events(monitor: zmq.Socket) -> list[tuple[str, bool]]:
+        """A monitor's queued handshake outcomes, in order: (endpoint, succeeded). ZeroMQ
+        names the endpoint as connected to at first, and by its resolved address after a
+        reconnect: the caller maps it back to the endpoint it connected."""
+        out = []
         while True:
             try:
                 event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
-                return again
-            endpoint = event["endpoint"].decode(errors="replace")
-            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                return out
+            out.append((event["endpoint"].decode(errors="replace"),
+                        event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED))
+
+    def outcomes(self, seen: list[tuple[str, bool]], now: int, what: str) -> set[str]:
+        """Take handshake outcomes (endpoints as we connected them); return the endpoints to
+        link again with their next pair. `what` names the link for the log."""
+        again: set[str] = set()
+        for endpoint, succeeded in seen:
+            if succeeded:
                 self.tried.pop(endpoint, None)
             elif endpoint not in again and self.failed(endpoint, now, what):
                 # Once per endpoint per read: older failures in the queue were of the pair
                 # we are leaving already.
                 again.add(endpoint)
+        return again
 
     def failed(self, endpoint: str, now: int, what: str) -> bool:
         """A handshake to `endpoint` failed: move it to the next pair. True when there is

@@ -25,9 +25,11 @@ last epoch in `epoch`, so a restart after a clock step back still starts a newer
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,6 +78,15 @@ def next_epoch(data_dir: Path, now: int) -> int:
     tmp.write_text(str(epoch))
     os.replace(tmp, path)
     return epoch
+
+
+@functools.lru_cache(maxsize=256)
+def _addresses(host: str) -> frozenset[str]:
+    """The IP addresses a host name resolves to (none when it does not)."""
+    try:
+        return frozenset(str(a[4][0]) for a in socket.getaddrinfo(host.strip("[]"), None))
+    except (OSError, UnicodeError):
+        return frozenset()
 
 
 def save_members(data_dir: Path, members: list[list]) -> None:
@@ -153,13 +164,30 @@ class Peers:
         links = self.links
         assert links is not None
         if self.sub_monitor in ready:
-            for endpoint in links.events(self.sub_monitor, now, "gossip"):
+            seen = [(self._subscribed_as(e), ok) for e, ok in links.events(self.sub_monitor)]
+            for endpoint in links.outcomes([s for s in seen if s[0]], now, "gossip"):
                 with contextlib.suppress(zmq.ZMQError):
                     self.sub.disconnect(endpoint)
                 self._connect_sub(endpoint)
         for address, monitor in list(self.dealer_monitors.items()):
-            if monitor in ready and links.events(monitor, now, "requests"):
+            if monitor not in ready:
+                continue
+            endpoint = f"tcp://{address}"  # a DEALER's monitor speaks of its one peer
+            seen = [(endpoint, ok) for _, ok in links.events(monitor)]
+            if links.outcomes(seen, now, "requests"):
                 self._drop_dealer(address)  # the next request links with the next pair
+
+    def _subscribed_as(self, seen: str) -> str:
+        """The SUB endpoint (tcp://host:port, as connected) a monitor event names, perhaps by
+        its resolved address; "" if none. Names are resolved only here: after a failed
+        handshake with a member named by host name, not per message."""
+        host, _, port = seen.removeprefix("tcp://").rpartition(":")
+        host = host.strip("[]")
+        for endpoint in self.subscribed:
+            theirs, _, their_port = endpoint.rpartition(":")
+            if their_port == port and (theirs == host or host in _addresses(theirs)):
+                return f"tcp://{endpoint}"
+        return ""
 
     def _connect_sub(self, endpoint: str) -> None:
         if self.links is not None:
