@@ -161,7 +161,7 @@ def read_keyring(path: Path) -> keyring.Keyring:
     is missing, unreadable, open to others or malformed."""
     what = f"cluster secret file {path}"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY)  # a symlink may point at it (mounted secrets do)
     except FileNotFoundError:
         raise ConfigError(f"{what} does not exist — make one with: kvd secret new {path}"
                           ) from None
