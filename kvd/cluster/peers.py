@@ -179,8 +179,8 @@ class Peers:
 
     def _subscribed_as(self, seen: str) -> str:
         """The SUB endpoint (tcp://host:port, as connected) a monitor event names, perhaps by
-        its resolved address; "" if none. Names are resolved only here: after a failed
-        handshake with a member named by host name, not per message."""
+        its resolved address; "" if none. A member's host name is resolved only here, once
+        per process (cached): for handshake events, never per message."""
         host, _, port = seen.removeprefix("tcp://").rpartition(":")
         host = host.strip("[]")
         for endpoint in self.subscribed:
