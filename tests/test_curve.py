@@ -278,6 +278,7 @@ def test_strangers_cannot_join_read_gossip_or_write(kvd_factory, tmp_path) -> No
             assert info(node)["digest"] == digest and node.client().get(KEY) is None
         assert sorted(statuses(a)) == sorted(statuses(b)) == ["a", "b"]
         assert list(statuses(s)) == ["s"] and list(statuses(n)) == ["n"]
+        assert info(s)["received"] == info(n)["received"] == 0  # no write of A's or B's
         # The same push from a holder of the secret applies: the gate is what stopped it.
         assert handshake(peer, f"tcp://{a.address}") == zmq.EVENT_HANDSHAKE_SUCCEEDED
         peer.send(push)
