@@ -6,8 +6,14 @@
     python -m bench --resp               # the Redis door against Redis (bench.resp)
     python -m bench --http               # the HTTP door against a bare h11 server (bench.httpdoor)
     python -m bench --tls                # the Redis door with TLS against without (bench.tls)
+    python -m bench --curve              # only encryption: kvd and a cluster with and without
 
-Writes bench/results/<date>.json and bench/results/latest.md (the markdown table).
+Writes bench/results/<date>.json and bench/results/latest.md (the markdown table); --curve
+writes <date>-curve.json and latest-curve.md.
+
+The encrypted targets (`kvd-curve`, `cluster-3-curve`) are the everysec node and the 3-node
+cluster started with a cluster secret: CURVE on the client port and between the nodes, the
+load generator connecting with the server key, as a client would.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 from bench import memory, report, suite
 from bench.clustertarget import Cluster
 from bench.targets import Kvd, Raw, RawLoop, Redis
+from kvd.config import new_secret_file
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -34,6 +41,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    "(0 skips it)")
     p.add_argument("--no-redis", action="store_true", help="leave Redis out")
     p.add_argument("--no-cluster", action="store_true", help="leave the cluster out")
+    p.add_argument("--no-curve", action="store_true", help="leave the encrypted targets out")
+    p.add_argument("--curve", action="store_true", help="only encryption: kvd everysec and the "
+                   "3-node cluster with and without CURVE, pipelined and batched")
     p.add_argument("--quick", action="store_true", help="a tiny run: checks the bench works")
     p.add_argument("--resp", action="store_true", help="only the Redis door against Redis, "
                    "with redis-benchmark (python -m bench.resp)")
@@ -62,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench import tls
 
         return tls.main(["--reps", str(args.reps)])
+    if args.curve:
+        return curve(args)
     with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp, ExitStack() as stack:
         home = Path(tmp)
         s = suite.Suite([], suite.default_modes(args.scale), args.reps, args.keyspace)
@@ -69,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
                        *(Kvd(home / f, f) for f in ("no", "everysec", "always"))):
             s.targets.append(target.start())
             stack.callback(target.stop)
+        if not args.no_curve:
+            new_secret_file(home / "secret")
+            s.targets.append(Kvd(home / "curve", "everysec", "kvd-curve", secret=home / "secret"
+                                 ).start())
+            stack.callback(s.targets[-1].stop)
         _add_cluster(s, home, args, stack)
         _add_redis(s, home, args, stack)
         s.fill()
@@ -84,21 +101,53 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def curve(args: argparse.Namespace) -> int:
+    """Encrypted against plain, side by side: kvd everysec and the 3-node cluster."""
+    with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp, ExitStack() as stack:
+        home = Path(tmp)
+        new_secret_file(home / "secret")
+        modes = [m for m in suite.default_modes(args.scale) if m.name in ("pipelined",
+                                                                          "batched")]
+        s = suite.Suite([], modes, args.reps, args.keyspace)
+        for target in (Kvd(home / "everysec", "everysec"),
+                       Kvd(home / "curve", "everysec", "kvd-curve", secret=home / "secret")):
+            s.targets.append(target.start())
+            stack.callback(target.stop)
+        _add_cluster(s, home, args, stack)
+        s.fill()
+        s.run(say=lambda line: print(line, flush=True))
+        doc = suite.to_json(s, {"focus": "curve"})
+    path = suite.save(doc, args.out, "-curve")
+    text = report.markdown(doc)
+    (args.out / "latest-curve.md").write_text(text)
+    print(text)
+    print(f"results: {path}")
+    return 0
+
+
 def _add_cluster(s: suite.Suite, home: Path, args: argparse.Namespace, stack: ExitStack) -> None:
     if args.no_cluster:
         s.notes.append("cluster: left out (--no-cluster)")
         return
-    cluster = Cluster(home / "cluster")
+    _add_one_cluster(s, Cluster(home / "cluster"), stack)
+    if not args.no_curve:
+        _add_one_cluster(s, Cluster(home / "cluster-curve", label="cluster-3-curve",
+                                    secret=home / "secret"), stack)
+
+
+def _add_one_cluster(s: suite.Suite, cluster: Cluster, stack: ExitStack) -> None:
     stack.callback(cluster.stop)
     cluster.start()
     if not cluster.formed():
-        s.notes.append("cluster: skipped — nodes started with --join do not see each other "
-                       "(clustering is not on this branch yet); replication lag not measured")
+        s.notes.append(f"{cluster.label}: skipped — nodes started with --join do not see each "
+                       "other (clustering is not on this branch yet); replication lag not "
+                       "measured")
         cluster.stop()
         return
     s.targets.append(cluster)  # type: ignore[arg-type]
-    s.notes.append("cluster: replication lag is measured by `python bench/cluster.py` (WATCH on "
-                   "another node), not by this suite")
+    if cluster.secret is None:
+        s.notes.append("cluster: replication lag is measured by `python bench/cluster.py` "
+                       "(WATCH on another node), not by this suite")
 
 
 def _add_redis(s: suite.Suite, home: Path, args: argparse.Namespace, stack: ExitStack) -> None:

@@ -18,9 +18,17 @@ FORM_S = 10.0
 class Cluster:
     label = "cluster-3"
 
-    def __init__(self, home: Path, fsync: str = "everysec", size: int = 3) -> None:
+    def __init__(self, home: Path, fsync: str = "everysec", size: int = 3,
+                 label: str | None = None, secret: Path | None = None) -> None:
+        """`secret`: a cluster secret file; the nodes then encrypt (CURVE) everything."""
         self.home, self.fsync, self.size = home, fsync, size
+        self.label = label or Cluster.label
+        self.secret = secret
         self.nodes: list[Kvd] = []
+
+    @property
+    def server_key(self) -> str | None:
+        return self.nodes[0].server_key if self.nodes else None
 
     @property
     def endpoints(self) -> list[str]:
@@ -31,12 +39,12 @@ class Cluster:
         return self.nodes[0].endpoint
 
     def start(self) -> Cluster:
-        first = Kvd(self.home, self.fsync, name=f"{self.label}-1").start()
+        first = Kvd(self.home, self.fsync, name=f"{self.label}-1", secret=self.secret).start()
         self.nodes = [first]
         for i in range(2, self.size + 1):
             join = [f"127.0.0.1:{first.port}"]
             self.nodes.append(Kvd(self.home, self.fsync, name=f"{self.label}-{i}",
-                                  join=join).start())
+                                  join=join, secret=self.secret).start())
         return self
 
     def formed(self) -> bool:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from bench.suite import Run, ratios
 from kvd.bench.runner import Result
 
-KV = ("kvd-no", "kvd-everysec", "kvd-always", "cluster-3")
+KV = ("kvd-no", "kvd-everysec", "kvd-always", "kvd-curve", "cluster-3", "cluster-3-curve")
+CURVE_GOAL = 0.7  # encrypted / plain, same workload, same repetition
 
 
 def runs_of(doc: dict) -> list[Run]:
@@ -72,6 +73,7 @@ def checks(doc: dict, runs: list[Run]) -> list[tuple[str, dict, str, bool | None
     for mode in ("pipelined", "batched"):
         add(f"3-node cluster / single node, {mode} SET",
             ratios(runs, "cluster-3", "kvd-everysec", mode, "set"), 0.6, True)
+    out += curve_checks(runs)
     mem = doc.get("memory", {})
     if mem.get("kvd") and mem.get("redis"):
         r = mem["kvd"]["rss_bytes"] / mem["redis"]["rss_bytes"]
@@ -80,6 +82,18 @@ def checks(doc: dict, runs: list[Run]) -> list[tuple[str, dict, str, bool | None
     if replay:
         s = replay["ready_s"]
         add("restart until it answers, seconds", {"median": s, "min": s, "max": s}, 5, False)
+    return out
+
+
+def curve_checks(runs: list[Run]) -> list[tuple[str, dict, str, bool | None]]:
+    """Encrypted (CURVE) over plain, for a node and for the 3-node cluster."""
+    out = []
+    for enc, plain, what in (("kvd-curve", "kvd-everysec", "everysec"),
+                             ("cluster-3-curve", "cluster-3", "3-node cluster")):
+        for mode in ("pipelined", "batched"):
+            s = ratios(runs, enc, plain, mode, "set")
+            met = None if not s else s["median"] >= CURVE_GOAL
+            out.append((f"CURVE / plain, {what} {mode} SET", s, f"≥ {CURVE_GOAL}", met))
     return out
 
 
@@ -106,7 +120,8 @@ def markdown(doc: dict) -> str:
              f"{doc['keyspace']:,}, {doc['value_size']}-byte values. Ratios are medians of "
              "per-repetition ratios, with (min–max).", ""]
     lines += ["| target | ratio (median, min–max) | goal | met |", "| --- | ---: | --- | --- |"]
-    for what, s, goal, met in checks(doc, runs):
+    focus = curve_checks(runs) if doc.get("focus") == "curve" else checks(doc, runs)
+    for what, s, goal, met in focus:
         verdict = "not measured" if met is None else ("yes" if met else "**no**")
         lines.append(f"| {what} | {fmt(s)} | {goal} | {verdict} |")
     lines += ["", *throughput_table(doc, runs), ""]

@@ -74,7 +74,7 @@ class Suite:
         """Every key of the keyspace exists before GETs are timed, on every target alike."""
         w = Workload("set", self.keyspace * 5, 256, True, self.keyspace, VALUE_SIZE, seed=99)
         for t in self.targets:
-            run_op([t.endpoint], w, 1)
+            run_op([t.endpoint], w, 1, server_key=t.server_key)
         if self.redis is not None:
             redisbench.run(self.redis.port, "set", 50, 16, self.keyspace * 5, self.keyspace,
                            VALUE_SIZE)
@@ -91,7 +91,8 @@ class Suite:
         if mode.paired:  # single nodes take turns; a cluster (several endpoints) goes alone
             w = Workload(op, mode.requests, 1, False, self.keyspace, VALUE_SIZE, seed=rep)
             order = [t for t in targets[shift:] + targets[:shift] if not hasattr(t, "endpoints")]
-            for t, r in zip(order, run_paired([t.endpoint for t in order], w), strict=True):
+            paired = run_paired([t.endpoint for t in order], w, [t.server_key for t in order])
+            for t, r in zip(order, paired, strict=True):
                 self._record(rep, t.label, mode, op, r, say)
             targets = [t for t in targets if hasattr(t, "endpoints")]
             shift = 0
@@ -99,7 +100,8 @@ class Suite:
             w = Workload(op, mode.requests, mode.pipeline, mode.batch, self.keyspace,
                          VALUE_SIZE, seed=rep * 1000)
             endpoints = getattr(t, "endpoints", [t.endpoint])
-            self._record(rep, t.label, mode, op, run_op(endpoints, w, mode.clients), say)
+            r = run_op(endpoints, w, mode.clients, server_key=t.server_key)
+            self._record(rep, t.label, mode, op, r, say)
         if self.redis is not None and mode.redis is not None:
             c, p = mode.redis
             requests = mode.requests * (8 if p > 1 else 2)  # Redis is faster: same duration
@@ -161,8 +163,8 @@ def to_json(suite: Suite, extra: dict) -> dict:
     }
 
 
-def save(doc: dict, folder: Path) -> Path:
+def save(doc: dict, folder: Path, suffix: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{time.strftime('%Y-%m-%d', time.gmtime())}.json"
+    path = folder / f"{time.strftime('%Y-%m-%d', time.gmtime())}{suffix}.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
     return path

@@ -69,6 +69,7 @@ class Target:
     """A server process; `endpoint` is what the load generator connects to."""
 
     label = "?"
+    server_key: str | None = None  # its CURVE key, when it encrypts (kvd --cluster-secret-file)
 
     def __init__(self, home: Path) -> None:
         self.home = home
@@ -104,7 +105,7 @@ class Target:
 
     def ready(self) -> bool:
         try:
-            with Client("127.0.0.1", self.port, timeout=0.5) as c:
+            with Client("127.0.0.1", self.port, timeout=0.5, server_key=self.server_key) as c:
                 return c.ping() == "PONG"
         except KvError:
             return False
@@ -138,10 +139,17 @@ class RawLoop(Raw):
 
 class Kvd(Target):
     def __init__(self, home: Path, fsync: str, name: str | None = None,
-                 join: list[str] | None = None) -> None:
+                 join: list[str] | None = None, secret: Path | None = None) -> None:
+        """`secret`: a cluster secret file; the node then encrypts (CURVE) and clients use
+        its server key."""
         self.label = name or f"kvd-{fsync}"
         self.fsync = fsync
         self.join = join or []
+        self.secret = secret
+        if secret is not None:
+            from kvd.config import read_keyring
+
+            self.server_key = read_keyring(secret).current.public.decode()
         super().__init__(home)
         self.data_dir = home / "data" / self.label
         self.resp_port = free_port()  # the Redis door, for redis-benchmark (bench.resp)
@@ -153,10 +161,11 @@ class Kvd(Target):
                 "--port", str(self.port), "--gossip-port", str(self.port + 1),
                 "--data-dir", str(self.data_dir), "--fsync", self.fsync,
                 "--log-level", "warning", "--resp-port", str(self.resp_port),
-                "--http-port", str(self.http_port), *joins]
+                "--http-port", str(self.http_port), *joins,
+                *(["--cluster-secret-file", str(self.secret)] if self.secret else [])]
 
     def info(self) -> dict:
-        with Client("127.0.0.1", self.port, timeout=10) as c:
+        with Client("127.0.0.1", self.port, timeout=10, server_key=self.server_key) as c:
             return c.info()
 
 

@@ -1,13 +1,15 @@
-"""`kvd` command line: start, stop, status (CONTRACT.md is the reference for every flag)."""
+"""`kvd` command line: start, stop, status, secret (CONTRACT.md is the reference for every flag)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from kvd import __version__, config, daemon
 from kvd.doors.native import BindError
+from shared import keyring
 from shared.errors import KvError
 
 
@@ -15,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvd", description="The kv daemon.")
     parser.add_argument("--version", action="version", version=f"kvd {__version__}")
     sub = parser.add_subparsers(dest="action", required=True,
-                                metavar="{start,stop,status,user,check-log,bench}")
+                                metavar="{start,stop,status,user,secret,check-log,bench}")
 
     start = sub.add_parser("start", help="start a node (detached unless --foreground)")
     start.add_argument("--foreground", action="store_true", help="stay attached, log to stderr")
@@ -44,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "it at the last good record (says how many records it drops)")
     start.add_argument("--insecure", action="store_true", default=None,
                        help="listen beyond loopback even with no user defined")
+    start.add_argument("--cluster-secret-file", type=Path, metavar="FILE", help="encrypt the "
+                       "client port and all peer traffic (CURVE), with keys derived from this "
+                       "secret (kvd secret new); every node of the cluster needs the same")
 
     stop = sub.add_parser("stop", help="stop a detached node gracefully")
     which = stop.add_mutually_exclusive_group()
@@ -52,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--data-dir", type=Path)
     stop.add_argument("--user", help="log in as this user to find the node by --port "
                       "(password: KV_PASSWORD or a prompt)")
+    _key_flags(stop)
 
     status = sub.add_parser("status", help="exit 0 if the node answers, 3 if not")
     status.add_argument("--host", default="127.0.0.1")
@@ -85,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--port", type=int, default=7700)
         action.add_argument("--user", dest="login", metavar="USER",
                             help="log in as this user (password: KV_PASSWORD or a prompt)")
+        _key_flags(action)
+    _key_flags(status)
 
     check = sub.add_parser("check-log", help="verify a node's log; exit 1 if it is corrupt")
     check.add_argument("--data-dir", type=Path, help="the node's data folder (default: the "
@@ -98,11 +106,38 @@ def build_parser() -> argparse.ArgumentParser:
     from kvd.bench.runner import add_arguments  # the bench's flags live with the bench
 
     add_arguments(bench)
+
+    secret = sub.add_parser("secret", help="make a cluster secret, or print its server key")
+    what = secret.add_subparsers(dest="secret_action", required=True, metavar="{new,key}")
+    new = what.add_parser("new", help="write a fresh cluster secret to FILE (mode 0600; never "
+                          "overwrites a file)")
+    new.add_argument("file", type=Path, metavar="FILE")
+    key = what.add_parser("key", help="print the CURVE server key of a cluster secret file "
+                          "(what clients pass as --server-key)")
+    key.add_argument("file", type=Path, metavar="FILE")
     return parser
 
 
+def _key_flags(p: argparse.ArgumentParser) -> None:
+    """How `kvd stop` and `kvd status` reach a node that encrypts (CURVE)."""
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("--server-key", metavar="KEY", help="the node's CURVE server key "
+                      "(default: $KV_SERVER_KEY)")
+    keys.add_argument("--cluster-secret-file", type=Path, metavar="FILE",
+                      help="derive the server key from the cluster secret")
+
+
+def server_key_of(args: argparse.Namespace) -> str | None:
+    """The server key `kvd stop`/`status` use: --server-key, the secret's, $KV_SERVER_KEY."""
+    if args.cluster_secret_file is not None:
+        return config.read_keyring(args.cluster_secret_file).current.public.decode()
+    given = args.server_key or os.environ.get("KV_SERVER_KEY")
+    return keyring.server_key(given).decode() if given else None
+
+
 START_KEYS = ("name", "bind", "port", "gossip_port", "resp_port", "http_port", "join",
-              "data_dir", "fsync", "log_level", "insecure", "tls_cert", "tls_key", "tls_ca")
+              "data_dir", "fsync", "log_level", "insecure", "tls_cert", "tls_key", "tls_ca",
+              "cluster_secret_file")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,19 +155,32 @@ def main(argv: list[str] | None = None) -> int:
             return bench_main(args)
         if args.action == "stop":
             port = args.port if (args.port or args.name or args.data_dir) else 7700
-            return daemon.stop(port, args.name, args.data_dir, args.user)
+            return daemon.stop(port, args.name, args.data_dir, server_key_of(args), args.user)
         if args.action == "user":
             from kvd.usercli import run
 
-            return run(args)
+            return run(args, server_key_of(args))
         if args.action == "check-log":
             return check_log(config.load(args.config, {"data_dir": args.data_dir}), args.repair)
-        return daemon.status(args.host, args.port, args.json, args.user)
+        if args.action == "secret":
+            return secret(args.secret_action, args.file)
+        return daemon.status(args.host, args.port, args.json, server_key_of(args), args.user)
     except (KvError, BindError) as exc:
         print(f"kvd: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def secret(action: str, path: Path) -> int:
+    """`kvd secret new FILE` / `kvd secret key FILE`: the secret itself is never printed."""
+    if action == "new":
+        ring = config.new_secret_file(path)
+        print(f"{path}: a new cluster secret (mode 0600); its server key "
+              f"{ring.current.public.decode()}")
+        return 0
+    print(config.read_keyring(path).current.public.decode())
+    return 0
 
 
 def check_log(cfg: config.Config, repair: bool) -> int:

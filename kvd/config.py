@@ -4,21 +4,29 @@ The TOML keys are the flags' long names (`port`, `gossip_port` or `gossip-port`,
 plus `max_value_size`, the log's `appendonly`, `compaction_ratio`, `compaction_min_size`,
 `tombstone_max_age` (seconds), the cluster's `cluster`, `gossip_hwm`, `max_clock_offset_ms`
 and `peer_max_message`, the Redis door's `resp_port` (also a flag) and `maxclients`, and
-the HTTP door's `http_port` (also a flag) and `http_header_timeout`, and TLS on those two
-doors: `tls_cert`, `tls_key`, `tls_ca` (also flags). Paths come from platformdirs, so XDG_*
-variables move them.
+the HTTP door's `http_port` (also a flag) and `http_header_timeout`, TLS on those two
+doors: `tls_cert`, `tls_key`, `tls_ca` (also flags), and `cluster_secret_file` (also a flag;
+CURVE encryption, shared.keyring). Paths come from platformdirs, so XDG_* variables move them.
+
+The cluster secret file is read and written here. A file that anyone but its owner may read or
+write is refused, as ssh refuses such a private key: whoever reads the secret can join the
+cluster and read every value, and whoever writes it can lock the node out, so a warning would
+leave the cluster open while the log scrolls by; the fix is one chmod.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import stat
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import platformdirs
 
+from shared import keyring
 from shared.errors import KvError
 
 APP = "kv"
@@ -66,6 +74,8 @@ class Config:
     tombstone_max_age: int = 7 * 86400
     # A peer's clock measured further off than this (ms) is logged (kvd.cluster.clockskew).
     max_clock_offset_ms: int = 500
+    # CURVE on the client port and between peers, keys derived from this file's secrets.
+    cluster_secret_file: Path | None = None
 
     def resolve(self) -> Config:
         """Fill in the defaults that depend on other settings; check the values."""
@@ -100,6 +110,8 @@ class Config:
         if self.data_dir is None:
             self.data_dir = data_root() / safe_name(self.name)
         self.data_dir = Path(self.data_dir).expanduser().resolve()
+        if self.cluster_secret_file is not None:
+            self.cluster_secret_file = Path(self.cluster_secret_file).expanduser().resolve()
         return self
 
     def _check_tls(self) -> None:
@@ -174,3 +186,49 @@ def load(path: Path | None, overrides: dict) -> Config:
         return Config(**values).resolve()
     except TypeError as exc:
         raise ConfigError(f"bad configuration: {exc}") from None
+
+
+def read_keyring(path: Path) -> keyring.Keyring:
+    """The keyring of a cluster secret file; ConfigError (one line, never the secret) when it
+    is missing, unreadable, open to others or malformed."""
+    what = f"cluster secret file {path}"
+    try:
+        fd = os.open(path, os.O_RDONLY)  # a symlink may point at it (mounted secrets do)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} does not exist — make one with: kvd secret new {path}"
+                          ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{what} is not a regular file")
+        if mode & 0o077:
+            raise ConfigError(f"{what} is open to others (mode {stat.S_IMODE(mode):04o}): "
+                              f"a secret is for its owner only — chmod 600 {path}")
+        raw = f.read(64 * 1024)
+    try:
+        return keyring.parse(raw.decode("ascii"), what)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} is not a secret file (not text)") from None
+    except keyring.KeyringError as exc:
+        raise ConfigError(exc.message) from None
+
+
+def new_secret_file(path: Path) -> keyring.Keyring:
+    """Write a fresh secret to `path`, mode 0600; never over an existing file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"{path} exists: kvd secret new never overwrites a secret (to roll "
+                          "a new one in, write it to another file: see README, Encryption)"
+                          ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create {path}: {exc.strerror}") from None
+    line = keyring.new_secret()
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)  # whatever the umask
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return keyring.Keyring([bytes.fromhex(line)])

@@ -22,19 +22,21 @@ from pathlib import Path
 from kvd.cluster.cluster import Cluster
 from kvd.cluster.peers import Peers, load_members, next_epoch
 from kvd.cluster.settings import Settings
-from kvd.config import Config, ConfigError, data_root, log_path
+from kvd.config import Config, ConfigError, data_root, log_path, read_keyring
 from kvd.doors import metrics
 from kvd.doors.http import HttpDoor
 from kvd.doors.httproutes import Router
 from kvd.doors.native import NativeDoor
 from kvd.doors.resp import RespDoor
 from kvd.doors.tls import server_context
+from kvd.doors.zap import Gatekeeper
 from kvd.loop import Loop, NullLog
 from kvd.state.access import is_loopback
 from kvd.state.hlc import wall_ms
 from kvd.state.node import Node
 from shared.client import Client
 from shared.errors import KvError, ServerError, Unreachable
+from shared.keyring import Keyring
 
 log = logging.getLogger("kvd")
 PID_FILE = "kvd.pid"
@@ -79,6 +81,7 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
     setup_logging(cfg.log_level)
     tls = tls_contexts(cfg)  # a certificate that will not load fails before the log replays
+    ring = read_keyring(cfg.cluster_secret_file) if cfg.cluster_secret_file else None
     fd_limit = raise_fd_limit()
     assert cfg.data_dir is not None and cfg.name is not None
     lock = DataDirLock(cfg.data_dir)
@@ -97,12 +100,12 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
             log_.close()
             raise
         try:
-            loop = open_loop(cfg, node, log_, tls)
+            loop = open_loop(cfg, node, log_, tls, ring)
         except KvError:
             log_.close()
             raise
         try:
-            loop.attach(open_cluster(cfg, node, loop))
+            loop.attach(open_cluster(cfg, node, loop, ring))
         except KvError:
             loop.close()
             raise
@@ -112,6 +115,10 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
         if tls[0] is not None:
             log.info("TLS only on the Redis and HTTP doors (certificate %s%s)", cfg.tls_cert,
                      f"; clients need one signed by {cfg.tls_ca}" if cfg.tls_ca else "")
+        if ring is not None:
+            log.info("encrypted (CURVE) on the client port and to peers: server key %s "
+                     "(%d previous secret(s) accepted from peers)", ring.current.public.decode(),
+                     len(ring.pairs) - 1)
         try:
             loop.run()
         finally:
@@ -145,10 +152,22 @@ def tls_contexts(cfg: Config) -> tuple[ssl.SSLContext | None, ssl.SSLContext | N
 
 
 def open_loop(cfg: Config, node: Node, log_,  # noqa: ANN001
-              tls: tuple[ssl.SSLContext | None, ssl.SSLContext | None] | None = None) -> Loop:
-    """The loop and its doors; a door that cannot bind closes the ones opened before it."""
+              tls: tuple[ssl.SSLContext | None, ssl.SSLContext | None] | None = None,
+              ring: Keyring | None = None) -> Loop:
+    """The loop and its doors; a door that cannot bind closes the ones opened before it.
+    With a keyring, the ZAP handler starts first: a CURVE handshake that finds none is let
+    through by libzmq."""
     resp_tls, http_tls = tls if tls is not None else tls_contexts(cfg)
-    native = NativeDoor(node, cfg.bind, cfg.port)
+    gate = None
+    if ring is not None:
+        gate = Gatekeeper(ring)
+        gate.start()
+    try:
+        native = NativeDoor(node, cfg.bind, cfg.port, curve=ring.current if ring else None)
+    except KvError:
+        if gate is not None:
+            gate.stop()
+        raise
     doors: list = []
     made: list[Loop] = []  # the loop, once made: /health and /metrics read it
     try:
@@ -164,8 +183,10 @@ def open_loop(cfg: Config, node: Node, log_,  # noqa: ANN001
         for door in doors:
             door.close()
         native.close()
+        if gate is not None:
+            gate.stop()
         raise
-    made.append(Loop(node, native, log_, tuple(doors)))
+    made.append(Loop(node, native, log_, tuple(doors), gate))
     return made[0]
 
 
@@ -192,7 +213,7 @@ def raise_fd_limit() -> int:
     return target
 
 
-def open_cluster(cfg: Config, node: Node, loop: Loop) -> Peers:
+def open_cluster(cfg: Config, node: Node, loop: Loop, ring: Keyring | None = None) -> Peers:
     """The cluster core and its sockets; rejoins the members known from the last run."""
     assert cfg.data_dir is not None and cfg.gossip_port is not None
     settings = Settings(cluster=cfg.cluster, tombstone_max_age_ms=cfg.tombstone_max_age * 1000,
@@ -202,7 +223,7 @@ def open_cluster(cfg: Config, node: Node, loop: Loop) -> Peers:
                    seeds=cfg.join, known=load_members(cfg.data_dir),
                    epoch=next_epoch(cfg.data_dir, now))
     return Peers(core, cfg.bind, cfg.gossip_port, cfg.data_dir, loop.poller, cfg.gossip_hwm,
-                 cfg.peer_max_message)
+                 cfg.peer_max_message, ring)
 
 
 def open_log(cfg: Config, node: Node, repair: bool = False):
@@ -222,6 +243,9 @@ def open_log(cfg: Config, node: Node, repair: bool = False):
 def start_detached(cfg: Config, argv: list[str]) -> int:
     """Run `kvd start --foreground ARGV` in its own session; return once it answers PING."""
     assert cfg.name is not None
+    # Read here too: a bad secret file is one line from this command, and clients need the key.
+    key = read_keyring(cfg.cluster_secret_file).current.public.decode() \
+        if cfg.cluster_secret_file else None
     path = log_path(cfg.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab") as out:
@@ -231,7 +255,7 @@ def start_detached(cfg: Config, argv: list[str]) -> int:
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
         )
     deadline = time.monotonic() + START_TIMEOUT_S
-    with Client(cfg.connect_host, cfg.port, timeout=0.5) as client:
+    with Client(cfg.connect_host, cfg.port, timeout=0.5, server_key=key) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 print(_last_error(path, offset) or f"kvd: exited with {proc.returncode}",
@@ -240,7 +264,8 @@ def start_detached(cfg: Config, argv: list[str]) -> int:
             try:
                 if _serving_pid(client, cfg) == proc.pid:
                     print(f"{cfg.name} started on tcp://{cfg.address} (pid {proc.pid}, "
-                          f"data {cfg.data_dir}, log {path})")
+                          f"data {cfg.data_dir}, log {path})"
+                          + (f" (server key {key})" if key else ""))
                     return 0
             except Unreachable:
                 client.reset()
@@ -287,7 +312,8 @@ def password_for(user: str | None) -> str | None:
 
 
 def find_pid(port: int | None, name: str | None, data_dir: Path | None,
-             user: str | None = None) -> tuple[int, str] | None:
+             server_key: str | None = None, user: str | None = None
+             ) -> tuple[int, str] | None:
     """(pid, name) of a running kvd, found by its data dir, name or port."""
     candidates = [data_dir] if data_dir else sorted(data_root().glob("*"))
     for folder in candidates:
@@ -300,7 +326,7 @@ def find_pid(port: int | None, name: str | None, data_dir: Path | None,
             return meta["pid"], meta["name"]
     if port and not name and not data_dir:
         try:
-            with Client("127.0.0.1", port, timeout=2, user=user,
+            with Client("127.0.0.1", port, timeout=2, server_key=server_key, user=user,
                         password=password_for(user)) as client:
                 info = client.info()
             return int(info["pid"]), str(info["name"])
@@ -320,9 +346,9 @@ def _alive(pid: int) -> bool:
 
 
 def stop(port: int | None, name: str | None, data_dir: Path | None,
-         user: str | None = None) -> int:
+         server_key: str | None = None, user: str | None = None) -> int:
     try:
-        found = find_pid(port, name, data_dir, user)
+        found = find_pid(port, name, data_dir, server_key, user)
     except ServerError as exc:
         print(f"kvd: the node on port {port} answers {exc.code}: name it by --data-dir or "
               "--name, or log in with --user", file=sys.stderr)
@@ -343,9 +369,11 @@ def stop(port: int | None, name: str | None, data_dir: Path | None,
     return 1
 
 
-def status(host: str, port: int, as_json: bool, user: str | None = None) -> int:
+def status(host: str, port: int, as_json: bool, server_key: str | None = None,
+           user: str | None = None) -> int:
     try:
-        with Client(host, port, timeout=2, user=user, password=password_for(user)) as client:
+        with Client(host, port, timeout=2, server_key=server_key, user=user,
+                    password=password_for(user)) as client:
             info = client.info()
     except ServerError as exc:  # it answers, but will not say more to a stranger
         if as_json:

@@ -12,6 +12,9 @@ The cluster (kvd.cluster.peers, when attached) rides the same loop: requests fro
 arrive through the native door next to client requests, gossip and replies on the peers' own
 sockets; what they apply is committed in the same turn as local writes, and our own writes of
 the turn are published as gossip after the commit.
+
+With CURVE on, the ZAP handler (kvd.doors.zap) is one more socket of this loop: a handshake
+asks it, the loop answers before the turn, and no thread ever runs beside the loop.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import zmq
 
 from kvd.cluster.peers import Peers
 from kvd.doors.native import NativeDoor
+from kvd.doors.zap import Gatekeeper
 from kvd.state.context import Context
 from kvd.state.hlc import wall_ms
 from kvd.state.node import Change, Node
@@ -102,12 +106,13 @@ class TurnTimes:
 
 class Loop:
     def __init__(self, node: Node, door: NativeDoor, log_: Log | None = None,
-                 doors: tuple[Door, ...] = ()) -> None:
+                 doors: tuple[Door, ...] = (), gate: Gatekeeper | None = None) -> None:
         self.node = node
         self.door = door
         self.doors = doors
         self.log = log_ or NullLog()
         self.peers: Peers | None = None
+        self.gate = gate  # the ZAP handler, when CURVE is on; started by whoever made it
         self._stopping = False
         self.turns = TurnTimes()
         self._next_heartbeat = 0.0
@@ -117,6 +122,8 @@ class Loop:
         self.poller.register(door.monitor, zmq.POLLIN)
         for other in doors:
             other.attach(self.poller)
+        if gate is not None:
+            self.poller.register(gate.zap_socket, zmq.POLLIN)
 
     def attach(self, peers: Peers) -> None:
         """Join the loop to a cluster: its sockets are polled and its messages handled here."""
@@ -126,6 +133,8 @@ class Loop:
     def _info(self) -> dict:
         info = self.door.info()
         info.update(self.log.info())
+        if self.gate is not None:
+            info.update(self.gate.info())
         return info
 
     def stop(self, *_: object) -> None:
@@ -154,12 +163,17 @@ class Loop:
         gc.freeze()  # what exists now (a replayed store included) is never scanned again
         gc.set_threshold(GC_THRESHOLD, 20, 20)
         router, monitor = self.door.router, self.door.monitor
+        zap = self.gate.zap_socket if self.gate is not None else None
         next_tick = time.monotonic()
         while not self._stopping:
             # A pump cut short by its budget goes on at once, between turns.
             timeout = 0.0 if self.door.pumping else max(0.0, next_tick - time.monotonic())
             ready = dict(self.poller.poll(timeout * 1000))
-            if router in ready or len(ready) > (monitor in ready):
+            idle = monitor in ready  # sockets ready that bring no work for a turn
+            if zap is not None and zap in ready:  # a handshake waits: answer it first
+                self.gate.answer()  # type: ignore[union-attr]
+                idle += 1
+            if router in ready or len(ready) > idle:
                 started = perf_counter()
                 self._turn(ready)
                 self.turns.observe(perf_counter() - started)
@@ -243,3 +257,6 @@ class Loop:
         for other in self.doors:
             other.close()
         self.door.close()
+        if self.gate is not None:  # last: no CURVE socket is left to ask it
+            self.poller.unregister(self.gate.zap_socket)
+            self.gate.stop()

@@ -18,14 +18,14 @@ from shared.client import Client
 from shared.errors import ServerError, Unreachable
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, server_key: str | None = None) -> int:
     try:
         argv = _command(args)
     except ValueError as exc:
         print(f"kvd: {exc}", file=sys.stderr)
         return 2
     try:
-        with Client(args.host, args.port, user=args.login,
+        with Client(args.host, args.port, server_key=server_key, user=args.login,
                     password=password_for(args.login)) as client:
             reply = client.call(*argv)
     except ServerError as exc:

@@ -3,6 +3,10 @@
 Every mode runs lines through `execute.run_line` and prints with `render`; a mode only decides
 where lines come from and where replies go. In pipe mode every line gets exactly one reply on
 stdout, flushed at once, so a program can converse with kvsh line by line.
+
+A node that encrypts (CURVE) is reached with its server key: `--server-key` or KV_SERVER_KEY,
+or the key remembered for that host:port in known_hosts (kvsh.knownhosts), where a key given
+for a new host:port is stored once a handshake with it succeeds.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 
+from kvsh import knownhosts
 from kvsh.execute import Exit, Outcome, run_line
 from kvsh.printer import Printer, show
 from shared.client import Client
+from shared.errors import KvError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", dest="command", metavar="COMMAND", help="run one command and exit")
     parser.add_argument("--user", help="log in as this user; the password comes from "
                         "KV_PASSWORD or a prompt, never from the command line")
+    parser.add_argument("--server-key", metavar="KEY", default=os.environ.get("KV_SERVER_KEY"),
+                        help="the node's CURVE server key, when it encrypts (default: "
+                        "$KV_SERVER_KEY, else the key known_hosts remembers for HOST:PORT)")
     return parser
 
 
@@ -69,6 +78,12 @@ def run_lines(client: Client, lines: Iterable[str], printer: Printer,
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    host, known = f"{args.host}:{args.port}", knownhosts.default_path()
+    try:
+        choice = knownhosts.choose(known, host, args.server_key)
+    except KvError as exc:  # a changed key (nothing is sent) or one that is no key at all
+        print(f"kvsh: {exc}", file=sys.stderr)
+        return int(Exit.ERROR)
     try:
         password = password_for(args.user)
     except NoPassword as exc:
@@ -76,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(Exit.ERROR)
     except (KeyboardInterrupt, EOFError):
         return 130
-    client = Client(args.host, args.port, args.timeout, args.user, password)
+    client = Client(args.host, args.port, args.timeout, choice.key, args.user, password)
     fmt = "json" if args.json else "raw" if args.raw else None
     try:
         if args.command is not None:
@@ -90,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         client.close()
+        if choice.remember and client.handshaken and choice.key is not None:
+            knownhosts.remember(known, host, choice.key)
 
 
 def _human_format() -> str:

@@ -24,7 +24,7 @@ from prompt_toolkit.completion import ThreadedCompleter
 from prompt_toolkit.history import FileHistory, History
 from prompt_toolkit.styles import Style
 
-from kvsh import lexer, render, toolbar
+from kvsh import knownhosts, lexer, render, toolbar
 from kvsh.completer import KvCompleter, quote
 from kvsh.execute import Outcome, run_line, split
 from kvsh.grammar import all_commands, find
@@ -221,7 +221,9 @@ class Shell:
         if not port.isdigit():
             self._say(f"CONNECT wants host:port or a member's name, not '{target}'", error=True)
             return False
-        candidate = self.client.clone(host, int(port))
+        # The key known_hosts holds for it, else ours: the members of a cluster share one.
+        known = knownhosts.lookup(knownhosts.default_path(), f"{host}:{port}")
+        candidate = self.client.clone(host, int(port), server_key=known[0] if known else None)
         try:
             candidate.ping()
         except KvError as exc:

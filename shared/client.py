@@ -1,4 +1,4 @@
-"""The kv Python client: the socket layer of the client side (the only shared module with zmq).
+"""The kv Python client: the socket layer of the client side (the only shared module with sockets).
 
     from kvsh.client import connect    # the public import path
     with connect("127.0.0.1", 7700, timeout=5) as kv:
@@ -7,6 +7,10 @@
         kv.pipeline([["SET", "a", "1"], ["GET", "a"]])  # one BATCH on the wire
         for event in kv.watch("user:"):  # change events until you break out
             ...
+
+With `server_key` (the node's CURVE public key, as `kvd start` prints it) the connection is
+encrypted: the client makes a fresh key pair for every connection and proves nothing but that
+it knows the node's public key (users are authenticated on top of it).
 
 Keys and values are bytes; `str` arguments are UTF-8 encoded. Every call is bounded by the
 timeout. Errors: `ServerError` (an error reply; `.code` is the server's stable code),
@@ -28,6 +32,7 @@ from zmq.utils.monitor import parse_monitor_message
 from shared import codec
 from shared.codec import Reply, ReplyKind
 from shared.errors import ServerError, Timeout, Unreachable
+from shared.keyring import server_key as checked_key
 
 Arg = str | bytes | int | float
 # Every kvd takes a message this big (its limit is max_value_size + 1 MiB). A bigger message is
@@ -39,6 +44,8 @@ BATCH_BYTES = FRAME_FLOOR - 16  # a pipeline's BATCH messages: at most this, plu
 # Once TCP is connected, a kvd's ZeroMQ I/O thread greets at once, however busy its loop is; a
 # node that stays silent has not accepted the connection (out of descriptors) or is stopped.
 GREETING_S = 1.0
+HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                    | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
 
 def _b(arg: Arg) -> bytes:
@@ -63,8 +70,11 @@ def value_of(reply: Reply) -> Any:
 
 class Client:
     def __init__(self, host: str = "127.0.0.1", port: int = 7700, timeout: float = 5.0,
-                 user: str | None = None, password: str | None = None) -> None:
+                 server_key: str | bytes | None = None, user: str | None = None,
+                 password: str | None = None) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.server_key = checked_key(server_key) if server_key else None
+        self.handshaken = False  # a handshake with the node has succeeded (with its key)
         # Logged in on every (re)connection, before anything else is sent: a session is the
         # connection's, so a new socket must log in again.
         self.user = user
@@ -77,10 +87,13 @@ class Client:
         self.last_rtt: float | None = None
 
     def clone(self, host: str | None = None, port: int | None = None,
-              timeout: float | None = None) -> Client:
-        """A new client with the same credentials, to this node or another."""
+              timeout: float | None = None, server_key: str | bytes | None = None) -> Client:
+        """A new client with the same credentials (and server key, unless another is given),
+        to this node or another."""
         return Client(host or self.host, port or self.port,
-                      self.timeout if timeout is None else timeout, self.user, self._password)
+                      self.timeout if timeout is None else timeout,
+                      server_key or self.server_key, self.user,
+                      self._password)
 
     # -- connection ------------------------------------------------------------------------
 
@@ -91,8 +104,14 @@ class Client:
             sock.setsockopt(zmq.SNDHWM, 100_000)
             sock.setsockopt(zmq.RCVHWM, 100_000)
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
+            if self.server_key is not None:
+                public, secret = zmq.curve_keypair()  # ephemeral: one per connection
+                sock.setsockopt(zmq.CURVE_SERVERKEY, self.server_key)
+                sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+                sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
             monitor = sock.get_monitor_socket(
                 zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
+                | HANDSHAKE_FAILED
             )
             try:
                 sock.connect(self.endpoint)
@@ -104,6 +123,7 @@ class Client:
             sock.disable_monitor()
             monitor.close(linger=0)
             self._sock = sock
+            self.handshaken = True
             if self.user is not None:
                 self._login(sock)
         return self._sock
@@ -125,9 +145,13 @@ class Client:
         while (left := deadline - time.monotonic()) > 0:
             if not monitor.poll(left * 1000):
                 break
-            event = parse_monitor_message(monitor.recv_multipart())["event"]
+            parsed = parse_monitor_message(monitor.recv_multipart())
+            event = parsed["event"]
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 return
+            if event & HANDSHAKE_FAILED:
+                self._handshake_failed(event, parsed["value"])
+                continue
             if event == zmq.EVENT_CONNECT_RETRIED:
                 raise Unreachable(
                     f"cannot connect to {self.host}:{self.port} (refused) — is kvd running? "
@@ -141,7 +165,31 @@ class Client:
                 f"{GREETING_S:g}s — kvd cannot accept more connections (out of file "
                 "descriptors? see its log and INFO accept_failures) or is stopped"
             )
-        raise Timeout(f"no answer from {self.host}:{self.port} within {self.timeout:g}s")
+        raise Timeout(f"no answer from {self.host}:{self.port} within {self.timeout:g}s"
+                      + self._key_hint())
+
+    def _handshake_failed(self, event: int, value: int) -> None:
+        """Say why the ZeroMQ handshake failed, as far as it can be told."""
+        where = f"{self.host}:{self.port}"
+        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            raise Unreachable(
+                f"{where} does not encrypt (no CURVE): connect without a server key"
+                if self.server_key is not None else
+                f"{where} encrypts its connections (CURVE): give its server key "
+                "(--server-key KEY or KV_SERVER_KEY; `kvd start` prints it, `kvd secret key "
+                "FILE` too)")
+        if self.server_key is not None:
+            raise Unreachable(f"the handshake with {where} failed" + self._key_hint())
+        # A node that encrypts often closes before our side has read which mechanism it
+        # speaks: the same failure without the detail (ZeroMQ then retries, as if refused).
+        raise Unreachable(f"the handshake with {where} failed — if the node encrypts (CURVE), "
+                          "give its server key (--server-key KEY or KV_SERVER_KEY)")
+
+    def _key_hint(self) -> str:
+        if self.server_key is None:
+            return ""
+        return (f" — a wrong server key looks exactly like this: is {self.server_key.decode()} "
+                "the node's? (`kvd secret key FILE` prints it from the cluster secret)")
 
     def reset(self) -> None:
         """Drop the socket (and anything queued on it); the next call reconnects."""
@@ -246,7 +294,7 @@ class Client:
                 self.reset()  # whatever is still queued would only confuse the next call
                 raise Timeout(
                     f"no reply from {self.host}:{self.port} within {self.timeout:g}s — "
-                    "is kvd running? (kvd status)"
+                    "is kvd running? (kvd status)" + self._key_hint()
                 )
             msg = codec.decode(sock.recv())
             for reply in msg if isinstance(msg, list) else [msg]:
@@ -407,6 +455,9 @@ class Client:
 
 
 def connect(host: str = "127.0.0.1", port: int = 7700, timeout: float = 5.0,
-            user: str | None = None, password: str | None = None) -> Client:
-    """A client for one kvd; the connection is made (and checked) on first use."""
-    return Client(host, port, timeout, user, password)
+            server_key: str | bytes | None = None, user: str | None = None,
+            password: str | None = None) -> Client:
+    """A client for one kvd; the connection is made (and checked) on first use. With
+    `server_key` (the node's CURVE public key) the connection is encrypted; with `user` it
+    logs in (AUTH) on every connection it makes."""
+    return Client(host, port, timeout, server_key, user, password)

@@ -55,7 +55,9 @@ class Kvd:
     """One kvd in the foreground, as a child process of the test."""
 
     def __init__(self, home: Path, name: str, extra: list[str] | None = None,
-                 port: int | None = None, data_dir: Path | None = None) -> None:
+                 port: int | None = None, data_dir: Path | None = None,
+                 server_key: str | None = None) -> None:
+        """`server_key`: the node's CURVE key when it encrypts (its clients need it)."""
         self.home = home
         self.name = name
         self.port = port or free_port()
@@ -64,6 +66,7 @@ class Kvd:
         self.http_port = free_port()
         self.data_dir = data_dir or home / "nodes" / name
         self.extra = extra or []
+        self.server_key = server_key
         self.proc: subprocess.Popen | None = None
         self.stderr_path = home / f"{name}.stderr"
 
@@ -106,7 +109,8 @@ class Kvd:
 
     def client(self, timeout: float = 5.0, user: str | None = None,
                password: str | None = None) -> Client:
-        return Client("127.0.0.1", self.port, timeout=timeout, user=user, password=password)
+        return Client("127.0.0.1", self.port, timeout=timeout, server_key=self.server_key,
+                      user=user, password=password)
 
     def stderr(self) -> str:
         try:

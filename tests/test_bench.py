@@ -52,6 +52,22 @@ def test_kvd_bench_against_a_node(kvd, tmp_path) -> None:
                for r in doc["results"])
 
 
+def test_kvd_bench_against_a_node_that_encrypts(kvd_factory, tmp_path) -> None:
+    from kvd.config import new_secret_file
+
+    key = new_secret_file(tmp_path / "secret").current.public.decode()
+    node = kvd_factory("curve", ["--cluster-secret-file", str(tmp_path / "secret")],
+                       server_key=key)
+    argv = [sys.executable, "-m", "kvd", "bench", "--port", str(node.port), "--clients", "1",
+            "--pipeline", "8", "--requests", "200", "--ops", "set", "--json"]
+    out = subprocess.run([*argv, "--server-key", key], capture_output=True,
+                         env=env_for(tmp_path), timeout=120, check=True)
+    assert json.loads(out.stdout)["results"][0]["errors"] == 0
+    bad = subprocess.run([*argv, "--server-key", "nope"], capture_output=True,
+                         env=env_for(tmp_path), timeout=120, text=True)
+    assert bad.returncode == 2 and "not a server key" in bad.stderr
+
+
 def test_one_client_spreads_its_writes_over_every_endpoint(kvd, kvd_factory, tmp_path) -> None:
     """Two unconnected nodes, one client, non-batched pipelining: each node takes a share."""
     other = kvd_factory("n2")
@@ -135,7 +151,7 @@ def test_suite_quick_run(tmp_path) -> None:
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     doc = json.loads(next(tmp_path.glob("*.json")).read_text())
     targets = {r["target"] for r in doc["runs"]}
-    assert {"raw", "raw-loop", "kvd-no", "kvd-everysec", "kvd-always"} <= targets
+    assert {"raw", "raw-loop", "kvd-no", "kvd-everysec", "kvd-always", "kvd-curve"} <= targets
     assert all(r["errors"] == 0 for r in doc["runs"])
     assert "| target |" in (tmp_path / "latest.md").read_text()
 

@@ -162,15 +162,21 @@ def _array_header(n: int) -> bytes:
     return packed[:len(packed) - n]  # each None is one byte (0xc0)
 
 
-def connect(*endpoints: str) -> tuple[zmq.Context, zmq.Socket]:
+def connect(*endpoints: str, server_key: str | None = None) -> tuple[zmq.Context, zmq.Socket]:
     """A DEALER connected to every endpoint, each of which has answered a PING (so timing
     starts on live links). A connection's queue exists from connect() on, so the PINGs, one
-    per connection in turn, reach every endpoint once."""
+    per connection in turn, reach every endpoint once. With `server_key` (the nodes' CURVE
+    public key; a cluster shares one) every connection is encrypted, as a client's would be."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
+    if server_key:
+        public, secret = zmq.curve_keypair()
+        sock.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode())
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
     for endpoint in endpoints:
         sock.connect(endpoint)
     for _ in endpoints:
@@ -286,9 +292,10 @@ def run_paired(socks: list[zmq.Socket], w: Workload) -> list[ClientResult]:
             for lat, e in zip(lats, errors, strict=True)]
 
 
-def worker(endpoints: list[str], w: Workload, start, progress, results) -> None:
+def worker(endpoints: list[str], w: Workload, start, progress, results,
+           server_key: str | None = None) -> None:
     """Entry point of one client process: connect, wait for the start signal, run, report."""
-    ctx, sock = connect(*endpoints)
+    ctx, sock = connect(*endpoints, server_key=server_key)
     try:
         start.wait()
         result = run(sock, w, progress)

@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import sys
 import time
 from array import array
 from dataclasses import asdict, dataclass
 
 from kvd.bench.loadgen import Workload, worker
+from shared.keyring import KeyringError, server_key
 
 OPS = ("set", "get", "mixed")
 PERCENTILES = (50, 90, 99)
@@ -65,11 +67,14 @@ def summarise(op: str, parts: list[tuple], w: Workload, clients: int) -> Result:
                   *us, (ordered[-1] / 1000) if ordered else 0.0, clients, w.pipeline, w.batch)
 
 
-def run_paired(endpoints: list[str], w: Workload) -> list[Result]:
-    """One Result per endpoint from kvd.bench.loadgen.run_paired, run in this process."""
+def run_paired(endpoints: list[str], w: Workload,
+               server_keys: list[str | None] | None = None) -> list[Result]:
+    """One Result per endpoint from kvd.bench.loadgen.run_paired, run in this process;
+    `server_keys`: each endpoint's CURVE server key (None: not encrypted)."""
     from kvd.bench import loadgen
 
-    conns = [loadgen.connect(e) for e in endpoints]
+    keys = server_keys or [None] * len(endpoints)
+    conns = [loadgen.connect(e, server_key=k) for e, k in zip(endpoints, keys, strict=True)]
     try:
         parts = loadgen.run_paired([sock for _, sock in conns], w)
     finally:
@@ -85,15 +90,17 @@ def split(total: int, n: int) -> list[int]:
     return [total // n + (1 if i < total % n else 0) for i in range(n)]
 
 
-def run_op(endpoints: list[str], w: Workload, clients: int, on_progress=None) -> Result:
-    """Run one workload with `clients` worker processes; `on_progress(done)` while it runs."""
+def run_op(endpoints: list[str], w: Workload, clients: int, on_progress=None,
+           server_key: str | None = None) -> Result:
+    """Run one workload with `clients` worker processes; `on_progress(done)` while it runs.
+    `server_key`: the endpoints' CURVE server key, when they encrypt."""
     ctx = mp.get_context("spawn")  # no inherited sockets or threads from the caller
     start, progress, results = ctx.Event(), ctx.Value("q", 0), ctx.Queue()
     procs = []
     for i, n in enumerate(split(w.requests, clients)):
         mine = Workload(w.ops, n, w.pipeline, w.batch, w.keyspace, w.value_size, w.seed + i)
         procs.append(ctx.Process(target=worker, daemon=True,
-                                 args=(endpoints, mine, start, progress, results)))
+                                 args=(endpoints, mine, start, progress, results, server_key)))
     for proc in procs:
         proc.start()
     try:
@@ -143,6 +150,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ops", default="set,get", help="comma-separated: set, get, mixed "
                    "(default set,get)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--server-key", metavar="KEY", help="the nodes' CURVE server key, when they "
+                   "encrypt (kvd start prints it; default: $KV_SERVER_KEY)")
 
 
 def endpoints_of(hosts: list[str] | None, ports: list[int] | None) -> list[str]:
@@ -162,7 +171,9 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"--ops takes a comma-separated list of {', '.join(OPS)}")
         if min(args.clients, args.pipeline, args.requests, args.keyspace) < 1:
             raise ValueError("--clients, --pipeline, --requests and --keyspace must be >= 1")
-    except ValueError as exc:
+        given = args.server_key or os.environ.get("KV_SERVER_KEY")
+        key = server_key(given).decode() if given else None
+    except (ValueError, KeyringError) as exc:
         print(f"kvd bench: {exc}", file=sys.stderr)
         return 2
     fancy = sys.stdout.isatty() and not args.json
@@ -171,7 +182,7 @@ def main(args: argparse.Namespace) -> int:
         for op in ops:
             w = Workload(op, args.requests, args.pipeline, args.batch, args.keyspace,
                          args.value_size)
-            results.append(_run_shown(endpoints, w, args.clients, fancy))
+            results.append(_run_shown(endpoints, w, args.clients, fancy, key))
     except (RuntimeError, TimeoutError) as exc:
         print(f"kvd bench: {exc} — is kvd running? (kvd status)", file=sys.stderr)
         return 3
@@ -179,15 +190,16 @@ def main(args: argparse.Namespace) -> int:
     return 1 if any(r.errors for r in results) else 0
 
 
-def _run_shown(endpoints: list[str], w: Workload, clients: int, fancy: bool) -> Result:
+def _run_shown(endpoints: list[str], w: Workload, clients: int, fancy: bool,
+               key: str | None) -> Result:
     if not fancy:
-        return run_op(endpoints, w, clients)
+        return run_op(endpoints, w, clients, server_key=key)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task(w.ops.upper(), total=w.requests)
-        return run_op(endpoints, w, clients, lambda done: bar.update(task, completed=done))
+        return run_op(endpoints, w, clients, lambda done: bar.update(task, completed=done), key)
 
 
 def _print(results: list[Result], endpoints: list[str], as_json: bool, fancy: bool) -> None:

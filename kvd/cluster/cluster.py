@@ -71,6 +71,7 @@ class Cluster:
                       self.ms.others()]) if a != node.address]
         self.welcomed = not self.seeds
         self.next_join = now
+        self.join_warn_at: int | None = now + settings.join_warn_ms
         self.next_heartbeat = now
         self.next_gc = now
         self.gc_cursor = 0
@@ -277,6 +278,14 @@ class Cluster:
             self.next_gc = now + self.s.gc_every_ms
             self.collect_tombstones(now)
         return out
+
+    def join_overdue(self, now: int) -> list[str]:
+        """The addresses we JOIN, once, when none has welcomed us within `join_warn_ms`:
+        for the peer layer to log (we go on trying)."""
+        if self.welcomed or self.join_warn_at is None or now < self.join_warn_at:
+            return []
+        self.join_warn_at = None
+        return list(self.seeds)
 
     def _join_body(self) -> dict:
         me = self.ms.me

@@ -15,6 +15,9 @@ The Harmony pattern of the ZeroMQ Guide, one socket kind per direction:
   harmless (answers to a pass or catch-up no longer wanted are ignored, writes are LWW).
 
 Requests from peers arrive on our client ROUTER; kvd.loop hands them to `on_request`.
+With a keyring (CURVE on), the PUB is a CURVE server whose ZAP domain admits only cluster
+keys, and the SUB and DEALERs are CURVE clients holding a cluster key (kvd.cluster.links, which
+also moves a link whose handshake fails on to the keyring's next key pair).
 The member list is kept in `members.json` in the data dir, so a restarted node rejoins, and the
 last epoch in `epoch`, so a restart after a clock step back still starts a newer stream.
 """
@@ -22,20 +25,24 @@ last epoch in `epoch`, so a restart after a clock step back still starts a newer
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import zmq
 
 from kvd.cluster.cluster import Cluster
+from kvd.cluster.links import CurveLinks
 from kvd.cluster.membership import Status
 from kvd.cluster.peerwire import Dest, Out
 from kvd.state.hlc import wall_ms
 from shared import codec
 from shared.errors import KvError, VersionError
+from shared.keyring import Keyring
 
 log = logging.getLogger("kvd.cluster.peers")
 
@@ -73,6 +80,15 @@ def next_epoch(data_dir: Path, now: int) -> int:
     return epoch
 
 
+@functools.lru_cache(maxsize=256)
+def _addresses(host: str) -> frozenset[str]:
+    """The IP addresses a host name resolves to (none when it does not)."""
+    try:
+        return frozenset(str(a[4][0]) for a in socket.getaddrinfo(host.strip("[]"), None))
+    except (OSError, UnicodeError):
+        return frozenset()
+
+
 def save_members(data_dir: Path, members: list[list]) -> None:
     tmp = data_dir / (MEMBERS_FILE + ".tmp")
     tmp.write_text(json.dumps(members))
@@ -82,21 +98,24 @@ def save_members(data_dir: Path, members: list[list]) -> None:
 class Peers:
     def __init__(self, cluster: Cluster, bind: str, gossip_port: int, data_dir: Path | None,
                  poller: zmq.Poller, hwm: int = 1000,
-                 max_message: int = MAX_PEER_MESSAGE) -> None:
+                 max_message: int = MAX_PEER_MESSAGE, curve: Keyring | None = None) -> None:
         """`hwm`: gossip messages (each up to Settings.gossip_chunk writes) queued per
         subscriber; past it PUB drops and gap repair takes over, so memory stays bounded.
         `max_message`: the frame limit of the SUB and DEALER sockets (config
-        `peer_max_message`)."""
+        `peer_max_message`). `curve`: the cluster's keyring, for CURVE on every link."""
         self.cluster = cluster
         self.max_message = max_message
         self.awaiting: dict[str, int] = {}  # peer address -> ms of its oldest unanswered request
         self.next_relink = 0
         self.data_dir = data_dir
         self._poller = poller
+        self.links = CurveLinks(curve) if curve is not None else None
         ctx = zmq.Context.instance()
         self.pub = ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, hwm)
         self.pub.setsockopt(zmq.LINGER, 1000)  # LEAVE gets out on a graceful stop
+        if self.links is not None:
+            self.links.serve(self.pub)
         try:
             self.pub.bind(f"tcp://{bind}:{gossip_port}")
         except zmq.ZMQError as exc:
@@ -111,7 +130,12 @@ class Peers:
         self.sub.setsockopt(zmq.MAXMSGSIZE, max_message)
         self.sub.setsockopt(zmq.RECONNECT_IVL, 200)
         poller.register(self.sub, zmq.POLLIN)
+        self.sub_monitor: zmq.Socket | None = None
+        if self.links is not None:
+            self.sub_monitor = self.links.monitor(self.sub)
+            poller.register(self.sub_monitor, zmq.POLLIN)
         self.dealers: dict[str, zmq.Socket] = {}
+        self.dealer_monitors: dict[str, zmq.Socket] = {}
         self.subscribed: set[str] = set()
         self._sync_subscriptions()
 
@@ -122,6 +146,8 @@ class Peers:
 
     def drain(self, ready: dict, now: int) -> None:
         """Take what the SUB and DEALER sockets hold (bounded per turn)."""
+        if self.links is not None:
+            self._handshakes(ready, now)
         for address, sock in [("", self.sub), *self.dealers.items()]:
             if sock not in ready:
                 continue
@@ -132,6 +158,41 @@ class Peers:
                 except zmq.Again:
                     break
                 self._receive(frames, now, None)
+
+    def _handshakes(self, ready: dict, now: int) -> None:
+        """Links whose CURVE handshake failed are made again with the next key pair."""
+        links = self.links
+        assert links is not None
+        if self.sub_monitor in ready:
+            seen = [(self._subscribed_as(e), ok) for e, ok in links.events(self.sub_monitor)]
+            for endpoint in links.outcomes([s for s in seen if s[0]], now, "gossip"):
+                with contextlib.suppress(zmq.ZMQError):
+                    self.sub.disconnect(endpoint)
+                self._connect_sub(endpoint)
+        for address, monitor in list(self.dealer_monitors.items()):
+            if monitor not in ready:
+                continue
+            endpoint = f"tcp://{address}"  # a DEALER's monitor speaks of its one peer
+            seen = [(endpoint, ok) for _, ok in links.events(monitor)]
+            if links.outcomes(seen, now, "requests"):
+                self._drop_dealer(address)  # the next request links with the next pair
+
+    def _subscribed_as(self, seen: str) -> str:
+        """The SUB endpoint (tcp://host:port, as connected) a monitor event names, perhaps by
+        its resolved address; "" if none. A member's host name is resolved only here, once
+        per process (cached): for handshake events, never per message."""
+        host, _, port = seen.removeprefix("tcp://").rpartition(":")
+        host = host.strip("[]")
+        for endpoint in self.subscribed:
+            theirs, _, their_port = endpoint.rpartition(":")
+            if their_port == port and (theirs == host or host in _addresses(theirs)):
+                return f"tcp://{endpoint}"
+        return ""
+
+    def _connect_sub(self, endpoint: str) -> None:
+        if self.links is not None:
+            self.links.client(self.sub, endpoint)
+        self.sub.connect(endpoint)
 
     def on_request(self, msg: codec.Peer, now: int, reply: Callable[[bytes], None]) -> None:
         """A peer's request that came in on the client ROUTER."""
@@ -184,7 +245,12 @@ class Peers:
             sock.setsockopt(zmq.RCVHWM, 1000)
             sock.setsockopt(zmq.MAXMSGSIZE, self.max_message)
             sock.setsockopt(zmq.RECONNECT_IVL, 200)
-            sock.connect(f"tcp://{address}")
+            endpoint = f"tcp://{address}"
+            if self.links is not None:
+                self.links.client(sock, endpoint)
+                monitor = self.dealer_monitors[address] = self.links.monitor(sock)
+                self._poller.register(monitor, zmq.POLLIN)
+            sock.connect(endpoint)
             self._poller.register(sock, zmq.POLLIN)
             self.dealers[address] = sock
         return sock
@@ -194,6 +260,13 @@ class Peers:
     def tick(self, now: int) -> None:
         self.route(self.cluster.tick(now))
         self._sync_subscriptions()
+        overdue = self.cluster.join_overdue(now)
+        if overdue:
+            log.warning("no member answered our JOIN within %g s (%s): they are down, or the "
+                        "cluster secret probably differs — every node needs the same "
+                        "--cluster-secret-file, and a node without one cannot join an "
+                        "encrypted cluster (nor one with a secret a plain one); still trying",
+                        self.cluster.s.join_warn_ms / 1000, ", ".join(overdue))
         for peer, offset in self.cluster.clock_warnings(now):
             log.warning("the clock of %s is %+d ms off ours (bound max_clock_offset_ms = %d): "
                         "concurrent writes favour the faster clock — sync the clocks (NTP)",
@@ -219,7 +292,7 @@ class Peers:
                     # ZeroMQ may have dropped the endpoint itself: then connecting is enough.
                     with contextlib.suppress(zmq.ZMQError):
                         self.sub.disconnect(endpoint)
-                    self.sub.connect(endpoint)
+                    self._connect_sub(endpoint)
                 self._drop_dealer(m.address)
         for address in [a for a, t in self.awaiting.items() if now - t > late]:
             self._drop_dealer(address)
@@ -230,12 +303,20 @@ class Peers:
         sock = self.dealers.pop(address, None)
         if sock is not None:
             self._poller.unregister(sock)
+            self._close_monitor(address, sock)
             sock.close(linger=0)
+
+    def _close_monitor(self, address: str, sock: zmq.Socket) -> None:
+        monitor = self.dealer_monitors.pop(address, None)
+        if monitor is not None:
+            self._poller.unregister(monitor)
+            sock.disable_monitor()
+            monitor.close(linger=0)
 
     def _sync_subscriptions(self) -> None:
         wanted = self.cluster.gossip_endpoints()
         for endpoint in wanted - self.subscribed:
-            self.sub.connect(f"tcp://{endpoint}")
+            self._connect_sub(f"tcp://{endpoint}")
         for endpoint in self.subscribed - wanted:
             self.sub.disconnect(f"tcp://{endpoint}")
         self.subscribed = wanted
@@ -251,10 +332,15 @@ class Peers:
         self.route(self.cluster.leave(now))
 
     def close(self) -> None:
-        for sock in self.dealers.values():
+        for address, sock in self.dealers.items():
             self._poller.unregister(sock)
+            self._close_monitor(address, sock)
             sock.close()
         self._poller.unregister(self.sub)
+        if self.sub_monitor is not None:
+            self._poller.unregister(self.sub_monitor)
+            self.sub.disable_monitor()
+            self.sub_monitor.close(linger=0)
         self.sub.close(linger=0)
         self.pub.close()
 

@@ -18,6 +18,7 @@ class Settings:
     request_timeout_ms: int = 1500
     gap_grace_ms: int = 500  # how long a write may be in flight before we call it lost
     join_retry_ms: int = 500
+    join_warn_ms: int = 5000  # no WELCOME after this long: say why it may be (once)
     catchup_chunk: int = 2000
     gossip_chunk: int = 1000
     # The most key, value and origin bytes (plus ENTRY_OVERHEAD each) that one peer message

@@ -11,6 +11,14 @@ from the socket monitor. Running out of file descriptors, when no connection can
 is found by a check once a second, counted in INFO and logged (see ACCEPT_CHECK_S). Peers'
 requests arrive here too (they are clients of our ROUTER); the door hands them to `on_peer`,
 which the loop points at the cluster's peer layer.
+
+With CURVE (`curve`: the cluster's current key pair, shared.keyring) the ROUTER is a CURVE
+server and every connection is encrypted. The ZAP handler (kvd.doors.zap) marks connections
+whose client key is a cluster key as peers (the frame's User-Id); a peer message from any
+other connection is dropped and counted (`peer_messages_refused`): knowing the server's public
+key makes a client, only the secret makes a peer. Reading User-Id needs the body frame as a
+zmq.Frame (copy=False), which costs on every message, so the receive function is chosen once:
+without CURVE the door reads exactly as it always did.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import errno
 import logging
 import os
 import resource
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +41,7 @@ from kvd.state.node import Node
 from kvd.state.users import User
 from shared import codec
 from shared.errors import KvError, ProtocolError, WrongPass
+from shared.keyring import CLIENT_DOMAIN, PEER_USER, KeyPair
 
 log = logging.getLogger("kvd.doors.native")
 
@@ -48,6 +58,11 @@ ACCEPT_LOG_S = 10.0
 BACKLOG = 1024  # connections the kernel completes for us before we accept them (ZeroMQ: 100)
 MAX_PUMP = 4096  # WATCH events pulled from the history per pump: bounds a turn's catch-up work
 MAX_SESSIONS = 100_000  # logged-in connections remembered (oldest forgotten first)
+CURVE_LOG_S = 10.0  # failed key exchanges on the client port are logged at most this often
+# How libzmq's monitor says a CURVE handshake failed for want of the right keys: the client
+# used another server key (our server cannot open its HELLO), or it does not encrypt at all.
+KEY_FAILURES = frozenset({int(zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC),
+                          int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)})
 
 # Plain ints, not pyzmq's Flag enums: combining or passing an enum costs more than the
 # syscall-free send it decorates, and these run once per message.
@@ -76,7 +91,8 @@ class BindError(KvError):
 
 
 class NativeDoor:
-    def __init__(self, node: Node, bind: str, port: int, max_message: int | None = None) -> None:
+    def __init__(self, node: Node, bind: str, port: int, max_message: int | None = None,
+                 curve: KeyPair | None = None) -> None:
         self.node = node
         self.on_peer: PeerHandler | None = None
         self.counters: Counter[str] = Counter()
@@ -116,6 +132,19 @@ class NativeDoor:
         # Past the backlog the kernel drops a connecting client's SYN, and the client hears
         # nothing; within it, the client is connected and sees that we never greet it.
         self.router.setsockopt(zmq.BACKLOG, BACKLOG)
+        self.curve_key = curve.public.decode() if curve is not None else ""
+        self._curve_logged = -CURVE_LOG_S  # monotonic time of the last "key exchange" line
+        self._curve_unlogged = 0
+        # Whether the message just read came from a peer (a cluster key): always, without
+        # CURVE (nothing tells them apart, as before); per message with it (_recv_curve).
+        self._from_peer = True
+        self._recv = NativeDoor._recv_plain
+        if curve is not None:
+            self.router.setsockopt(zmq.CURVE_SERVER, 1)
+            self.router.setsockopt(zmq.CURVE_PUBLICKEY, curve.public)
+            self.router.setsockopt(zmq.CURVE_SECRETKEY, curve.secret)
+            self.router.setsockopt(zmq.ZAP_DOMAIN, CLIENT_DOMAIN)
+            self._recv = self._recv_curve
         self.monitor = self.router.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
             | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
@@ -143,6 +172,9 @@ class NativeDoor:
             "accept_failures": self.counters["accept_failures"],
             "dropped_replies": self.counters["dropped_replies"],
             "max_message_size": self.max_message,
+            "curve_key": self.curve_key,
+            "curve_failed": self.counters["curve_failed"],
+            "peer_messages_refused": self.counters["peer_messages_refused"],
             "watchers_behind": len(self.node.watches.behind()),
             "watchers_lagged": self.node.watches.lagged,
         }
@@ -155,14 +187,14 @@ class NativeDoor:
             self._read_addressed(ctx)
             return
         ctx.user, ctx.source = None, "127.0.0.1"
-        router = self.router
+        router, recv = self.router, self._recv
         for i in range(MAX_DRAIN):
             # After the first message, one EVENTS query (a poll(2)) says whether a second is
             # queued: cheaper than the zmq.Again a lone request (a sequential client) would
             # otherwise end the turn on. Busier turns then drain until Again.
             if i == 1 and not router.get(_EVENTS) & _POLLIN:
                 break
-            frames = self._recv(router)
+            frames = recv(router)
             if frames is None:
                 break
             self._handle(frames, ctx)
@@ -184,8 +216,11 @@ class NativeDoor:
                 frames.append(router.recv(_NOBLOCK))
             try:
                 source, fd = body.get("Peer-Address"), body.get(zmq.SRCFD)
+                if self.curve_key:
+                    self._from_peer = body.get("User-Id") == PEER_USER
             except zmq.ZMQError:
                 source, fd = "?", -1
+                self._from_peer = not self.curve_key
             ctx.source = source
             session = self.sessions.get(client)
             ctx.user = session[0] if session is not None and session[1] == fd else None
@@ -216,7 +251,7 @@ class NativeDoor:
         return "OK"
 
     @staticmethod
-    def _recv(router: zmq.Socket) -> list[bytes] | None:
+    def _recv_plain(router: zmq.Socket) -> list[bytes] | None:
         """One queued message, or None when the queue is empty.
 
         Two plain recv calls read the [client, body] every ROUTER message starts with; that
@@ -229,6 +264,19 @@ class NativeDoor:
         except zmq.Again:
             return None
         while router.get(_RCVMORE):  # a malformed message: read it whole, _handle rejects it
+            frames.append(router.recv(_NOBLOCK))
+        return frames
+
+    def _recv_curve(self, router: zmq.Socket) -> list[bytes] | None:
+        """As _recv_plain, and note whether the sender holds a cluster key (ZAP's User-Id)."""
+        try:
+            client = router.recv(_NOBLOCK)
+            body = router.recv(_NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        self._from_peer = body.get("User-Id") == PEER_USER
+        frames = [client, body.bytes]
+        while router.get(_RCVMORE):
             frames.append(router.recv(_NOBLOCK))
         return frames
 
@@ -262,6 +310,9 @@ class NativeDoor:
         elif isinstance(msg, codec.Cancel):
             self.node.watches.cancel(client, msg.request_id)
         elif isinstance(msg, codec.Peer) and self.on_peer is not None:
+            if not self._from_peer:  # a client that knows our public key, not the secret
+                self.counters["peer_messages_refused"] += 1
+                return
             self.on_peer(msg, ctx.wall, lambda frame: out.append([client, frame]))
         else:
             self.counters["bad_frames"] += 1
@@ -389,6 +440,21 @@ class NativeDoor:
                 self.counters["disconnected"] += 1
             else:
                 self.counters["bad_handshakes"] += 1
+                if self.curve_key and event["value"] in KEY_FAILURES:
+                    self._key_exchange_failed()
+
+    def _key_exchange_failed(self) -> None:
+        """Count, and now and then log, a client-port handshake that failed for want of the
+        right keys. ZeroMQ does not say from where (its monitor names our own endpoint)."""
+        self.counters["curve_failed"] += 1
+        self._curve_unlogged += 1
+        now = time.monotonic()
+        if now - self._curve_logged < CURVE_LOG_S:
+            return
+        log.warning("%d CURVE handshake(s) on %s failed since the last such line: a client "
+                    "with a wrong server key or without encryption, or a node with another "
+                    "cluster secret", self._curve_unlogged, self._endpoint)
+        self._curve_logged, self._curve_unlogged = now, 0
 
     def check_accepts(self, now: float) -> None:
         """Once every ACCEPT_CHECK_S (`now`: monotonic seconds), see whether a connection
