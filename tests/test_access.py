@@ -352,3 +352,8 @@ def test_a_peers_user_record_is_observed_and_hidden(node: Node, clock: Clock) ->
     assert [c.key for c in node.visible(taken)] == [b"plain"]
     node.apply(b"again", Entry(b"w", 7, "other"))
     assert node.visible(node.take_changes())[0].key == b"again"  # the flag ended with the turn
+
+
+def test_localhost_is_loopback_without_a_lookup() -> None:
+    assert is_loopback("localhost") and is_loopback("LOCALHOST:7700")
+    assert not is_loopback("example.com")

@@ -27,6 +27,7 @@ from kvd.config import new_secret_file
 from kvd.state.hlc import wall_ms
 from shared import codec
 from shared.codec import MsgType, Peer
+from shared.errors import ServerError
 from shared.keyring import KeyPair, Keyring
 from tests.procs import (
     Kvd,
@@ -496,3 +497,30 @@ def test_after_the_hostile_bytes_the_node_serves_and_counted_them(curve_kvd: Kvd
     with curve_kvd.client() as c:
         assert c.set("still", "here") and c.get("still") == b"here"
         assert c.info()["bad_handshakes"] > 0
+
+
+def test_users_over_curve_and_a_peer_needs_no_login(kvd_factory, tmp_path) -> None:
+    """Both layers at once: CURVE encrypts, users authorize. A second node joins a locked
+    node (peers' messages are not user requests) and the users reach it."""
+    path = tmp_path / "secret"
+    ring = secret(path)
+    a = curve_node(kvd_factory, "a", ring, path)
+    env = env_for(tmp_path) | {"KV_SERVER_KEY": ring.current.public.decode()}
+    out = subprocess.run([sys.executable, "-m", "kvd", "user", "add", "root", "--admin",
+                          "--password-stdin", "--port", str(a.port)], input=b"root-pw\n",
+                         capture_output=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    b = curve_node(kvd_factory, "b", ring, path, ["--join", a.address])
+    with a.client(user="root", password="root-pw") as root:
+        root.set("k", "v")
+    with b.client() as anonymous:
+        assert anonymous.execute("GET", "k").value[0] == "NOAUTH"
+
+    def readable_on_b() -> bool:
+        try:
+            with b.client(user="root", password="root-pw") as c:
+                return c.get("k") == b"v"
+        except ServerError:
+            return False
+
+    wait_for(readable_on_b, what="the user and the key to reach b")

@@ -53,7 +53,11 @@ def host_of(source: str) -> str:
 
 
 def is_loopback(source: str) -> bool:
+    """An address (or "host:port") on loopback; the name `localhost` counts (it is loopback
+    by definition, RFC 6761), other names do not (no DNS lookups here)."""
     host = host_of(source)
+    if host.lower() == "localhost":
+        return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
