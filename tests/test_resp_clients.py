@@ -102,6 +102,16 @@ def test_keyspace_notifications_carry_every_write_replicated_ones_included(
     a = kvd_factory("a")
     b = kvd_factory("b", extra=["--join", a.address])
     wait_for(lambda: _members(b) == 2, what="b to join a")
+    # b's gossip must reach a before the writes under test: a subscribes to b's PUB only once
+    # it has heard of b, and a write published before that waits for the next repair round.
+    with b.client() as c:
+        c.set("probe", "1")
+
+    def a_has_probe() -> bool:
+        with a.client() as c:
+            return c.get("probe") == b"1"
+
+    wait_for(a_has_probe, what="b's gossip to reach a")
     pubsub = client(a, protocol).pubsub()
     pubsub.psubscribe("__keyspace@0__:user:*")
     assert pubsub.get_message(timeout=5)["type"] == "psubscribe"
