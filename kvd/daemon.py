@@ -132,7 +132,14 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
 
 def protect(cfg: Config, node: Node) -> None:
     """Protected mode: an open node (no user) listens on loopback only, unless told."""
-    if is_loopback(cfg.bind) or len(node.users):
+    if is_loopback(cfg.bind):
+        return
+    if cfg.cluster_secret_file is None:
+        log.warning("listening on %s without a cluster secret: peers are not authenticated "
+                    "and the peer traffic is not encrypted — anything that reaches these ports "
+                    "can speak the peer protocol (kvd secret new FILE; --cluster-secret-file)",
+                    cfg.bind)
+    if len(node.users):
         return
     if not cfg.insecure:
         raise ConfigError(
