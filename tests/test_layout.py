@@ -6,7 +6,7 @@ the same in words):
 
     process life (kvd.cli, kvd.config, kvd.daemon, kvd.usercli)
     -> kvd.loop
-    -> kvd.doors | kvd.cluster | kvd.log | kvd.bench   (siblings: none imports another)
+    -> kvd.doors | kvd.cluster | kvd.log | kvd.bench | kvd.raft   (siblings: none imports another)
     -> kvd.state
     -> shared (and the `kvd` package root, which holds only the version)
 
@@ -30,6 +30,7 @@ LAYERS = {
     "kvd.cluster": ("kvd.cluster", 2),
     "kvd.log": ("kvd.log", 2),
     "kvd.bench": ("kvd.bench", 2),
+    "kvd.raft": ("kvd.raft", 2),
     "kvd.loop": ("kvd.loop", 3),
     "kvd.cli": ("process life", 4),
     "kvd.config": ("process life", 4),
