@@ -79,11 +79,24 @@ class Command:
     # command checks for itself). Empty: "write" if mutating, else "read".
     access: str = ""
     _option_index: dict[str, Option] = field(default_factory=dict, compare=False, repr=False)
+    _key_slots: dict[int, tuple[int, ...]] = field(default_factory=dict, compare=False,
+                                                    repr=False)
 
     def __post_init__(self) -> None:
         self._option_index.update({o.token: o for o in self.options})
         if not self.access:
             object.__setattr__(self, "access", "write" if self.mutating else "read")
+
+    def key_slots(self, argc: int) -> tuple[int, ...]:
+        """The positions in an argv of `argc` items (the name included) that hold keys:
+        what access checks read on every request, so worked out once per length."""
+        slots = self._key_slots.get(argc)
+        if slots is None:
+            kinds = arg_kinds(self, argc - 1)
+            slots = tuple(i + 1 for i, kind in enumerate(kinds) if kind is Kind.KEY)
+            if len(self._key_slots) < 64:  # bounded: a repeat command takes any length
+                self._key_slots[argc] = slots
+        return slots
 
     @property
     def required(self) -> int:

@@ -30,7 +30,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 
 from kvd.state.users import User, Users, check_password, token_owner
-from shared.commands import Command, Kind, arg_kinds
+from shared.commands import Command
 from shared.errors import NoAuth, NoPerm, WrongPass
 
 log = logging.getLogger("kvd.access")
@@ -157,9 +157,10 @@ class Access:
             raise NoAuth(f"user {_text(user.name)} no longer exists — log in as another")
         return now
 
-    def check(self, user: User | None, command: Command, argv: list[bytes]) -> User:
-        """The current record of `user` if it may run `argv` (its name first); NoAuth or
-        NoPerm otherwise."""
+    def check(self, user: User | None, command: Command, argv: list[bytes],
+              slots: tuple[int, ...] | None = None) -> User:
+        """The current record of `user` if it may run `argv` (its name first; `slots`: where
+        its keys are, Command.key_slots); NoAuth or NoPerm otherwise."""
         user = self.current(user)
         access = command.access
         if user.admin or access == "connection":
@@ -168,25 +169,27 @@ class Access:
             raise NoPerm(f"{command.name} needs an admin user",
                          redis=f"NOPERM this user has no permissions to run the "
                                f"'{command.name.lower()}' command")
-        allowed = user.can_write if access == "write" else user.can_read
-        named = False
-        for kind, arg in zip(arg_kinds(command, len(argv) - 1), argv[1:], strict=False):
-            if kind is not Kind.KEY:
-                continue
-            named = True
-            if command.streaming:
-                if not user.reads_prefix(arg):
-                    raise NoPerm(f"user {_text(user.name)} may not watch '{_text(arg)}': that "
-                                 "needs read permission on every key under it (a pattern "
+        if slots is None:
+            slots = command.key_slots(len(argv))
+        if not slots:
+            if not user.reads_anything():
+                raise NoPerm(f"user {_text(user.name)} has no read permission",
+                             redis=f"NOPERM this user has no permissions to run the "
+                                   f"'{command.name.lower()}' command")
+            return user
+        if command.streaming:
+            for i in slots:
+                if not user.reads_prefix(argv[i]):
+                    raise NoPerm(f"user {_text(user.name)} may not watch '{_text(argv[i])}': "
+                                 "that needs read permission on every key under it (a pattern "
                                  "like 'prefix*')")
-            elif not allowed(arg):
-                raise NoPerm(f"user {_text(user.name)} may not {access} '{_text(arg)}'",
+            return user
+        allowed = user.can_write if access == "write" else user.can_read
+        for i in slots:
+            if not allowed(argv[i]):
+                raise NoPerm(f"user {_text(user.name)} may not {access} '{_text(argv[i])}'",
                              redis="NOPERM this user has no permissions to access one of the "
                                    "keys used as arguments")
-        if not named and not user.reads_anything():
-            raise NoPerm(f"user {_text(user.name)} has no read permission",
-                         redis=f"NOPERM this user has no permissions to run the "
-                               f"'{command.name.lower()}' command")
         return user
 
 

@@ -261,10 +261,12 @@ class Node:
             if route is None:
                 route = self._route(argv[0])
             command = route[0]
-            if any(a[:4] == SYSTEM for a in argv):
-                _refuse_system(command, argv)
+            slots = command.key_slots(len(argv))
+            for i in slots:
+                if argv[i][:4] == SYSTEM:
+                    _refuse_system(command, argv)
             if command.access != "user":  # USER checks its caller itself (kvd.state.usercmds)
-                ctx.user = self.access.check(ctx.user, command, argv)
+                ctx.user = self.access.check(ctx.user, command, argv, slots)
             elif ctx.user is not None:
                 ctx.user = self.users.get(ctx.user.name)
         except KvError as exc:
