@@ -21,6 +21,8 @@ from pathlib import Path
 
 from kvd.cluster.cluster import Cluster
 from kvd.cluster.peers import Peers, load_members, next_epoch
+from kvd.cluster.peerwire import Dest, Out
+from kvd.consensus import Consensus
 from kvd.cluster.settings import Settings
 from kvd.config import Config, ConfigError, data_root, log_path, read_keyring
 from kvd.doors import metrics
@@ -35,6 +37,7 @@ from kvd.state.access import is_loopback
 from kvd.state.hlc import wall_ms
 from kvd.state.node import Node
 from shared.client import Client
+from shared.codec import MsgType
 from shared.errors import KvError, ServerError, Unreachable
 from shared.keyring import Keyring
 
@@ -105,7 +108,9 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
             log_.close()
             raise
         try:
-            loop.attach(open_cluster(cfg, node, loop, ring))
+            peers = open_cluster(cfg, node, loop, ring)
+            loop.attach(peers)
+            loop.attach_consensus(open_consensus(cfg, node, peers))
         except KvError:
             loop.close()
             raise
@@ -231,6 +236,39 @@ def open_cluster(cfg: Config, node: Node, loop: Loop, ring: Keyring | None = Non
                    epoch=next_epoch(cfg.data_dir, now))
     return Peers(core, cfg.bind, cfg.gossip_port, cfg.data_dir, loop.poller, cfg.gossip_hwm,
                  cfg.peer_max_message, ring)
+
+
+def open_consensus(cfg: Config, node: Node, peers: Peers) -> Consensus:
+    """The Raft group beside the keyspace (kvd.consensus), over the cluster's peer sockets.
+    A node founds a group of one only when it starts fresh without --join: a node that
+    knows members (from --join or a previous run) waits to be added to theirs."""
+    assert cfg.data_dir is not None and cfg.name is not None
+    core = peers.cluster
+    fresh = not cfg.join and not core.ms.others()
+
+    def send(name: str, frame: bytes) -> bool:
+        member = core.ms.get(name)
+        if member is None or member is core.ms.me:
+            return False
+        peers.route([Out(Dest.REQUEST, core.out.message(MsgType.RAFT, {"m": frame}),
+                         member.address)])
+        return True
+
+    def members() -> list[tuple[str, str]]:
+        return [(m.name, m.status.value) for m in core.ms.members.values()]
+
+    consensus = Consensus(cfg.name, cfg.data_dir, fresh, send, members)
+    core.on_raft = consensus.receive
+    view = node.members_source
+    if view is not None:
+        def with_roles(now: int) -> list[dict]:
+            rows = view(now)
+            for row in rows:
+                row["raft"] = consensus.role_of(str(row.get("name", "")))
+            return rows
+
+        node.members_source = with_roles
+    return consensus
 
 
 def open_log(cfg: Config, node: Node, repair: bool = False):

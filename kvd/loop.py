@@ -30,6 +30,7 @@ from typing import Protocol
 import zmq
 
 from kvd.cluster.peers import Peers
+from kvd.consensus import Consensus
 from kvd.doors.native import NativeDoor
 from kvd.doors.zap import Gatekeeper
 from kvd.state.context import Context
@@ -112,6 +113,7 @@ class Loop:
         self.doors = doors
         self.log = log_ or NullLog()
         self.peers: Peers | None = None
+        self.consensus: Consensus | None = None
         self.gate = gate  # the ZAP handler, when CURVE is on; started by whoever made it
         self._stopping = False
         self.turns = TurnTimes()
@@ -130,8 +132,15 @@ class Loop:
         self.peers = peers
         self.door.on_peer = peers.on_request
 
+    def attach_consensus(self, consensus: Consensus) -> None:
+        """The Raft group rides the loop too: ticked with the housekeeping, driven (persist,
+        send, apply) after every turn; its messages come through the cluster."""
+        self.consensus = consensus
+
     def _info(self) -> dict:
         info = self.door.info()
+        if self.consensus is not None:
+            info.update(self.consensus.info())
         info.update(self.log.info())
         if self.gate is not None:
             info.update(self.gate.info())
@@ -185,6 +194,8 @@ class Loop:
                 self._housekeeping()
                 next_tick = time.monotonic() + TICK_S
         log.info("stopping: flushing the log")
+        if self.consensus is not None:
+            self.consensus.stop()
         if self.peers is not None:
             self.peers.leave(wall_ms())
 
@@ -201,6 +212,8 @@ class Loop:
         changes = node.take_changes()
         if changes and self._commit(changes) and peers is not None:
             peers.route(peers.cluster.committed(changes, ctx.wall))
+        if self.consensus is not None:
+            self.consensus.drive()
         door.flush()
         if node.store.expired:
             self._announce_expired()
@@ -249,6 +262,9 @@ class Loop:
             other.tick(now)
         if self.peers is not None:
             self.peers.tick(wall_ms())
+        if self.consensus is not None:
+            self.consensus.tick()
+            self.consensus.drive()
 
     def close(self) -> None:
         if self.peers is not None:

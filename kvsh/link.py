@@ -23,6 +23,7 @@ class LinkState:
     up: bool | None = None  # None: not known yet
     name: str = ""
     members: int = 0
+    leader: str = ""  # the consensus group's leader, from INFO raft_leader ("" unknown)
     rtt_ms: float | None = None
     error: str = ""
 
@@ -71,6 +72,7 @@ class Monitor:
                 self.state.saw(time.monotonic() - started)
                 self.state.name = str(info.get("name", ""))
                 self.state.members = int(info.get("members", 0) or 0)
+                self.state.leader = str(info.get("raft_leader", "") or "")
         if self.on_change and before != (self.state.up, self.state.name, self.state.members):
             self.on_change()
 

@@ -89,8 +89,9 @@ def connection(link: LinkState) -> Fragments:
         return [("class:toolbar.link", f"… {link.address} connecting")]
     size = f"{link.members} member{'s' if link.members != 1 else ''}"
     rtt = f"{link.rtt_ms:.1f} ms" if link.rtt_ms is not None else "–"
+    leader = f" · leader {link.leader}" if link.leader else ""
     return [("class:toolbar.up", f"● {link.name or '?'}"),
-            ("class:toolbar.link", f" {link.address} · {size} · rtt {rtt}")]
+            ("class:toolbar.link", f" {link.address} · {size}{leader} · rtt {rtt}")]
 
 
 REJECTED = "not sent: fix the line above (Ctrl-C clears it)"

@@ -48,6 +48,7 @@ class MsgType(enum.IntEnum):
     SYNC_REPLY = 14
     SYNC_PUSH = 15
     LEAVE = 16
+    RAFT = 17  # a Raft message (kvd.raft.messages) between members: {"m": bytes}
 
 
 class ReplyKind(enum.IntEnum):

@@ -32,6 +32,7 @@ LAYERS = {
     "kvd.bench": ("kvd.bench", 2),
     "kvd.raft": ("kvd.raft", 2),
     "kvd.loop": ("kvd.loop", 3),
+    "kvd.consensus": ("kvd.loop", 3),
     "kvd.cli": ("process life", 4),
     "kvd.config": ("process life", 4),
     "kvd.daemon": ("process life", 4),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 
 from kvd.cluster.clockskew import ClockOffsets
 from kvd.cluster.membership import Member, Membership, Status
@@ -58,6 +59,9 @@ class Cluster:
         self.published = node.seq
         self.counters: Counter[str] = Counter()
         self.out = Outbox(settings.cluster, node.name)
+        # Raft messages (MsgType.RAFT) from members go here: the consensus group's driver
+        # (kvd.consensus) sets it; the cluster only checks that the sender is a member.
+        self.on_raft: Callable[[bytes], None] | None = None
         self.repair = Repair(node, settings, self.ms, self.repl, self.out, self.counters,
                              self.rng, self._apply_stream, now)
         self.low_waters: dict[str, float] = {}
@@ -139,6 +143,14 @@ class Cluster:
             self.counters["dropped_malformed"] += 1
             self.counters["dropped_unforeseen"] += 1
             return []
+
+    def _on_raft(self, msg: Peer, now: int) -> list[Out]:
+        frame = msg.body.get("m")
+        if not isinstance(frame, bytes):
+            raise ProtocolError("a RAFT message carries its frame as bytes in 'm'")
+        if self.on_raft is not None:
+            self.on_raft(frame)
+        return []
 
     def count_bad(self, reason: str) -> None:
         """Counted by the socket layer: frames that did not even decode."""
@@ -417,4 +429,5 @@ _HANDLERS = {
     MsgType.SYNC_REPLY: lambda c, msg, now: c.repair.on_sync_reply(msg, now),
     MsgType.SYNC_PUSH: lambda c, msg, now: c.repair.on_sync_push(msg, now),
     MsgType.LEAVE: Cluster._on_leave,
+    MsgType.RAFT: Cluster._on_raft,
 }

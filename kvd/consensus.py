@@ -1,0 +1,169 @@
+"""The consensus group beside the gossip keyspace: drives the Raft core (kvd.raft) from the loop.
+
+The loop calls `tick` every housekeeping tick (kvd.loop.TICK_S: one Raft tick, so elections
+time out after 1-2 s and a leader heartbeats every 100 ms) and `drive` after every turn. Raft
+messages travel as peer messages of type RAFT over the peer sockets the cluster already has
+(to a member's client ROUTER, by its name's address in the membership); what arrives is
+handed to `receive`. Durable state lives in its own checksummed files under
+`<data dir>/raft` (kvd.raft.filestore), saved and fsynced before any message that depends on
+it is sent — the contract of kvd.raft.ready.
+
+Who votes follows the gossip membership: the leader adds every live member as a learner, then
+promotes learners to voters up to five (the rest stay learners), one change at a time, and
+removes members that left. A member that is dead stays a voter until it comes back or an
+operator removes it (a dead voter still counts toward the quorum size, as in etcd). A node
+whose raft folder is empty founds a group of one when it was started without --join; a node
+that joins waits to be added.
+
+The coordination state machine (kvd.raft.coord) applies what commits; the commands that
+propose to it come with the next change (see README "Coordination").
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from kvd.raft.config import ConfChange, ConfOp, Config
+from kvd.raft.coord import Coordination
+from kvd.raft.errors import ConfigRefused, NotLeader
+from kvd.raft.filestore import FileStorage
+from kvd.raft.leader import Options
+from kvd.raft.messages import EntryKind, decode, encode
+from kvd.raft.core import Raft
+from kvd.raft.ready import Role
+from shared.errors import KvError
+
+log = logging.getLogger("kvd.consensus")
+
+MAX_VOTERS = 5
+RECONCILE_TICKS = 10  # the leader looks at the membership once a second
+
+
+class Consensus:
+    def __init__(self, me: str, data_dir: Path, found: bool,
+                 send: Callable[[str, bytes], bool],
+                 members: Callable[[], list[tuple[str, str]]],
+                 rng: random.Random | None = None) -> None:
+        """`send(name, frame)`: a Raft message to a member (False when its address is not
+        known); `members()`: the live members as (name, status), us included."""
+        self.me = me
+        self.send = send
+        self.members = members
+        self.storage = FileStorage(data_dir / "raft")
+        restored = self.storage.load()
+        if found and not restored.hard_state.term and not restored.entries \
+                and not restored.snapshot.index:
+            self.storage.bootstrap(Config.of([me]))
+            restored = self.storage.load()
+            log.info("founded a consensus group of one (%s); members join it as they come", me)
+        self.raft = Raft(me, restored, rng or random.Random(), Options(max_voters=MAX_VOTERS))
+        self.coord = Coordination()
+        if restored.snapshot.data:
+            self.coord.restore(restored.snapshot.data)
+        self.counters = {"raft_messages_in": 0, "raft_messages_out": 0,
+                         "raft_messages_dropped": 0, "raft_config_changes": 0}
+        self._ticks = 0
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def receive(self, frame: bytes) -> None:
+        """A Raft message from a peer (the cluster checked the sender is a member)."""
+        try:
+            msg = decode(frame)
+        except KvError:
+            self.counters["raft_messages_dropped"] += 1
+            return
+        self.counters["raft_messages_in"] += 1
+        self.raft.step(msg)
+
+    def tick(self) -> None:
+        self.raft.tick()
+        self._ticks += 1
+        if self.raft.role is Role.LEADER and self._ticks % RECONCILE_TICKS == 0:
+            self._reconcile()
+
+    def stop(self) -> None:
+        """Graceful stop: a leader hands leadership to the most caught-up voter first."""
+        others = sorted(self.raft.config.voters - {self.me})
+        if self.raft.role is Role.LEADER and others:
+            try:
+                self.raft.transfer_leadership(others[0])
+            except (NotLeader, ConfigRefused):
+                return
+            self.drive()
+
+    # -- the Ready loop ---------------------------------------------------------------------
+
+    def drive(self) -> None:
+        raft = self.raft
+        while raft.has_ready():
+            rd = raft.ready()
+            self.storage.save(rd.hard_state, rd.entries, rd.snapshot)  # fsync, then send
+            for msg in rd.messages:
+                if self.send(msg.dst, encode(msg)):
+                    self.counters["raft_messages_out"] += 1
+                else:
+                    self.counters["raft_messages_dropped"] += 1
+            if rd.snapshot is not None and rd.snapshot.data:
+                self.coord.restore(rd.snapshot.data)
+            for entry in rd.committed:
+                if entry.kind is EntryKind.NORMAL and entry.data:
+                    self.coord.apply(entry.index, entry.data)
+                elif entry.kind is EntryKind.CONFIG:
+                    self.counters["raft_config_changes"] += 1
+                    log.info("consensus membership now: voters %s, learners %s",
+                             sorted(raft.config.voters), sorted(raft.config.learners))
+            if rd.soft_state is not None:
+                log.info("consensus: %s is %s in term %d (leader %s)", self.me,
+                         rd.soft_state.role.value, raft.term, rd.soft_state.leader or "unknown")
+            raft.advance()
+
+    def _reconcile(self) -> None:
+        """One membership change toward: every live member in, voters up to MAX_VOTERS."""
+        config = self.raft.config
+        live = {name for name, status in self.members() if status != "left"}
+        left = {name for name, status in self.members() if status == "left"}
+        change = None
+        for name in sorted(config.members & left - {self.me}):
+            change = ConfChange(ConfOp.REMOVE, name)
+            break
+        if change is None:
+            for name in sorted(live - config.members):
+                change = ConfChange(ConfOp.ADD_LEARNER, name)
+                break
+        if change is None and len(config.voters) < MAX_VOTERS:
+            for name in sorted(config.learners & live):
+                change = ConfChange(ConfOp.PROMOTE, name)
+                break
+        if change is None:
+            return
+        try:
+            self.raft.propose_config(change)
+        except (ConfigRefused, NotLeader) as exc:
+            log.debug("membership change %s %s not proposed: %s", change.op.name, change.node,
+                      exc)
+
+    # -- what it shows ----------------------------------------------------------------------
+
+    def role_of(self, name: str) -> str:
+        config = self.raft.config
+        if name == self.raft.leader:
+            return "leader"
+        return "voter" if name in config.voters else "learner" if name in config.learners \
+            else ""
+
+    def info(self) -> dict:
+        raft = self.raft
+        return {
+            "raft_role": raft.role.value,
+            "raft_term": raft.term,
+            "raft_leader": raft.leader or "",
+            "raft_commit": raft.log.committed,
+            "raft_applied": raft.log.applied,
+            "raft_voters": ",".join(sorted(raft.config.voters)),
+            "raft_learners": ",".join(sorted(raft.config.learners)),
+            **self.counters,
+        }
