@@ -7,7 +7,7 @@ the code to it, cycles included):
 - kvd.loop: the one loop — polls every socket, runs a turn through the node, commits the
   turn's writes, then replies
 - kvd.doors (protocol adapters), kvd.cluster (gossip, membership, repair, peer sockets),
-  kvd.log (durability) — none imports another
+  kvd.raft (consensus, sans-IO, and its storage), kvd.log (durability) — none imports another
 - kvd.state: the state machine (node, store, clock, command handlers, watch hub), no I/O
 - shared: the command table, the codec, the errors, the client
 """
