@@ -191,12 +191,13 @@ class Raft:
     # -- Ready ------------------------------------------------------------------------------
 
     def has_ready(self) -> bool:
+        # called every turn of the caller's loop: compares fields rather than building states
+        log, hs, soft = self.log, self._persisted, self._reported
         return bool(self.out.messages or self.out.read_states
-                    or self.log.stable < self.log.last_index
-                    or self.log.applied < self.log.committed
+                    or log.stable < log.last_index or log.applied < log.committed
                     or self._incoming_snapshot is not None
-                    or self._hard_state() != self._persisted
-                    or self._soft_state() != self._reported
+                    or self.term != hs.term or self.vote != hs.vote or log.committed != hs.commit
+                    or self.lead != soft.leader or self.role is not soft.role
                     or (self.leading is not None and self.leading.bcast_pending))
 
     def ready(self) -> Ready:
@@ -310,7 +311,13 @@ class Raft:
         if isinstance(msg, VoteResponse) and msg.pre and msg.granted:
             return True  # granted in the term we would campaign in: not a newer term
         from_leader = isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot)
+        elapsed = self.election_elapsed
         self._become_follower(msg.term, msg.src if from_leader else None)
+        if isinstance(msg, VoteRequest):
+            # Only a leader or a granted vote restarts the election timer (Raft, Figure 2): a
+            # candidate with a stale log, timing out first again and again, must not keep
+            # the node that could win from ever timing out.
+            self.election_elapsed = elapsed
         return True
 
     def _answer_stale(self, msg: Message) -> None:

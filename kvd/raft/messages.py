@@ -255,9 +255,9 @@ _TYPES: dict[type, MsgType] = {
     Heartbeat: MsgType.HEARTBEAT, HeartbeatResponse: MsgType.HEARTBEAT_RESP,
     InstallSnapshot: MsgType.SNAPSHOT, TimeoutNow: MsgType.TIMEOUT_NOW,
 }
-_CLASSES = {t: cls for cls, t in _TYPES.items()}
+_CLASSES = {int(t): cls for cls, t in _TYPES.items()}
 # per type: (name, to wire, from wire) of the fields after src, dst, term
-_FIELDS = {t: [(f.name, *_KINDS[str(f.type)]) for f in fields(cls)[3:]]
+_FIELDS = {int(t): [(f.name, *_KINDS[str(f.type)]) for f in fields(cls)[3:]]
            for cls, t in _TYPES.items()}
 
 _packer = msgpack.Packer(use_bin_type=True)
@@ -266,7 +266,7 @@ _packer = msgpack.Packer(use_bin_type=True)
 def encode(msg: Message) -> bytes:
     t = _TYPES[type(msg)]
     body = [enc(getattr(msg, name)) for name, enc, _ in _FIELDS[t]]
-    return _packer.pack([PROTOCOL_VERSION, int(t), msg.src, msg.dst, msg.term, *body])
+    return _packer.pack([PROTOCOL_VERSION, t, msg.src, msg.dst, msg.term, *body])
 
 
 def decode(frame: bytes) -> Message:
@@ -280,11 +280,11 @@ def decode(frame: bytes) -> Message:
     t = head[1]
     if type(t) is not int or t not in _CLASSES:
         raise _fail("unknown message type")
-    spec = _FIELDS[MsgType(t)]
+    spec = _FIELDS[t]
     if len(head) != 5 + len(spec):
         raise _fail(f"type {t} has {len(spec)} fields")
     values = [dec(v) for (_, _, dec), v in zip(spec, head[5:], strict=True)]
-    msg = _CLASSES[MsgType(t)](_node(head[2]), _node(head[3]), _uint(head[4]), *values)
+    msg = _CLASSES[t](_node(head[2]), _node(head[3]), _uint(head[4]), *values)
     if isinstance(msg, AppendEntries):
         _check_batch(msg)
     return msg
