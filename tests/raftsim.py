@@ -1,0 +1,658 @@
+"""Raft cores in an in-memory network, and a checker of Raft's invariants after every step.
+
+Each `Node` is what a daemon would be: a `Raft`, a `MemoryStorage` that survives crashes, and
+a state machine (a hash chain over the applied entries, so two nodes that applied different
+entries at one index can never agree again). It drives the core exactly as the Ready contract
+says: persist, send, restore a snapshot, apply, advance. A crash drops the Raft object and the
+state machine; a restart rebuilds both from storage alone.
+
+Two drivers share nodes and checker:
+
+- `Net`: synchronous delivery, for unit tests (etcd's raft_test network): deliver until
+  quiet, with isolated nodes and cut links.
+- `Sim`: time in ms, a tick every TICK_MS per node, messages through the real codec with
+  seeded loss, duplication, delay (hence reordering) and directed cuts (so partitions can be
+  symmetric or not). `chaos(seed)` runs a random schedule of partitions, crashes, restarts,
+  leader transfers, membership changes, snapshots, client writes and ReadIndex reads, then
+  heals everything and checks that a leader is elected and a write commits in bounded time.
+
+`Checker` raises `Violation` the moment an invariant breaks:
+election safety (one leader per term), log matching (an (index, term) names one entry and one
+predecessor term), leader completeness (a leader holds everything committed in earlier terms),
+state machine safety (one entry and one state per applied index), no double vote in a term
+and no acknowledged entry missing from storage (what crashes would expose), and ReadIndex
+reads never older than what was committed when they were asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import random
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+
+from kvd.raft.config import ConfChange, Config, ConfOp
+from kvd.raft.core import Options, Raft, Role
+from kvd.raft.errors import ConfigRefused, NotLeader, ProposalDropped
+from kvd.raft.messages import (
+    AppendResponse,
+    Entry,
+    EntryKind,
+    Message,
+    Snapshot,
+    VoteResponse,
+    decode,
+    encode,
+)
+from kvd.raft.ready import ReadState
+from kvd.raft.storage import MemoryStorage
+
+TICK_MS = 10
+
+
+class Violation(AssertionError):
+    """A Raft invariant broke."""
+
+
+class StateMachine:
+    """The applied log as a hash chain: (index, digest after applying it)."""
+
+    def __init__(self) -> None:
+        self.index = 0
+        self.digest = b""
+
+    def apply(self, e: Entry) -> None:
+        if e.index != self.index + 1:
+            raise Violation(f"applied {e.index} after {self.index}")
+        head = struct.pack(">QQB", e.index, e.term, e.kind)
+        self.digest = hashlib.blake2b(self.digest + head + e.data, digest_size=8).digest()
+        self.index = e.index
+
+    def snapshot(self) -> bytes:
+        return struct.pack(">Q", self.index) + self.digest
+
+    def restore(self, snap: Snapshot) -> None:
+        if snap.data:  # empty: a founding snapshot, nothing applied yet
+            (index,), self.digest = struct.unpack(">Q", snap.data[:8]), snap.data[8:]
+            if index != snap.index:
+                raise Violation(f"snapshot at {snap.index} holds state at {index}")
+        else:
+            self.digest = b""
+        self.index = snap.index
+
+
+class Node:
+    def __init__(self, name: str, seed: int, opts: Options) -> None:
+        self.name = name
+        self.storage = MemoryStorage()
+        self.rng = random.Random(seed)
+        self.opts = opts
+        self.raft: Raft | None = None
+        self.sm = StateMachine()
+        self.read_states: list[ReadState] = []
+        self.starts = 0
+
+    @property
+    def up(self) -> bool:
+        return self.raft is not None
+
+    def start(self, checker: Checker) -> None:
+        restored = self.storage.load()
+        self.raft = Raft(self.name, restored, self.rng, self.opts)
+        self.sm = StateMachine()
+        self.sm.restore(restored.snapshot)
+        checker.restored(self)
+        self.starts += 1
+
+    def crash(self) -> None:
+        self.raft = None  # and the state machine with it: only storage survives
+
+    def handle(self, checker: Checker, crash_after_persist: bool = False) -> list[Message]:
+        """Work off every Ready; the messages to send."""
+        out: list[Message] = []
+        raft = self.raft
+        while raft is not None and raft.has_ready():
+            rd = raft.ready()
+            checker.persisting(self, rd.entries)
+            self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+            if crash_after_persist:
+                self.crash()
+                break
+            checker.sending(self, rd.messages)
+            out.extend(rd.messages)
+            if rd.snapshot is not None:
+                self.sm.restore(rd.snapshot)
+                checker.restored(self)
+            for e in rd.committed:
+                self.sm.apply(e)
+                checker.applied(self, e)
+            self.read_states.extend(rd.read_states)
+            checker.reads_done(rd.read_states)
+            raft.advance()
+        return out
+
+    def compact(self) -> Snapshot | None:
+        """Snapshot the state machine where it stands (if that is past the last snapshot)."""
+        raft = self.raft
+        if raft is None or self.sm.index <= raft.log.snapshot.index:
+            return None
+        snap = raft.snapshot(self.sm.index, self.sm.snapshot())
+        self.storage.compact(snap)
+        return snap
+
+
+@dataclass
+class Checker:
+    leaders: dict[int, str] = field(default_factory=dict)  # term -> its leader
+    entries: dict[tuple[int, int], tuple] = field(default_factory=dict)  # (index, term) ->
+    committed: dict[int, int] = field(default_factory=dict)  # index -> term
+    states: dict[int, bytes] = field(default_factory=dict)  # index -> state machine digest
+    commit_by_term: dict[int, int] = field(default_factory=dict)  # leader term -> its commit
+    verified: dict[tuple[str, int], int] = field(default_factory=dict)  # (leader, term) -> index
+    granted: dict[tuple[str, int], str] = field(default_factory=dict)  # (voter, term) -> whom
+    reads: dict[bytes, int] = field(default_factory=dict)  # ctx -> committed when asked
+    applied_data: set[bytes] = field(default_factory=set)
+    max_committed: int = 0
+
+    def persisting(self, node: Node, batch: list[Entry]) -> None:
+        """Log matching, checked on every entry as it becomes durable anywhere."""
+        if not batch:
+            return
+        assert node.raft is not None
+        prev = node.raft.log.term(batch[0].index - 1)
+        for e in batch:
+            if prev is None or e.term < prev:
+                raise Violation(f"{node.name}: entry {e.index} term {e.term} after term {prev}")
+            seen = self.entries.setdefault((e.index, e.term), (e.kind, e.data, prev))
+            if seen != (e.kind, e.data, prev):
+                raise Violation(f"log matching: {node.name} holds another entry at "
+                                f"({e.index}, {e.term}): {seen} vs {(e.kind, e.data, prev)}")
+            prev = e.term
+
+    def sending(self, node: Node, msgs: list[Message]) -> None:
+        """What a message promises must already be in storage."""
+        st = node.storage
+        for m in msgs:
+            if isinstance(m, VoteResponse) and m.granted and not m.pre:
+                whom = self.granted.setdefault((node.name, m.term), m.dst)
+                if whom != m.dst or st.hard_state.vote != m.dst or st.hard_state.term != m.term:
+                    raise Violation(f"{node.name} voted {whom} and {m.dst} in term {m.term} "
+                                    f"(stored: {st.hard_state})")
+            elif (isinstance(m, AppendResponse) and not m.reject
+                  and st.snapshot.index + len(st.entries) < m.index):
+                raise Violation(f"{node.name} acknowledged {m.index} without storing it")
+
+    def applied(self, node: Node, e: Entry) -> None:
+        self._committed(e.index, e.term, node.name)
+        state = self.states.setdefault(e.index, node.sm.digest)
+        if state != node.sm.digest:
+            raise Violation(f"state machine safety: {node.name} differs after {e.index}")
+        if e.kind is EntryKind.NORMAL:
+            self.applied_data.add(e.data)
+
+    def restored(self, node: Node) -> None:
+        sm = node.sm
+        if sm.index and sm.digest:
+            state = self.states.setdefault(sm.index, sm.digest)
+            if state != sm.digest:
+                raise Violation(f"{node.name} restored a snapshot unlike the state at {sm.index}")
+        raft = node.raft
+        if raft is not None:  # nothing it stored as committed contradicts the cluster
+            for i in range(raft.log.first_index, raft.log.committed + 1):
+                self._committed(i, raft.log.term(i), node.name)  # type: ignore[arg-type]
+
+    def _committed(self, index: int, term: int, who: str) -> None:
+        known = self.committed.setdefault(index, term)
+        if known != term:
+            raise Violation(f"{who}: entry {index} committed with term {term} and {known}")
+        self.max_committed = max(self.max_committed, index)
+
+    def read_asked(self, ctx: bytes) -> None:
+        self.reads[ctx] = self.max_committed
+
+    def reads_done(self, states: list[ReadState]) -> None:
+        for rs in states:
+            asked = self.reads.pop(rs.ctx, None)
+            if asked is not None and rs.index < asked:
+                raise Violation(f"stale read {rs.ctx!r}: index {rs.index} < {asked} committed "
+                                f"when it was asked")
+
+    def observe(self, nodes: list[Node]) -> None:
+        """After every event on `nodes`: election safety, and leader completeness."""
+        for n in nodes:
+            raft = n.raft
+            if raft is None or raft.leading is None:
+                continue
+            term, log = raft.term, raft.log
+            holder = self.leaders.setdefault(term, n.name)
+            if holder != n.name:
+                raise Violation(f"election safety: {holder} and {n.name} both lead term {term}")
+            if log.committed > self.commit_by_term.get(term, 0):
+                self.commit_by_term[term] = log.committed
+                for i in range(max(log.first_index, self.max_committed + 1), log.committed + 1):
+                    self._committed(i, log.term(i), n.name)  # type: ignore[arg-type]
+            need = max((c for t, c in self.commit_by_term.items() if t < term), default=0)
+            done = self.verified.get((n.name, term), 0)
+            if need > done:
+                for i in range(max(done + 1, log.first_index), need + 1):
+                    if log.term(i) != self.committed.get(i, log.term(i)) or i > log.last_index:
+                        raise Violation(f"leader completeness: {n.name} (term {term}) lacks "
+                                        f"committed entry {i}")
+                self.verified[(n.name, term)] = need
+
+
+def check_log(raft: Raft) -> None:
+    """The RaftLog's own invariants (kvd.raft.log), in full: for the end of a run."""
+    log = raft.log
+    for k, e in enumerate(log.entries):
+        if e.index != log.snapshot.index + 1 + k:
+            raise Violation(f"{raft.me}: entry {e.index} at position {k}")
+    terms = [log.snapshot.term] + [e.term for e in log.entries]
+    if terms != sorted(terms):
+        raise Violation(f"{raft.me}: terms go down")
+    if not log.snapshot.index <= log.applied <= log.committed <= log.last_index:
+        raise Violation(f"{raft.me}: snapshot/applied/committed/last out of order")
+
+
+def make_nodes(names: list[str], founders: list[str], seed: int, opts: Options,
+               learners: list[str] | tuple[str, ...] = ()) -> dict[str, Node]:
+    nodes = {}
+    for k, name in enumerate(names):
+        node = Node(name, seed * 1009 + k, opts)
+        if name in founders or name in learners:
+            node.storage.bootstrap(Config.of(founders, learners))
+        nodes[name] = node
+    return nodes
+
+
+# -- synchronous network, for unit tests ----------------------------------------------------
+
+
+class Net:
+    def __init__(self, names: list[str], voters: list[str] | None = None,
+                 learners: tuple[str, ...] = (), opts: Options | None = None,
+                 seed: int = 0) -> None:
+        self.opts = opts or Options()
+        self.checker = Checker()
+        self.nodes = make_nodes(names, voters or names, seed, self.opts, learners)
+        self.queue: list[Message] = []
+        self.cut: set[tuple[str, str]] = set()  # (src, dst): dropped
+        self.dropped: list[Message] = []
+        self.delivered: list[Message] = []
+        for node in self.nodes.values():
+            node.start(self.checker)
+
+    def raft(self, name: str) -> Raft:
+        raft = self.nodes[name].raft
+        assert raft is not None, f"{name} is down"
+        return raft
+
+    def flush(self, name: str) -> None:
+        self.queue.extend(self.nodes[name].handle(self.checker))
+        self.checker.observe(list(self.nodes.values()))
+
+    def tick(self, name: str, n: int = 1) -> None:
+        for _ in range(n):
+            self.raft(name).tick()
+            self.flush(name)
+
+    def tick_all(self, n: int = 1) -> None:
+        for _ in range(n):
+            for name, node in self.nodes.items():
+                if node.up:
+                    self.tick(name)
+            self.deliver()
+
+    def deliver(self, limit: int = 100_000) -> None:
+        """Deliver until no message is left (through the codec, as on the wire)."""
+        for _ in range(limit):
+            if not self.queue:
+                return
+            m = self.queue.pop(0)
+            node = self.nodes.get(m.dst)
+            if (m.src, m.dst) in self.cut or node is None or not node.up:
+                self.dropped.append(m)
+                continue
+            self.delivered.append(m)
+            self.raft(m.dst).step(decode(encode(m)))
+            self.flush(m.dst)
+        raise AssertionError("messages never stopped")
+
+    def isolate(self, name: str) -> None:
+        for other in self.nodes:
+            if other != name:
+                self.cut |= {(name, other), (other, name)}
+
+    def heal(self) -> None:
+        self.cut.clear()
+
+    def elect(self, name: str) -> Raft:
+        self.raft(name).campaign()
+        self.flush(name)
+        self.deliver()
+        raft = self.raft(name)
+        assert raft.role is Role.LEADER, f"{name} is {raft.role}"
+        return raft
+
+    def leader(self) -> str | None:
+        leaders = [(n.raft.term, name) for name, n in self.nodes.items()
+                   if n.raft is not None and n.raft.role is Role.LEADER]
+        return max(leaders)[1] if leaders else None
+
+    def propose(self, name: str, data: bytes) -> int:
+        index = self.raft(name).propose(data)
+        self.flush(name)
+        self.deliver()
+        return index
+
+    def crash(self, name: str) -> None:
+        self.nodes[name].crash()
+
+    def restart(self, name: str) -> None:
+        self.nodes[name].start(self.checker)
+        self.flush(name)
+
+
+# -- time-based chaos -----------------------------------------------------------------------
+
+
+@dataclass
+class Faults:
+    drop: float = 0.0
+    duplicate: float = 0.0
+    delay_ms: tuple[int, int] = (1, 5)  # uniform; a spread wider than a tick reorders
+    cut: set[tuple[str, str]] = field(default_factory=set)  # (src, dst) that cannot deliver
+    crash_mid_ready: float = 0.0  # chance per Ready of a crash between persist and send
+
+
+class Sim:
+    def __init__(self, seed: int, voters: int = 3, spares: int = 0,
+                 opts: Options | None = None, faults: Faults | None = None) -> None:
+        self.rng = random.Random(seed)
+        self.opts = opts or Options()
+        self.faults = faults or Faults()
+        self.checker = Checker()
+        names = [f"n{k}" for k in range(1, voters + spares + 1)]
+        self.nodes = make_nodes(names, names[:voters], seed, self.opts)
+        self.now = 0
+        self.queue: list[tuple[int, int, str, str, bytes]] = []
+        self._n = itertools.count()
+        self.stats: Counter[str] = Counter()
+        self.hint: str | None = None  # the clients' idea of who leads
+        self.proposed: list[bytes] = []
+        self.reboots: list[tuple[int, str]] = []  # (at ms, node): crashed, coming back
+        for node in self.nodes.values():
+            node.start(self.checker)
+
+    # -- the wire ---------------------------------------------------------------------------
+
+    def _send(self, msgs: list[Message]) -> None:
+        f, rng = self.faults, self.rng
+        for m in msgs:
+            if (m.src, m.dst) in f.cut or rng.random() < f.drop:
+                self.stats["dropped"] += 1
+                continue
+            frame = encode(m)
+            for _ in range(2 if rng.random() < f.duplicate else 1):
+                at = self.now + rng.randint(*f.delay_ms)
+                heapq.heappush(self.queue, (at, next(self._n), m.src, m.dst, frame))
+
+    def _handle(self, node: Node) -> None:
+        crash = self.rng.random() < self.faults.crash_mid_ready
+        self._send(node.handle(self.checker, crash_after_persist=crash))
+        if crash and not node.up:
+            self.stats["crashes mid-ready"] += 1
+            self.reboot_later(node.name)
+        self.checker.observe([node])  # only its state changed (all are looked at every tick)
+
+    def _deliver(self, src: str, dst: str, frame: bytes) -> None:
+        node = self.nodes[dst]
+        if node.raft is None or (src, dst) in self.faults.cut:
+            self.stats["dropped"] += 1
+            return
+        self.stats["delivered"] += 1
+        node.raft.step(decode(frame))
+        self._handle(node)
+
+    # -- time -------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        end = self.now + TICK_MS
+        while self.queue and self.queue[0][0] < end:
+            at, _, src, dst, frame = heapq.heappop(self.queue)
+            self.now = max(self.now, at)
+            self._deliver(src, dst, frame)
+        self.now = end
+        while self.reboots and self.reboots[0][0] <= self.now:
+            self.restart(heapq.heappop(self.reboots)[1])
+        for node in self.nodes.values():
+            if node.raft is not None:
+                node.raft.tick()
+                self._handle(node)
+        self.checker.observe(list(self.nodes.values()))
+        self.stats["ticks"] += 1
+
+    def run(self, ticks: int) -> None:
+        for _ in range(ticks):
+            self.tick()
+
+    # -- what clients and operators do -------------------------------------------------------
+
+    def leader(self) -> Node | None:
+        leaders = [n for n in self.nodes.values() if n.raft is not None and n.raft.leading]
+        return max(leaders, key=lambda n: n.raft.term) if leaders else None  # type: ignore
+
+    def propose(self, data: bytes) -> bool:
+        """A client write, sent where it believes the leader is; False if refused there."""
+        name = self.hint or self.rng.choice(sorted(self.nodes))
+        node = self.nodes[name]
+        if node.raft is None:
+            self.hint = None
+            return False
+        try:
+            node.raft.propose(data)
+        except NotLeader as e:
+            self.hint = e.leader
+            return False
+        except ProposalDropped:
+            return False
+        self.proposed.append(data)
+        self.stats["proposals"] += 1
+        self._handle(node)
+        return True
+
+    def read(self) -> None:
+        node = self.leader()
+        if node is None or node.raft is None:
+            return
+        ctx = b"read-%d" % next(self._n)
+        self.checker.read_asked(ctx)
+        node.raft.read_index(ctx)
+        self.stats["reads asked"] += 1
+        self._handle(node)
+
+    def crash(self, name: str) -> None:
+        self.reboots = [(at, n) for at, n in self.reboots if n != name]  # a crash supersedes
+        heapq.heapify(self.reboots)
+        if self.nodes[name].up:
+            self.nodes[name].crash()
+            self.stats["crashes"] += 1
+
+    def reboot_later(self, name: str) -> None:
+        """Crashed: back within a few ticks, often still in the middle of what it was doing
+        (a vote, a replication round), which is where lost writes and double votes hide."""
+        self.crash(name)
+        heapq.heappush(self.reboots, (self.now + TICK_MS * self.rng.randint(0, 6), name))
+
+    def restart(self, name: str) -> None:
+        node = self.nodes[name]
+        if not node.up:
+            node.start(self.checker)
+            self.stats["restarts"] += 1
+            self._handle(node)
+
+    def partition(self, *groups: set[str]) -> None:
+        """Symmetric: no message crosses between groups."""
+        for a, b in itertools.permutations(range(len(groups)), 2):
+            self.faults.cut |= {(x, y) for x in groups[a] for y in groups[b]}
+        self.stats["partitions"] += 1
+
+    def cut_one_way(self, src: str, dst: str) -> None:
+        self.faults.cut.add((src, dst))
+        self.stats["one-way cuts"] += 1
+
+    def change(self, change: ConfChange) -> bool:
+        node = self.leader()
+        if node is None or node.raft is None:
+            return False
+        try:
+            node.raft.propose_config(change)
+        except (ConfigRefused, ProposalDropped):
+            return False
+        self.stats[f"config {change.op.name.lower()}"] += 1
+        self._handle(node)
+        return True
+
+    def transfer(self, to: str) -> None:
+        node = self.leader()
+        if node is None or node.raft is None or to not in node.raft.config.voters:
+            return
+        node.raft.transfer_leadership(to)
+        self.stats["transfers"] += 1
+        self._handle(node)
+
+    def compact(self, name: str) -> None:
+        if self.nodes[name].compact() is not None:
+            self.stats["snapshots"] += 1
+
+    def heal(self) -> None:
+        self.faults = Faults()
+        self.reboots.clear()
+        for name in self.nodes:
+            self.restart(name)
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def wait_for(self, done: object, ticks: int) -> int | None:
+        """Ticks until `done()` holds, or None if it did not within `ticks`."""
+        for k in range(ticks + 1):
+            if done():  # type: ignore[operator]
+                return k
+            self.tick()
+        return None
+
+    def members(self) -> list[Node] | None:
+        """The members in the leader's configuration (None while there is no leader)."""
+        node = self.leader()
+        if node is None or node.raft is None:
+            return None
+        return [self.nodes[n] for n in sorted(node.raft.config.members)]
+
+    def settle(self, bound: int) -> tuple[int, int]:
+        """After heal: a leader within `bound` ticks, then a write applied by every member
+        within `bound` more. Returns both tick counts."""
+        elected = self.wait_for(lambda: self.leader() is not None, bound)
+        if elected is None:
+            raise Violation(f"no leader {bound} ticks after healing")
+        marker = b"marker-%d" % next(self._n)
+        sent_at: list[int] = []
+
+        def committed() -> bool:
+            # a client that retries: the write may be lost with a leader that steps down
+            retry = not sent_at or self.now - sent_at[-1] >= 2 * self.opts.election_ticks * TICK_MS
+            leader = self.leader()
+            if marker not in self.checker.applied_data and retry and leader is not None:
+                self.hint = leader.name
+                if self.propose(marker):
+                    sent_at.append(self.now)
+            members = self.members()
+            return members is not None and marker in self.checker.applied_data and all(
+                n.up and n.sm.index >= self.checker.max_committed for n in members)
+
+        took = self.wait_for(committed, bound)
+        if took is None:
+            raise Violation(f"a write did not commit {bound} ticks after a leader was elected")
+        for n in self.nodes.values():
+            if n.raft is not None:
+                check_log(n.raft)
+        return elected, took
+
+
+def chaos(seed: int, voters: int = 3, spares: int = 1, ticks: int = 300,
+          settle_bound: int = 400) -> Sim:
+    """One random schedule: faults for `ticks` ticks, then heal and check liveness."""
+    rng = random.Random(seed)
+    faults = Faults(drop=rng.choice([0.0, 0.02, 0.1, 0.25]),
+                    duplicate=rng.choice([0.0, 0.05, 0.2]),
+                    delay_ms=(1, rng.choice([3, 10, 30, 60])),
+                    crash_mid_ready=rng.choice([0.0, 0.003, 0.01]))
+    # Small messages and windows split what one AppendEntries would carry, which is where
+    # counting an earlier term's entry (Figure 8) or a stale acknowledgement would show.
+    opts = Options(max_entries_per_msg=rng.choice([1, 2, 256]),
+                   max_inflight=rng.choice([1, 4, 64]),
+                   heartbeat_ticks=rng.choice([1, 1, 3]),
+                   pre_vote=rng.random() < 0.8, check_quorum=rng.random() < 0.8)
+    sim = Sim(seed, voters, spares, opts=opts, faults=faults)
+    names = sorted(sim.nodes)
+    rate = rng.uniform(0.02, 0.2)  # chance per tick of an operator/nemesis action
+    for k in range(ticks):
+        if rng.random() < 0.5:
+            sim.propose(b"w-%d-%d" % (seed, k))
+        if rng.random() < 0.05:
+            sim.read()
+        if rng.random() < rate:
+            _nemesis(sim, rng, names)
+        sim.tick()
+    sim.heal()
+    sim.stats["settle ticks"] = sum(sim.settle(settle_bound))
+    return sim
+
+
+def _nemesis(sim: Sim, rng: random.Random, names: list[str]) -> None:
+    action = rng.choice(["partition", "one-way", "heal-net", "crash", "restart", "reboot",
+                         "reboot-leader", "transfer", "config", "compact", "compact"])
+    if action == "partition":
+        shuffled = rng.sample(names, len(names))
+        cut = rng.randint(1, len(names) - 1)
+        sim.faults.cut.clear()
+        sim.partition(set(shuffled[:cut]), set(shuffled[cut:]))
+    elif action == "one-way":
+        src, dst = rng.sample(names, 2)
+        sim.cut_one_way(src, dst)
+    elif action == "heal-net":
+        sim.faults.cut.clear()
+    elif action == "crash":
+        sim.crash(rng.choice(names))
+    elif action == "restart":
+        sim.restart(rng.choice(names))
+    elif action == "reboot":
+        sim.reboot_later(rng.choice(names))
+    elif action == "reboot-leader":
+        leader = sim.leader()
+        if leader is not None:
+            sim.reboot_later(leader.name)
+    elif action == "transfer":
+        sim.transfer(rng.choice(names))
+    elif action == "compact":
+        sim.compact(rng.choice(names))
+    else:
+        _config_change(sim, rng, names)
+
+
+def _config_change(sim: Sim, rng: random.Random, names: list[str]) -> None:
+    leader = sim.leader()
+    if leader is None or leader.raft is None:
+        return
+    config = leader.raft.config
+    outside = [n for n in names if n not in config.members]
+    options = [ConfChange(ConfOp.ADD_LEARNER, n) for n in outside]
+    options += [ConfChange(ConfOp.PROMOTE, n) for n in sorted(config.learners)]
+    options += [ConfChange(ConfOp.ADD_VOTER, n) for n in outside]
+    if len(config.voters) > 2:
+        options += [ConfChange(ConfOp.REMOVE, n) for n in sorted(config.voters)]
+    options += [ConfChange(ConfOp.REMOVE, n) for n in sorted(config.learners)]
+    if options:
+        sim.change(rng.choice(options))
