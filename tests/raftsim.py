@@ -32,6 +32,7 @@ import itertools
 import random
 import struct
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kvd.raft.config import ConfChange, Config, ConfOp
@@ -48,7 +49,7 @@ from kvd.raft.messages import (
     encode,
 )
 from kvd.raft.ready import ReadState
-from kvd.raft.storage import MemoryStorage
+from kvd.raft.storage import MemoryStorage, Restored
 
 TICK_MS = 10
 
@@ -274,12 +275,18 @@ def make_nodes(names: list[str], founders: list[str], seed: int, opts: Options,
 class Net:
     def __init__(self, names: list[str], voters: list[str] | None = None,
                  learners: tuple[str, ...] = (), opts: Options | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, states: dict[str, Restored] | None = None) -> None:
+        """`states` replaces what named nodes start from (crafted logs for a scenario)."""
         self.opts = opts or Options()
         self.checker = Checker()
         self.nodes = make_nodes(names, voters or names, seed, self.opts, learners)
+        for name, state in (states or {}).items():
+            st = self.nodes[name].storage
+            st.hard_state, st.snapshot, st.entries = state.hard_state, state.snapshot, \
+                list(state.entries)
         self.queue: list[Message] = []
         self.cut: set[tuple[str, str]] = set()  # (src, dst): dropped
+        self.drop: Callable[[Message], bool] = lambda m: False  # more selective than `cut`
         self.dropped: list[Message] = []
         self.delivered: list[Message] = []
         for node in self.nodes.values():
@@ -313,7 +320,7 @@ class Net:
                 return
             m = self.queue.pop(0)
             node = self.nodes.get(m.dst)
-            if (m.src, m.dst) in self.cut or node is None or not node.up:
+            if (m.src, m.dst) in self.cut or node is None or not node.up or self.drop(m):
                 self.dropped.append(m)
                 continue
             self.delivered.append(m)
