@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from kvd.raft.config import ConfChange, Config, ConfOp
 from kvd.raft.core import Options, Raft, Role
 from kvd.raft.errors import ConfigRefused, NotLeader, ProposalDropped
+from kvd.raft.filestore import FileStorage
 from kvd.raft.messages import (
     AppendResponse,
     Entry,
@@ -49,7 +50,8 @@ from kvd.raft.messages import (
     encode,
 )
 from kvd.raft.ready import ReadState
-from kvd.raft.storage import MemoryStorage, Restored
+from kvd.raft.storage import HardState, MemoryStorage, Restored
+from tests.fakefiles import Crash, FakeFiles
 
 TICK_MS = 10
 
@@ -86,10 +88,15 @@ class StateMachine:
 
 
 class Node:
-    def __init__(self, name: str, seed: int, opts: Options) -> None:
+    """One daemon. With `files`, its storage is a FileStorage over FakeFiles: a restart
+    re-opens it (recovery runs), and a crash can land inside a save (a torn write)."""
+
+    def __init__(self, name: str, seed: int, opts: Options, files: bool = False) -> None:
         self.name = name
-        self.storage = MemoryStorage()
         self.rng = random.Random(seed)
+        self.files = FakeFiles(random.Random(seed + 1)) if files else None
+        self.storage: MemoryStorage | FileStorage = (
+            FileStorage(name, self.files) if self.files is not None else MemoryStorage())
         self.opts = opts
         self.raft: Raft | None = None
         self.sm = StateMachine()
@@ -101,6 +108,9 @@ class Node:
         return self.raft is not None
 
     def start(self, checker: Checker) -> None:
+        if self.files is not None and self.starts:
+            self.files.crash()  # what was not synced is gone, or torn
+            self.storage = FileStorage(self.name, self.files)
         restored = self.storage.load()
         self.raft = Raft(self.name, restored, self.rng, self.opts)
         self.sm = StateMachine()
@@ -111,14 +121,16 @@ class Node:
     def crash(self) -> None:
         self.raft = None  # and the state machine with it: only storage survives
 
-    def handle(self, checker: Checker, crash_after_persist: bool = False) -> list[Message]:
+    def handle(self, checker: Checker, crash_after_persist: bool = False,
+               crash_in_save: bool = False) -> list[Message]:
         """Work off every Ready; the messages to send."""
         out: list[Message] = []
         raft = self.raft
         while raft is not None and raft.has_ready():
             rd = raft.ready()
             checker.persisting(self, rd.entries)
-            self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+            if not self._save(rd.hard_state, rd.entries, rd.snapshot, crash_in_save):
+                break
             if crash_after_persist:
                 self.crash()
                 break
@@ -134,6 +146,21 @@ class Node:
             checker.reads_done(rd.read_states)
             raft.advance()
         return out
+
+    def _save(self, hs: HardState | None, entries: list[Entry], snap: Snapshot | None,
+              crash: bool) -> bool:
+        """Persist; False if the node crashed doing it."""
+        if crash and self.files is not None:
+            self.files.crash_in = self.rng.randint(0, 3)
+        try:
+            self.storage.save(hs, entries, snap)
+        except Crash:
+            self.crash()
+            return False
+        finally:
+            if self.files is not None:
+                self.files.crash_in = None
+        return True
 
     def compact(self) -> Snapshot | None:
         """Snapshot the state machine where it stands (if that is past the last snapshot)."""
@@ -259,10 +286,11 @@ def check_log(raft: Raft) -> None:
 
 
 def make_nodes(names: list[str], founders: list[str], seed: int, opts: Options,
-               learners: list[str] | tuple[str, ...] = ()) -> dict[str, Node]:
+               learners: list[str] | tuple[str, ...] = (), files: bool = False,
+               ) -> dict[str, Node]:
     nodes = {}
     for k, name in enumerate(names):
-        node = Node(name, seed * 1009 + k, opts)
+        node = Node(name, seed * 1009 + k, opts, files)
         if name in founders or name in learners:
             node.storage.bootstrap(Config.of(founders, learners))
         nodes[name] = node
@@ -373,17 +401,19 @@ class Faults:
     delay_ms: tuple[int, int] = (1, 5)  # uniform; a spread wider than a tick reorders
     cut: set[tuple[str, str]] = field(default_factory=set)  # (src, dst) that cannot deliver
     crash_mid_ready: float = 0.0  # chance per Ready of a crash between persist and send
+    crash_in_save: float = 0.0  # chance per Ready of a crash inside the save (file storage)
 
 
 class Sim:
     def __init__(self, seed: int, voters: int = 3, spares: int = 0,
-                 opts: Options | None = None, faults: Faults | None = None) -> None:
+                 opts: Options | None = None, faults: Faults | None = None,
+                 files: bool = False) -> None:
         self.rng = random.Random(seed)
         self.opts = opts or Options()
         self.faults = faults or Faults()
         self.checker = Checker()
         names = [f"n{k}" for k in range(1, voters + spares + 1)]
-        self.nodes = make_nodes(names, names[:voters], seed, self.opts)
+        self.nodes = make_nodes(names, names[:voters], seed, self.opts, files=files)
         self.now = 0
         self.queue: list[tuple[int, int, str, str, bytes]] = []
         self._n = itertools.count()
@@ -409,9 +439,10 @@ class Sim:
 
     def _handle(self, node: Node) -> None:
         crash = self.rng.random() < self.faults.crash_mid_ready
-        self._send(node.handle(self.checker, crash_after_persist=crash))
-        if crash and not node.up:
-            self.stats["crashes mid-ready"] += 1
+        torn = self.rng.random() < self.faults.crash_in_save
+        self._send(node.handle(self.checker, crash_after_persist=crash, crash_in_save=torn))
+        if (crash or torn) and not node.up:
+            self.stats["crashes in a save" if torn else "crashes mid-ready"] += 1
             self.reboot_later(node.name)
         self.checker.observe([node])  # only its state changed (all are looked at every tick)
 
@@ -589,20 +620,22 @@ class Sim:
 
 
 def chaos(seed: int, voters: int = 3, spares: int = 1, ticks: int = 300,
-          settle_bound: int = 400) -> Sim:
-    """One random schedule: faults for `ticks` ticks, then heal and check liveness."""
+          settle_bound: int = 400, files: bool = False) -> Sim:
+    """One random schedule: faults for `ticks` ticks, then heal and check liveness. With
+    `files`, nodes keep their state in FileStorage over FakeFiles and may crash mid-save."""
     rng = random.Random(seed)
     faults = Faults(drop=rng.choice([0.0, 0.02, 0.1, 0.25]),
                     duplicate=rng.choice([0.0, 0.05, 0.2]),
                     delay_ms=(1, rng.choice([3, 10, 30, 60])),
-                    crash_mid_ready=rng.choice([0.0, 0.003, 0.01]))
+                    crash_mid_ready=rng.choice([0.0, 0.003, 0.01]),
+                    crash_in_save=rng.choice([0.003, 0.01]) if files else 0.0)
     # Small messages and windows split what one AppendEntries would carry, which is where
     # counting an earlier term's entry (Figure 8) or a stale acknowledgement would show.
     opts = Options(max_entries_per_msg=rng.choice([1, 2, 256]),
                    max_inflight=rng.choice([1, 4, 64]),
                    heartbeat_ticks=rng.choice([1, 1, 3]),
                    pre_vote=rng.random() < 0.8, check_quorum=rng.random() < 0.8)
-    sim = Sim(seed, voters, spares, opts=opts, faults=faults)
+    sim = Sim(seed, voters, spares, opts=opts, faults=faults, files=files)
     names = sorted(sim.nodes)
     rate = rng.uniform(0.02, 0.2)  # chance per tick of an operator/nemesis action
     for k in range(ticks):
