@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import random
 
+from kvd.raft import follower
 from kvd.raft.config import ConfChange, Config, VoteResult, refusal, vote_result
 from kvd.raft.errors import ConfigRefused, NotLeader, ProposalDropped
 from kvd.raft.leader import Leader, Options
@@ -57,6 +58,15 @@ __all__ = ["Options", "Raft", "Role"]
 
 
 class Raft:
+    """One node's Raft. Driving it (see kvd.raft.ready for the Ready contract):
+
+        raft = Raft(me, storage.load(), random.Random(seed))
+        every tick:         raft.tick()
+        every message:      raft.step(decode(frame))
+        client requests:    raft.propose(data) / raft.read_index(ctx) / raft.propose_config(c)
+        after any of those: while raft.has_ready(): handle(raft.ready()); raft.advance()
+    """
+
     def __init__(self, me: str, restored: Restored, rng: random.Random,
                  options: Options | None = None) -> None:
         """Start (or restart) from what storage holds. The caller restores its state machine
@@ -123,6 +133,10 @@ class Raft:
         return self.leading.append(EntryKind.NORMAL, data)
 
     def propose_config(self, change: ConfChange) -> int:
+        """Propose one membership change; returns its index. It takes effect on each node as
+        soon as it is in its log (the leader counts quorums by it at once). Refused while the
+        previous change is uncommitted, before this leader committed an entry of its term, or
+        when it breaks the rules in kvd.raft.config (max_voters voters at most)."""
         self._writable()
         leading = self.leading
         assert leading is not None
@@ -138,8 +152,11 @@ class Raft:
 
     def read_index(self, ctx: bytes) -> None:
         """Ask for a linearizable read named `ctx` (unique per pending read): a ReadState for
-        it comes out of a later Ready once a majority confirmed this leadership. A read asked
-        of a leader that loses leadership first is never confirmed: time it out and retry."""
+        it comes out of a later Ready once a majority answered a heartbeat sent after it was
+        asked; serve the read once the state machine has applied ReadState.index. ReadIndex,
+        not a leader lease, because a lease is only as safe as the bound on clock drift and
+        pauses between nodes, and nothing here assumes one. A read asked of a leader that
+        loses leadership first is never confirmed: time it out and retry."""
         self._idle()
         if self.leading is None:
             raise NotLeader(self.lead)
@@ -361,41 +378,15 @@ class Raft:
         self.lead = m.src
         self.election_elapsed = 0
         if isinstance(m, AppendEntries):
-            self._on_append(m)
+            self.out.messages.append(follower.on_append(self.log, m))
         elif isinstance(m, Heartbeat):
             self.log.commit_to(m.commit)
             self.out.messages.append(HeartbeatResponse(self.me, m.src, self.term, m.ctx))
         else:
-            self._on_snapshot(m)
-
-    def _reply(self, to: str, index: int, reject: bool = False, hint: int = 0,
-               hint_term: int = 0) -> None:
-        self.out.messages.append(AppendResponse(self.me, to, self.term, index, reject, hint,
-                                                hint_term))
-
-    def _on_append(self, m: AppendEntries) -> None:
-        if m.prev_index < self.log.committed:
-            self._reply(m.src, self.log.committed)  # already hold all that, committed
-            return
-        last = self.log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
-        if last is not None:
-            self._reply(m.src, last)
-            return
-        hint, hint_term = self.log.find_conflict_by_term(min(m.prev_index, self.log.last_index),
-                                                         m.prev_term)
-        self._reply(m.src, m.prev_index, True, hint, hint_term)
-
-    def _on_snapshot(self, m: InstallSnapshot) -> None:
-        s = m.snapshot
-        if s.index <= self.log.committed:
-            self._reply(m.src, self.log.committed)
-        elif self.log.match_term(s.index, s.term):
-            self.log.commit_to(s.index)  # the log already holds it: no need to restore
-            self._reply(m.src, self.log.committed)
-        else:
-            self.log.restore(s)
-            self._incoming_snapshot = s
-            self._reply(m.src, self.log.last_index)
+            reply, restored = follower.on_snapshot(self.log, m)
+            self.out.messages.append(reply)
+            if restored:
+                self._incoming_snapshot = m.snapshot
 
     # -- small helpers ----------------------------------------------------------------------
 

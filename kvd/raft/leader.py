@@ -117,10 +117,14 @@ class Leader:
         return True
 
     def flush(self) -> None:
+        """Send what this turn produced: new entries (as far as each follower's window
+        goes), or at least the new commit index."""
         if self.bcast_pending:
             self.bcast_pending = False
             for node in self.peers():
-                self.send_append(node, allow_empty=True)
+                if self.send_append(node, allow_empty=True):
+                    while self.send_append(node):
+                        pass
 
     # -- sending ----------------------------------------------------------------------------
 
