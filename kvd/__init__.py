@@ -7,8 +7,8 @@ the code to it, cycles included):
 - kvd.loop: the one loop — polls every socket, runs a turn through the node, commits the
   turn's writes, then replies
 - kvd.doors (protocol adapters), kvd.cluster (gossip, membership, repair, peer sockets),
-  kvd.log (durability), kvd.raft (consensus: the Raft core, the coordination namespace) —
-  none imports another
+  kvd.raft (consensus: the Raft core and its storage, the coordination namespace),
+  kvd.log (durability) — none imports another
 - kvd.state: the state machine (node, store, clock, command handlers, watch hub), no I/O
 - shared: the command table, the codec, the errors, the client
 """

@@ -26,13 +26,13 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from kvd.raft.config import ConfChange, ConfOp, Config
+from kvd.raft.config import ConfChange, Config, ConfOp
 from kvd.raft.coord import Coordination
+from kvd.raft.core import Raft
 from kvd.raft.errors import ConfigRefused, NotLeader
 from kvd.raft.filestore import FileStorage
 from kvd.raft.leader import Options
 from kvd.raft.messages import EntryKind, decode, encode
-from kvd.raft.core import Raft
 from kvd.raft.ready import Role
 from shared.errors import KvError
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from kvd.cluster.cluster import Cluster
 from kvd.cluster.peers import Peers, load_members, next_epoch
 from kvd.cluster.peerwire import Dest, Out
-from kvd.consensus import Consensus
 from kvd.cluster.settings import Settings
 from kvd.config import Config, ConfigError, data_root, log_path, read_keyring
+from kvd.consensus import Consensus
 from kvd.doors import metrics
 from kvd.doors.http import HttpDoor
 from kvd.doors.httproutes import Router

@@ -58,7 +58,8 @@ def test_a_founder_leads_alone_then_adds_who_joins(tmp_path: Path) -> None:
     net = Net(tmp_path)
     a = net.add("a", found=True)
     assert net.run_until(lambda: a.info()["raft_role"] == "leader")
-    b, c = net.add("b", found=False), net.add("c", found=False)
+    b = net.add("b", found=False)
+    net.add("c", found=False)
     assert b.info()["raft_voters"] == ""  # a joiner waits to be added
     assert net.run_until(lambda: all(n.info()["raft_voters"] == "a,b,c"
                                      for n in net.nodes.values()))

@@ -6,7 +6,8 @@ the same in words):
 
     process life (kvd.cli, kvd.config, kvd.daemon, kvd.usercli)
     -> kvd.loop
-    -> kvd.doors | kvd.cluster | kvd.log | kvd.bench | kvd.raft   (siblings: none imports another)
+    -> kvd.doors | kvd.cluster | kvd.raft | kvd.log | kvd.bench
+                                                        (siblings: none imports another)
     -> kvd.state
     -> shared (and the `kvd` package root, which holds only the version)
 
@@ -28,9 +29,9 @@ LAYERS = {
     "kvd.state": ("kvd.state", 1),
     "kvd.doors": ("kvd.doors", 2),
     "kvd.cluster": ("kvd.cluster", 2),
+    "kvd.raft": ("kvd.raft", 2),
     "kvd.log": ("kvd.log", 2),
     "kvd.bench": ("kvd.bench", 2),
-    "kvd.raft": ("kvd.raft", 2),
     "kvd.loop": ("kvd.loop", 3),
     "kvd.consensus": ("kvd.loop", 3),
     "kvd.cli": ("process life", 4),
