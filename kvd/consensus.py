@@ -33,13 +33,14 @@ from kvd.raft.errors import ConfigRefused, NotLeader
 from kvd.raft.filestore import FileStorage
 from kvd.raft.leader import Options
 from kvd.raft.messages import EntryKind, decode, encode
-from kvd.raft.ready import Role
+from kvd.raft.ready import Ready, Role
 from shared.errors import KvError
 
 log = logging.getLogger("kvd.consensus")
 
 MAX_VOTERS = 5
 RECONCILE_TICKS = 10  # the leader looks at the membership once a second
+ERROR_LOG_TICKS = 100  # a failing raft storage is logged at most every 10 s
 
 
 class Consensus:
@@ -64,8 +65,15 @@ class Consensus:
         if restored.snapshot.data:
             self.coord.restore(restored.snapshot.data)
         self.counters = {"raft_messages_in": 0, "raft_messages_out": 0,
-                         "raft_messages_dropped": 0, "raft_config_changes": 0}
+                         "raft_messages_dropped": 0, "raft_config_changes": 0,
+                         "raft_storage_errors": 0}
         self._ticks = 0
+        # A Ready whose save failed (disk full, out of descriptors): nothing of it was sent or
+        # applied, and the core takes no input until it is done, so it is saved again first,
+        # every tick, while the node goes on serving its keyspace.
+        self._held: Ready | None = None
+        self.error = ""
+        self._error_logged = -ERROR_LOG_TICKS
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -76,10 +84,16 @@ class Consensus:
         except KvError:
             self.counters["raft_messages_dropped"] += 1
             return
+        if self._held is not None:  # cannot take it now; Raft copes with a lost message
+            self.counters["raft_messages_dropped"] += 1
+            return
         self.counters["raft_messages_in"] += 1
         self.raft.step(msg)
 
     def tick(self) -> None:
+        if self._held is not None:
+            self._ticks += 1
+            return
         self.raft.tick()
         self._ticks += 1
         if self.raft.role is Role.LEADER and self._ticks % RECONCILE_TICKS == 0:
@@ -99,27 +113,57 @@ class Consensus:
 
     def drive(self) -> None:
         raft = self.raft
+        if self._held is not None:
+            rd = self._held
+            if not self._save(rd):
+                return
+            self._held = None
+            self._finish(rd)
         while raft.has_ready():
             rd = raft.ready()
-            self.storage.save(rd.hard_state, rd.entries, rd.snapshot)  # fsync, then send
-            for msg in rd.messages:
-                if self.send(msg.dst, encode(msg)):
-                    self.counters["raft_messages_out"] += 1
-                else:
-                    self.counters["raft_messages_dropped"] += 1
-            if rd.snapshot is not None and rd.snapshot.data:
-                self.coord.restore(rd.snapshot.data)
-            for entry in rd.committed:
-                if entry.kind is EntryKind.NORMAL and entry.data:
-                    self.coord.apply(entry.index, entry.data)
-                elif entry.kind is EntryKind.CONFIG:
-                    self.counters["raft_config_changes"] += 1
-                    log.info("consensus membership now: voters %s, learners %s",
-                             sorted(raft.config.voters), sorted(raft.config.learners))
-            if rd.soft_state is not None:
-                log.info("consensus: %s is %s in term %d (leader %s)", self.me,
-                         rd.soft_state.role.value, raft.term, rd.soft_state.leader or "unknown")
-            raft.advance()
+            if not self._save(rd):  # fsync, then send: never the other way round
+                return
+            self._finish(rd)
+
+    def _save(self, rd: Ready) -> bool:
+        try:
+            self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+        except OSError as exc:
+            self._held = rd
+            self.counters["raft_storage_errors"] += 1
+            self.error = f"{exc.strerror or exc} ({getattr(exc, 'filename', '') or 'raft'})"
+            if self._ticks - self._error_logged >= ERROR_LOG_TICKS:
+                self._error_logged = self._ticks
+                log.error("cannot save the consensus state: %s — this node takes no part in "
+                          "the consensus group until it can (retried every tick); the "
+                          "keyspace is served as usual", self.error)
+            return False
+        if self.error:
+            log.info("the consensus state saves again")
+            self.error = ""
+        return True
+
+    def _finish(self, rd: Ready) -> None:
+        """Send, apply, advance: what follows a Ready's save."""
+        raft = self.raft
+        for msg in rd.messages:
+            if self.send(msg.dst, encode(msg)):
+                self.counters["raft_messages_out"] += 1
+            else:
+                self.counters["raft_messages_dropped"] += 1
+        if rd.snapshot is not None and rd.snapshot.data:
+            self.coord.restore(rd.snapshot.data)
+        for entry in rd.committed:
+            if entry.kind is EntryKind.NORMAL and entry.data:
+                self.coord.apply(entry.index, entry.data)
+            elif entry.kind is EntryKind.CONFIG:
+                self.counters["raft_config_changes"] += 1
+                log.info("consensus membership now: voters %s, learners %s",
+                         sorted(raft.config.voters), sorted(raft.config.learners))
+        if rd.soft_state is not None:
+            log.info("consensus: %s is %s in term %d (leader %s)", self.me,
+                     rd.soft_state.role.value, raft.term, rd.soft_state.leader or "unknown")
+        raft.advance()
 
     def _reconcile(self) -> None:
         """One membership change toward: every live member in, voters up to MAX_VOTERS."""
@@ -165,5 +209,6 @@ class Consensus:
             "raft_applied": raft.log.applied,
             "raft_voters": ",".join(sorted(raft.config.voters)),
             "raft_learners": ",".join(sorted(raft.config.learners)),
+            "raft_error": self.error,
             **self.counters,
         }

@@ -23,9 +23,9 @@ class LinkState:
     up: bool | None = None  # None: not known yet
     name: str = ""
     members: int = 0
-    leader: str = ""  # the consensus group's leader, from INFO raft_leader ("" unknown)
     rtt_ms: float | None = None
     error: str = ""
+    leader: str = ""  # the consensus group's leader, from INFO raft_leader ("" unknown)
 
     @property
     def address(self) -> str:

@@ -99,3 +99,27 @@ def test_a_restart_comes_back_from_the_files(tmp_path: Path) -> None:
     assert info["raft_voters"] == "a,b,c" and info["raft_term"] >= term
     assert net.run_until(lambda: len({n.info()["raft_leader"] for n in net.nodes.values()}
                                      - {""}) == 1)
+
+
+def test_a_storage_that_fails_holds_the_ready_and_retries(tmp_path: Path, monkeypatch) -> None:
+    """Out of descriptors or disk: nothing of the Ready is sent, the core takes no input, and
+    the same Ready is saved again once the storage works — no crash, no lost promise."""
+    net = Net(tmp_path)
+    a = net.add("a", found=True)
+    save = a.storage.save
+    failing = {"on": True}
+
+    def flaky(*args, **kw):  # noqa: ANN002, ANN003
+        if failing["on"]:
+            raise OSError(24, "Too many open files", "raft.log")
+        return save(*args, **kw)
+
+    monkeypatch.setattr(a.storage, "save", flaky)
+    for _ in range(40):
+        net.step()
+    info = a.info()
+    assert info["raft_storage_errors"] > 0 and "Too many open files" in info["raft_error"]
+    assert a.info()["raft_applied"] == 1  # nothing applied: nothing could be saved
+    failing["on"] = False
+    assert net.run_until(lambda: a.info()["raft_error"] == ""
+                         and a.info()["raft_role"] == "leader" and a.info()["raft_applied"] > 1)

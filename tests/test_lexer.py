@@ -99,5 +99,7 @@ def test_a_rejected_line_says_so_in_the_toolbar():
 def test_the_connection_line_names_node_address_size_and_rtt():
     text = "".join(t for _, t in connection(LinkState("127.0.0.1", 7700, True, "n1", 3, 0.42)))
     assert text == "● n1 127.0.0.1:7700 · 3 members · rtt 0.4 ms"
+    led = LinkState("127.0.0.1", 7700, True, "n1", 3, 0.42, leader="n2")
+    assert "· 3 members · leader n2 · rtt" in "".join(t for _, t in connection(led))
     down = "".join(t for _, t in connection(LinkState("127.0.0.1", 7700, False)))
     assert "unreachable" in down
