@@ -21,35 +21,44 @@ propose to it come with the next change (see README "Coordination").
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
 
+import msgpack
+
 from kvd.raft.config import ConfChange, Config, ConfOp
 from kvd.raft.coord import Coordination
 from kvd.raft.core import Raft
-from kvd.raft.errors import ConfigRefused, NotLeader
+from kvd.raft.errors import ConfigRefused, NotLeader, ProposalDropped
 from kvd.raft.filestore import FileStorage
 from kvd.raft.leader import Options
 from kvd.raft.messages import EntryKind, decode, encode
 from kvd.raft.ready import Ready, Role
-from shared.errors import KvError
+from kvd.state.context import Deferred
+from shared.errors import KvError, NoQuorum, TryAgain
 
 log = logging.getLogger("kvd.consensus")
 
 MAX_VOTERS = 5
 RECONCILE_TICKS = 10  # the leader looks at the membership once a second
 ERROR_LOG_TICKS = 100  # a failing raft storage is logged at most every 10 s
+ANSWER_TICKS = 50  # a coordination command unanswered after 5 s gets TRYAGAIN
+LEASE_TICKS = 5  # the leader proposes TICK (lease expiry) every 0.5 s
 
 
 class Consensus:
     def __init__(self, me: str, data_dir: Path, found: bool,
-                 send: Callable[[str, bytes], bool],
+                 send: Callable[[str, dict], bool],
                  members: Callable[[], list[tuple[str, str]]],
                  rng: random.Random | None = None) -> None:
-        """`send(name, frame)`: a Raft message to a member (False when its address is not
-        known); `members()`: the live members as (name, status), us included."""
+        """`send(name, body)`: a peer message body to a member (False when its address is
+        not known): {"m": a Raft message} or {"p": a proposal for the leader};
+        `members()`: the members as (name, status), us included."""
         self.me = me
         self.send = send
         self.members = members
@@ -74,11 +83,27 @@ class Consensus:
         self._held: Ready | None = None
         self.error = ""
         self._error_logged = -ERROR_LOG_TICKS
+        # Commands this node's clients sent, by (this run, number): each proposal carries its
+        # origin and tag, every node applies it, and the origin answers its client then.
+        self._run = os.urandom(8)
+        self._tags = itertools.count(1)
+        self.pending: dict[tuple[bytes, int], tuple[Deferred, int]] = {}
+        self.now_ms = 0
+        self._reported_role: Role | None = None
 
     # -- inputs -----------------------------------------------------------------------------
 
-    def receive(self, frame: bytes) -> None:
-        """A Raft message from a peer (the cluster checked the sender is a member)."""
+    def receive(self, body: dict) -> None:
+        """A peer message body (the cluster checked the sender is a member): a Raft message,
+        or a proposal forwarded to us as the leader."""
+        proposal = body.get("p")
+        if isinstance(proposal, bytes):
+            self._propose(proposal)
+            return
+        frame = body.get("m")
+        if not isinstance(frame, bytes):
+            self.counters["raft_messages_dropped"] += 1
+            return
         try:
             msg = decode(frame)
         except KvError:
@@ -90,14 +115,77 @@ class Consensus:
         self.counters["raft_messages_in"] += 1
         self.raft.step(msg)
 
-    def tick(self) -> None:
+    def tick(self, now_ms: int = 0) -> None:
+        self.now_ms = now_ms
+        self._ticks += 1
+        self._expire_pending()
         if self._held is not None:
-            self._ticks += 1
             return
         self.raft.tick()
-        self._ticks += 1
-        if self.raft.role is Role.LEADER and self._ticks % RECONCILE_TICKS == 0:
-            self._reconcile()
+        if self.raft.role is Role.LEADER:
+            if self._ticks % RECONCILE_TICKS == 0:
+                self._reconcile()
+            if self._ticks % LEASE_TICKS == 0:
+                self._propose(self._internal(("tick", now_ms)))
+
+    # -- coordination commands ----------------------------------------------------------------
+
+    def submit(self, command: tuple) -> Deferred:
+        """A client's coordination command: answered once committed and applied here."""
+        answer = Deferred()
+        if self._held is not None:
+            answer.resolve(TryAgain(f"this node cannot save its consensus state ({self.error})"
+                                    " — retry on another node"))
+            return answer
+        tag = next(self._tags)
+        payload = msgpack.packb([self.me, self._run, tag, msgpack.packb(command,
+                                                                        use_bin_type=True)],
+                                use_bin_type=True)
+        leader = self.raft.leader
+        if self.raft.role is not Role.LEADER and (leader is None or leader == self.me):
+            answer.resolve(NoQuorum("no leader is known: the consensus group has no quorum "
+                                    "reachable from this node — retry once it has one"))
+            return answer
+        self.pending[(self._run, tag)] = (answer, self._ticks + ANSWER_TICKS)
+        if self.raft.role is Role.LEADER:
+            self._propose(payload)
+        elif not self.send(leader, {"p": payload}):  # type: ignore[arg-type]
+            self.pending.pop((self._run, tag))
+            answer.resolve(NoQuorum(f"the leader {leader} is not reachable from this node"))
+        return answer
+
+    def _internal(self, command: tuple) -> bytes:
+        return msgpack.packb(["", b"", 0, msgpack.packb(command, use_bin_type=True)],
+                             use_bin_type=True)
+
+    def _propose(self, payload: bytes) -> None:
+        if self._held is not None:
+            return
+        # Refused (not the leader any more): the origin's pending answer times out (TRYAGAIN).
+        with contextlib.suppress(NotLeader, ProposalDropped):
+            self.raft.propose(payload)
+
+    def _expire_pending(self) -> None:
+        late = [k for k, (_, deadline) in self.pending.items() if deadline <= self._ticks]
+        for key in late:
+            answer, _ = self.pending.pop(key)
+            answer.resolve(TryAgain("no answer from the consensus group within "
+                                    f"{ANSWER_TICKS / 10:g} s (the leader may have changed): "
+                                    "the command may or may not have applied — read, then "
+                                    "retry"))
+
+    def _apply(self, index: int, data: bytes) -> None:
+        try:
+            origin, run, tag, command = msgpack.unpackb(data, raw=False)
+        except Exception:  # noqa: BLE001 - an entry we cannot read still uses its index
+            return
+        if not isinstance(command, bytes):
+            return
+        result = self.coord.apply(index, command)
+        if origin == self.me and run == self._run:
+            found = self.pending.pop((run, tag), None)
+            if found is not None:
+                found[0].resolve(_reply(result))
 
     def stop(self) -> None:
         """Graceful stop: a leader hands leadership to the most caught-up voter first."""
@@ -147,7 +235,7 @@ class Consensus:
         """Send, apply, advance: what follows a Ready's save."""
         raft = self.raft
         for msg in rd.messages:
-            if self.send(msg.dst, encode(msg)):
+            if self.send(msg.dst, {"m": encode(msg)}):
                 self.counters["raft_messages_out"] += 1
             else:
                 self.counters["raft_messages_dropped"] += 1
@@ -155,15 +243,21 @@ class Consensus:
             self.coord.restore(rd.snapshot.data)
         for entry in rd.committed:
             if entry.kind is EntryKind.NORMAL and entry.data:
-                self.coord.apply(entry.index, entry.data)
+                self._apply(entry.index, entry.data)
             elif entry.kind is EntryKind.CONFIG:
                 self.counters["raft_config_changes"] += 1
                 log.info("consensus membership now: voters %s, learners %s",
                          sorted(raft.config.voters), sorted(raft.config.learners))
+        became_leader = rd.soft_state is not None and rd.soft_state.role is Role.LEADER \
+            and self._reported_role is not Role.LEADER
+        if rd.soft_state is not None:
+            self._reported_role = rd.soft_state.role
         if rd.soft_state is not None:
             log.info("consensus: %s is %s in term %d (leader %s)", self.me,
                      rd.soft_state.role.value, raft.term, rd.soft_state.leader or "unknown")
         raft.advance()
+        if became_leader:  # leases get a full ttl on our clock first (kvd.raft.coord)
+            self._propose(self._internal(("promote", self.now_ms)))
 
     def _reconcile(self) -> None:
         """One membership change toward: every live member in, voters up to MAX_VOTERS."""
@@ -212,3 +306,16 @@ class Consensus:
             "raft_error": self.error,
             **self.counters,
         }
+
+
+def _reply(result: dict) -> object:
+    """A state machine result as a reply: its fields, or an error with its code."""
+    if result.get("ok"):
+        return {k: v for k, v in result.items() if k != "ok"}
+    code = str(result.get("error", "ERR"))
+    details = ", ".join(f"{k} {v!r}" for k, v in result.items()
+                        if k not in ("ok", "error", "message"))
+    message = str(result.get("message", code)) + (f" ({details})" if details else "")
+    error = KvError(message)
+    error.code = code
+    return error

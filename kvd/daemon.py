@@ -246,12 +246,11 @@ def open_consensus(cfg: Config, node: Node, peers: Peers) -> Consensus:
     core = peers.cluster
     fresh = not cfg.join and not core.ms.others()
 
-    def send(name: str, frame: bytes) -> bool:
+    def send(name: str, body: dict) -> bool:
         member = core.ms.get(name)
         if member is None or member is core.ms.me:
             return False
-        peers.route([Out(Dest.REQUEST, core.out.message(MsgType.RAFT, {"m": frame}),
-                         member.address)])
+        peers.route([Out(Dest.REQUEST, core.out.message(MsgType.RAFT, body), member.address)])
         return True
 
     def members() -> list[tuple[str, str]]:
@@ -259,6 +258,7 @@ def open_consensus(cfg: Config, node: Node, peers: Peers) -> Consensus:
 
     consensus = Consensus(cfg.name, cfg.data_dir, fresh, send, members)
     core.on_raft = consensus.receive
+    node.coordinator = consensus.submit
     view = node.members_source
     if view is not None:
         def with_roles(now: int) -> list[dict]:

@@ -263,8 +263,9 @@ class Loop:
         if self.peers is not None:
             self.peers.tick(wall_ms())
         if self.consensus is not None:
-            self.consensus.tick()
+            self.consensus.tick(wall_ms())
             self.consensus.drive()
+            self.door.flush()  # coordination answers that this tick's applies resolved
 
     def close(self) -> None:
         if self.peers is not None:

@@ -186,6 +186,8 @@ def strtoul(raw: bytes) -> int | None:
     return -value & UINT64_MAX if raw[:1] == b"-" else value
 
 
+_LEASE = Option("LEASE", Arg("id", Kind.INTEGER))
+
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
@@ -316,6 +318,31 @@ COMMANDS: dict[str, Command] = {
             (Option("FROM", Arg("cursor", Kind.INTEGER)),),
             streaming=True,
         ),
+        # The coordination namespace (kvd.raft.coord): linearizable, through the Raft group.
+        Command("CGET", "Read a coordination key: value, revision, lease (linearizable)",
+                (_k("key"),)),
+        Command("CSET", "Write a coordination key; replies its new revision",
+                (_k("key"), Arg("value", Kind.VALUE)), (_LEASE,), access="write"),
+        Command("CDEL", "Delete a coordination key; replies whether it existed", (_k("key"),),
+                access="write"),
+        Command("CAS", "Compare-and-set a coordination key on its revision (REV n; 0: must "
+                "not exist) or value (VALUE v)",
+                (_k("key"), Arg("compare", Kind.STRING), Arg("expected", Kind.STRING),
+                 Arg("newvalue", Kind.VALUE)), (_LEASE,), access="write"),
+        Command("LEASE", "Leases that keys, locks and candidacies hang on: GRANT ms | "
+                "KEEPALIVE id | REVOKE id | TTL id",
+                (Arg("subcommand", Kind.STRING), Arg("argument", Kind.INTEGER)),
+                access="write"),
+        Command("LOCK", "Take a lock held by a lease; replies a fencing token (or LOCKED)",
+                (_k("name"),), (_LEASE,), access="write"),
+        Command("UNLOCK", "Release a lock held by a lease", (_k("name"),), (_LEASE,),
+                access="write"),
+        Command("CAMPAIGN", "Stand in an application's election with a value, held by a lease",
+                (_k("election"), Arg("value", Kind.VALUE)), (_LEASE,), access="write"),
+        Command("LEADER", "An application election's leader: value, lease, revision",
+                (_k("election"),)),
+        Command("RESIGN", "Leave an application's election", (_k("election"),), (_LEASE,),
+                access="write"),
         Command("HELP", "Show commands, or one command's syntax",
                 (Arg("command", Kind.COMMAND, True),), access="connection"),
     )

@@ -109,6 +109,19 @@ class WrongPass(KvError):
     redis_default = "WRONGPASS invalid username-password pair or user is disabled."
 
 
+class NoQuorum(KvError):
+    """A coordination command on a node that cannot reach the consensus group's quorum."""
+
+    code = "NO_QUORUM"
+
+
+class TryAgain(KvError):
+    """A coordination command whose fate is unknown (the leader changed, no answer in time):
+    it may or may not have applied; read before retrying a command that is not idempotent."""
+
+    code = "TRYAGAIN"
+
+
 class InternalError(KvError):
     code = "INTERNAL"
 
@@ -148,6 +161,8 @@ ERRORS_BY_CODE: dict[str, type[KvError]] = {
         NoAuth,
         NoPerm,
         WrongPass,
+        NoQuorum,
+        TryAgain,
         InternalError,
     )
 }

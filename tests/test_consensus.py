@@ -17,13 +17,13 @@ class Net:
         self.tmp = tmp
         self.nodes: dict[str, Consensus] = {}
         self.status: dict[str, str] = {}
-        self.wire: list[tuple[str, bytes]] = []
+        self.wire: list[tuple[str, dict]] = []
 
     def add(self, name: str, found: bool) -> Consensus:
-        def send(to: str, frame: bytes) -> bool:
+        def send(to: str, body: dict) -> bool:
             if to not in self.nodes:
                 return False
-            self.wire.append((to, frame))
+            self.wire.append((to, body))
             return True
 
         node = Consensus(name, self.tmp / name, found, send,
@@ -81,8 +81,10 @@ def test_garbage_frames_are_counted_not_fatal(tmp_path: Path) -> None:
     net = Net(tmp_path)
     a = net.add("a", found=True)
     for junk in (b"", b"\x00", b"\xc1\xc1", b"\x93\x01\x02\x03"):
-        a.receive(junk)
-    assert a.info()["raft_messages_dropped"] == 4
+        a.receive({"m": junk})
+    a.receive({"m": 7})
+    a.receive({})
+    assert a.info()["raft_messages_dropped"] == 6
     assert net.run_until(lambda: a.info()["raft_role"] == "leader")
 
 

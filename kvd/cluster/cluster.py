@@ -61,7 +61,7 @@ class Cluster:
         self.out = Outbox(settings.cluster, node.name)
         # Raft messages (MsgType.RAFT) from members go here: the consensus group's driver
         # (kvd.consensus) sets it; the cluster only checks that the sender is a member.
-        self.on_raft: Callable[[bytes], None] | None = None
+        self.on_raft: Callable[[dict], None] | None = None
         self.repair = Repair(node, settings, self.ms, self.repl, self.out, self.counters,
                              self.rng, self._apply_stream, now)
         self.low_waters: dict[str, float] = {}
@@ -145,11 +145,10 @@ class Cluster:
             return []
 
     def _on_raft(self, msg: Peer, now: int) -> list[Out]:
-        frame = msg.body.get("m")
-        if not isinstance(frame, bytes):
-            raise ProtocolError("a RAFT message carries its frame as bytes in 'm'")
+        if not isinstance(msg.body, dict):
+            raise ProtocolError("a RAFT message's body is a map")
         if self.on_raft is not None:
-            self.on_raft(frame)
+            self.on_raft(msg.body)
         return []
 
     def count_bad(self, reason: str) -> None:

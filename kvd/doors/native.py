@@ -36,7 +36,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from kvd.state.access import is_loopback
-from kvd.state.context import Context
+from kvd.state.context import Context, Deferred
 from kvd.state.node import Node
 from kvd.state.users import User
 from shared import codec
@@ -326,22 +326,52 @@ class NativeDoor:
         requests, clients = self._lone, self._lone_clients
         self._lone, self._lone_clients = [], []
         out, pending = self.out, self.pending
+        ctx.deferrable = True  # each lone request has its own REPLY: it may come later
         if len(requests) == 1:  # a sequential client's turn: the batch loop's set-up costs more
             (rid, argv), = requests
             ctx.client, ctx.request_id = clients[0], rid
             before = len(self.node.changes)
             value = self.node.execute(argv, ctx)
+            ctx.deferrable = False
+            if type(value) is Deferred:
+                self._later(clients[0], rid, value)
+                return
             out.append([clients[0], codec.encode_reply(rid, value)])
             if len(self.node.changes) != before:
                 pending.append(Pending(len(out) - 1, False, [(rid, value)], [0]))
             return
         replies, wrote = self.node.execute_batch(requests, ctx, clients)
+        ctx.deferrable = False
         base = len(out)
         encode = codec.encode_reply
-        out.extend([[client, encode(rid, value)]
+        out.extend([[client, encode(rid, value) if type(value) is not Deferred else b""]
                     for (rid, value), client in zip(replies, clients, strict=True)])
         for i in wrote:
             pending.append(Pending(base + i, False, [replies[i]], [0]))
+        if any(type(value) is Deferred for _, value in replies):
+            self._defer_some(base, replies, clients)
+
+    def _later(self, client: bytes, rid: int, answer: Deferred) -> None:
+        """A reply that comes when `answer` resolves (a coordination command): queued then,
+        and sent by the next flush (the loop flushes after the consensus group's work)."""
+        answer.then(lambda value: self.out.append([client, codec.encode_reply(rid, value)]))
+
+    def _defer_some(self, base: int, replies: list, clients: list[bytes]) -> None:
+        """The turn's lone replies with Deferred ones among them: those leave the turn's
+        list (their slots were placeholders) and come later, on their own."""
+        keep = []
+        for i, ((rid, value), client) in enumerate(zip(replies, clients, strict=True)):
+            if type(value) is Deferred:
+                self._later(client, rid, value)
+            else:
+                keep.append(i)
+        if len(keep) == len(replies):
+            return
+        moved = {base + i: n for n, i in enumerate(keep)}
+        self.out[base:] = [self.out[base + i] for i in keep]
+        self.pending = [Pending(moved[p.index], p.batch, p.replies, p.wrote)
+                        if p.index in moved else p for p in self.pending
+                        if p.index < base or p.index in moved]
 
     def fail(self, exc: KvError) -> None:
         """The turn's commit failed: every reply to a request that wrote becomes `exc`."""

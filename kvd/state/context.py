@@ -20,7 +20,7 @@ class Context:
     made that a measurable part of a lone request's turn.
     """
 
-    __slots__ = ("now", "wall", "client", "request_id", "user", "source")
+    __slots__ = ("now", "wall", "client", "request_id", "user", "source", "deferrable")
 
     def __init__(self, now: int, client: bytes = b"", request_id: int = 0,
                  wall: int | None = None) -> None:
@@ -35,6 +35,35 @@ class Context:
         # request — the context is shared by a turn's requests, so a stale user would leak.
         self.user: User | None = None
         self.source = ""  # the client's address ("host:port"), for first-user and back-off
+        # The door can send this request's reply later, on its own (a Deferred): the native
+        # door's lone requests can; a BATCH, the Redis and the HTTP doors cannot yet.
+        self.deferrable = False
+
+
+class Deferred:
+    """A reply that comes later: a coordination command answers once the consensus group has
+    committed and applied it (kvd.consensus). The door that got it sends `value` when told."""
+
+    __slots__ = ("done", "value", "_callbacks")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.value: object = None
+        self._callbacks: list[Callable[[object], None]] = []
+
+    def then(self, callback: Callable[[object], None]) -> None:
+        if self.done:
+            callback(self.value)
+        else:
+            self._callbacks.append(callback)
+
+    def resolve(self, value: object) -> None:
+        if self.done:
+            return
+        self.done, self.value = True, value
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(value)
 
 
 class Node(Protocol):
@@ -50,6 +79,7 @@ class Node(Protocol):
     access: Access
     hidden_changes: bool
     members_source: Callable[[int], list[dict]] | None
+    coordinator: Callable[[tuple], Deferred] | None
 
     def write(self, key: bytes, value: bytes | None, expires_at: int = 0) -> Entry: ...
     def info(self, now: int) -> dict: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kvd.state import keyspace, strings, usercmds
+from kvd.state import coordcmds, keyspace, strings, usercmds
 from kvd.state.context import Context, Node
 from kvd.state.store import NBUCKETS, SYSTEM
 from shared.commands import COMMANDS, Call, lookup
@@ -162,5 +162,7 @@ HANDLERS: dict[str, Handler] = {
     "WATCH": watch,
     "HELP": help_,
     "AUTH": usercmds.auth,
+    **{name: coordcmds.coordinate for name in ("CGET", "CSET", "CDEL", "CAS", "LEASE", "LOCK",
+                                               "UNLOCK", "CAMPAIGN", "LEADER", "RESIGN")},
     "USER": usercmds.user,
 }

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from kvd import __version__
 from kvd.state.access import Access
-from kvd.state.context import Context
+from kvd.state.context import Context, Deferred
 from kvd.state.handlers import HANDLERS, OK
 from kvd.state.hlc import LOGICAL_BITS, HybridClock
 from kvd.state.store import LOST, SYSTEM, Entry, Store
@@ -63,6 +63,9 @@ class Node:
         self.command_counts: Counter[str] = Counter()  # by command name (/metrics)
         self.info_sources: list[Callable[[], dict]] = []
         self.members_source: Callable[[int], list[dict]] | None = None  # set by kvd.cluster.cluster
+        # Where coordination commands go (kvd.consensus sets it): a command tuple in, a
+        # Deferred reply out. None: no consensus group on this node.
+        self.coordinator: Callable[[tuple], Deferred] | None = None
         self._monotonic = monotonic
         self._started = monotonic()
         self._routes: dict[bytes, tuple[Command, Callable, int]] = {}

@@ -1,0 +1,73 @@
+"""The coordination commands (CGET, CSET, CDEL, CAS, LEASE, LOCK, UNLOCK, CAMPAIGN, LEADER,
+RESIGN): turned into the coordination state machine's command tuples and handed to the node's
+coordinator (kvd.consensus), which answers later, once the Raft group has committed and
+applied them. Every one goes through the log, reads too: a read is linearizable because it
+takes its place in the one order every node applies (ReadIndex, in the core, would save the
+log write; wiring it is later work).
+"""
+
+from __future__ import annotations
+
+from kvd.state.context import Context, Deferred, Node
+from shared.commands import Call, strict_int
+from shared.errors import KvError, NoQuorum, SyntaxError_
+
+ONE_AT_A_TIME = ("coordination commands are answered on the native protocol (kvsh, the Python "
+                 "client), one request at a time: not in a BATCH, and not yet on the Redis or "
+                 "HTTP doors")
+
+
+def coordinate(node: Node, call: Call, ctx: Context) -> object:
+    if node.coordinator is None:
+        raise NoQuorum("this node runs no consensus group")
+    if not ctx.deferrable:
+        raise KvError(ONE_AT_A_TIME)
+    command = to_tuple(call, ctx.wall)
+    deferred: Deferred = node.coordinator(command)
+    return deferred
+
+
+def to_tuple(call: Call, now_ms: int) -> tuple:
+    """The state machine's command for a call (kvd.raft.coordcodec's shapes)."""
+    name, args, lease = call.command.name, call.args, call.options.get("LEASE", 0)
+    if name == "CGET":
+        return ("get", args[0])
+    if name == "CSET":
+        return ("put", args[0], args[1], lease)
+    if name == "CDEL":
+        return ("del", args[0])
+    if name == "CAS":
+        key, how, expected, new = args
+        how = how.upper()
+        if how == b"REV":
+            revision = strict_int(expected)
+            if revision is None or revision < 0:
+                raise SyntaxError_("CAS: REV wants a revision (0: the key must not exist)")
+            return ("cas.rev", key, revision, new, lease)
+        if how == b"VALUE":
+            return ("cas.value", key, expected, new, lease)
+        raise SyntaxError_(f"CAS: compare REV or VALUE — usage: {call.command.syntax}")
+    if name == "LEASE":
+        sub, number = args[0].upper(), args[1]
+        if sub == b"GRANT":
+            if number <= 0:
+                raise SyntaxError_("LEASE GRANT wants a time to live in milliseconds, over 0")
+            return ("grant", number, now_ms)
+        if sub == b"KEEPALIVE":
+            return ("keepalive", number, now_ms)
+        if sub == b"REVOKE":
+            return ("revoke", number)
+        if sub == b"TTL":
+            return ("lease", number)
+        raise SyntaxError_(f"LEASE: GRANT, KEEPALIVE, REVOKE or TTL — usage: "
+                           f"{call.command.syntax}")
+    if name in ("LOCK", "UNLOCK", "RESIGN", "CAMPAIGN"):
+        if not lease:
+            raise SyntaxError_(f"{name} needs the lease that holds it — usage: "
+                               f"{call.command.syntax}")
+        if name == "CAMPAIGN":
+            return ("campaign", args[0], args[1], lease)
+        return (name.lower(), args[0], lease)
+    if name == "LEADER":
+        return ("leader", args[0])
+    raise SyntaxError_(f"{name} is not a coordination command")
