@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import random
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kvd.raft.config import Config
@@ -66,15 +67,19 @@ class Node:
     """One daemon. With `files`, its storage is a FileStorage over FakeFiles: a restart
     re-opens it (recovery runs), and a crash can land inside a save (a torn write)."""
 
-    def __init__(self, name: str, seed: int, opts: Options, files: bool = False) -> None:
+    def __init__(self, name: str, seed: int, opts: Options, files: bool = False,
+                 machine: Callable[[], StateMachine] = StateMachine) -> None:
+        """`machine` makes the state machine, anew at every start (a subclass may run a real
+        one beside the hash chain: tests/coordsim.py)."""
         self.name = name
+        self.machine = machine
         self.rng = random.Random(seed)
         self.files = FakeFiles(random.Random(seed + 1)) if files else None
         self.storage: MemoryStorage | FileStorage = (
             FileStorage(name, self.files) if self.files is not None else MemoryStorage())
         self.opts = opts
         self.raft: Raft | None = None
-        self.sm = StateMachine()
+        self.sm = machine()
         self.read_states: list[ReadState] = []
         self.starts = 0
 
@@ -88,7 +93,7 @@ class Node:
             self.storage = FileStorage(self.name, self.files)
         restored = self.storage.load()
         self.raft = Raft(self.name, restored, self.rng, self.opts)
-        self.sm = StateMachine()
+        self.sm = self.machine()
         self.sm.restore(restored.snapshot)
         checker.restored(self)
         self.starts += 1
@@ -262,10 +267,10 @@ def check_log(raft: Raft) -> None:
 
 def make_nodes(names: list[str], founders: list[str], seed: int, opts: Options,
                learners: list[str] | tuple[str, ...] = (), files: bool = False,
-               ) -> dict[str, Node]:
+               machine: Callable[[], StateMachine] = StateMachine) -> dict[str, Node]:
     nodes = {}
     for k, name in enumerate(names):
-        node = Node(name, seed * 1009 + k, opts, files)
+        node = Node(name, seed * 1009 + k, opts, files, machine)
         if name in founders or name in learners:
             node.storage.bootstrap(Config.of(founders, learners))
         nodes[name] = node

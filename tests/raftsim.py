@@ -28,9 +28,9 @@ from kvd.raft.core import Options, Raft, Role
 from kvd.raft.errors import ConfigRefused, NotLeader, ProposalDropped
 from kvd.raft.messages import Message, decode, encode
 from kvd.raft.storage import Restored
-from tests.raftnode import Checker, Node, Violation, check_log, make_nodes
+from tests.raftnode import Checker, Node, StateMachine, Violation, check_log, make_nodes
 
-__all__ = ["Faults", "Net", "Sim", "Violation", "chaos"]
+__all__ = ["Faults", "Net", "Sim", "Violation", "chaos", "draw", "nemesis"]
 
 TICK_MS = 10
 
@@ -145,13 +145,15 @@ class Faults:
 class Sim:
     def __init__(self, seed: int, voters: int = 3, spares: int = 0,
                  opts: Options | None = None, faults: Faults | None = None,
-                 files: bool = False) -> None:
+                 files: bool = False,
+                 machine: Callable[[], StateMachine] = StateMachine) -> None:
         self.rng = random.Random(seed)
         self.opts = opts or Options()
         self.faults = faults or Faults()
         self.checker = Checker()
         names = [f"n{k}" for k in range(1, voters + spares + 1)]
-        self.nodes = make_nodes(names, names[:voters], seed, self.opts, files=files)
+        self.nodes = make_nodes(names, names[:voters], seed, self.opts, files=files,
+                                machine=machine)
         self.now = 0
         self.queue: list[tuple[int, int, str, str, bytes]] = []
         self._n = itertools.count()
@@ -224,21 +226,27 @@ class Sim:
     def propose(self, data: bytes) -> bool:
         """A client write, sent where it believes the leader is; False if refused there."""
         name = self.hint or self.rng.choice(sorted(self.nodes))
-        node = self.nodes[name]
-        if node.raft is None:
+        if self.nodes[name].raft is None:
             self.hint = None
             return False
         try:
-            node.raft.propose(data)
+            self.propose_at(name, data)
         except NotLeader as e:
             self.hint = e.leader
             return False
         except ProposalDropped:
             return False
+        return True
+
+    def propose_at(self, name: str, data: bytes) -> tuple[int, int]:
+        """Propose at one node (up); its (index, term), or NotLeader/ProposalDropped."""
+        raft = self.nodes[name].raft
+        assert raft is not None, f"{name} is down"
+        index = raft.propose(data)
         self.proposed.append(data)
         self.stats["proposals"] += 1
-        self._handle(node)
-        return True
+        self._handle(self.nodes[name])
+        return index, raft.term
 
     def read(self) -> None:
         node = self.leader()
@@ -362,6 +370,25 @@ def chaos(seed: int, voters: int = 3, spares: int = 1, ticks: int = 300,
     """One random schedule: faults for `ticks` ticks, then heal and check liveness. With
     `files`, nodes keep their state in FileStorage over FakeFiles and may crash mid-save."""
     rng = random.Random(seed)
+    faults, opts = draw(rng, files)
+    sim = Sim(seed, voters, spares, opts=opts, faults=faults, files=files)
+    names = sorted(sim.nodes)
+    rate = rng.uniform(0.02, 0.2)  # chance per tick of an operator/nemesis action
+    for k in range(ticks):
+        if rng.random() < 0.5:
+            sim.propose(b"w-%d-%d" % (seed, k))
+        if rng.random() < 0.05:
+            sim.read()
+        if rng.random() < rate:
+            nemesis(sim, rng, names)
+        sim.tick()
+    sim.heal()
+    sim.stats["settle ticks"] = sum(sim.settle(settle_bound))
+    return sim
+
+
+def draw(rng: random.Random, files: bool = False) -> tuple[Faults, Options]:
+    """A schedule's fault mix and core options, drawn from its random stream."""
     faults = Faults(drop=rng.choice([0.0, 0.02, 0.1, 0.25]),
                     duplicate=rng.choice([0.0, 0.05, 0.2]),
                     delay_ms=(1, rng.choice([3, 10, 30, 60])),
@@ -373,23 +400,10 @@ def chaos(seed: int, voters: int = 3, spares: int = 1, ticks: int = 300,
                    max_inflight=rng.choice([1, 4, 64]),
                    heartbeat_ticks=rng.choice([1, 1, 3]),
                    pre_vote=rng.random() < 0.8, check_quorum=rng.random() < 0.8)
-    sim = Sim(seed, voters, spares, opts=opts, faults=faults, files=files)
-    names = sorted(sim.nodes)
-    rate = rng.uniform(0.02, 0.2)  # chance per tick of an operator/nemesis action
-    for k in range(ticks):
-        if rng.random() < 0.5:
-            sim.propose(b"w-%d-%d" % (seed, k))
-        if rng.random() < 0.05:
-            sim.read()
-        if rng.random() < rate:
-            _nemesis(sim, rng, names)
-        sim.tick()
-    sim.heal()
-    sim.stats["settle ticks"] = sum(sim.settle(settle_bound))
-    return sim
+    return faults, opts
 
 
-def _nemesis(sim: Sim, rng: random.Random, names: list[str]) -> None:
+def nemesis(sim: Sim, rng: random.Random, names: list[str]) -> None:
     action = rng.choice(["partition", "one-way", "heal-net", "crash", "restart", "reboot",
                          "reboot-leader", "transfer", "config", "compact", "compact"])
     if action == "partition":
