@@ -48,7 +48,8 @@ MAX_VOTERS = 5
 RECONCILE_TICKS = 10  # the leader looks at the membership once a second
 ERROR_LOG_TICKS = 100  # a failing raft storage is logged at most every 10 s
 ANSWER_TICKS = 50  # a coordination command unanswered after 5 s gets TRYAGAIN
-LEASE_TICKS = 5  # the leader proposes TICK (lease expiry) every 0.5 s
+LEASE_TICKS = 5  # the leader proposes TICK (lease expiry) every 0.5 s, while leases exist
+SNAPSHOT_EVERY = 10_000  # applied entries between snapshots: the raft log stays bounded
 
 
 class Consensus:
@@ -75,7 +76,7 @@ class Consensus:
             self.coord.restore(restored.snapshot.data)
         self.counters = {"raft_messages_in": 0, "raft_messages_out": 0,
                          "raft_messages_dropped": 0, "raft_config_changes": 0,
-                         "raft_storage_errors": 0}
+                         "raft_storage_errors": 0, "raft_snapshots": 0}
         self._ticks = 0
         # A Ready whose save failed (disk full, out of descriptors): nothing of it was sent or
         # applied, and the core takes no input until it is done, so it is saved again first,
@@ -125,7 +126,7 @@ class Consensus:
         if self.raft.role is Role.LEADER:
             if self._ticks % RECONCILE_TICKS == 0:
                 self._reconcile()
-            if self._ticks % LEASE_TICKS == 0:
+            if self._ticks % LEASE_TICKS == 0 and self.coord.leases:
                 self._propose(self._internal(("tick", now_ms)))
 
     # -- coordination commands ----------------------------------------------------------------
@@ -256,8 +257,23 @@ class Consensus:
             log.info("consensus: %s is %s in term %d (leader %s)", self.me,
                      rd.soft_state.role.value, raft.term, rd.soft_state.leader or "unknown")
         raft.advance()
+        self._maybe_snapshot()
         if became_leader:  # leases get a full ttl on our clock first (kvd.raft.coord)
             self._propose(self._internal(("promote", self.now_ms)))
+
+    def _maybe_snapshot(self) -> None:
+        """Every SNAPSHOT_EVERY applied entries, the state machine's image replaces the log
+        before it (memory and disk stay bounded; a far-behind follower gets the image)."""
+        applied = self.raft.log.applied
+        if applied - self.storage.snapshot.index < SNAPSHOT_EVERY:
+            return
+        snapshot = self.raft.snapshot(applied, self.coord.snapshot())
+        try:
+            self.storage.compact(snapshot)
+        except OSError as exc:  # the old log is still whole: retried at the next entries
+            log.error("cannot write the consensus snapshot: %s", exc)
+            return
+        self.counters["raft_snapshots"] += 1
 
     def _reconcile(self) -> None:
         """One membership change toward: every live member in, voters up to MAX_VOTERS."""

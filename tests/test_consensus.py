@@ -125,3 +125,37 @@ def test_a_storage_that_fails_holds_the_ready_and_retries(tmp_path: Path, monkey
     failing["on"] = False
     assert net.run_until(lambda: a.info()["raft_error"] == ""
                          and a.info()["raft_role"] == "leader" and a.info()["raft_applied"] > 1)
+
+
+def test_the_log_is_snapshotted_and_a_restart_restores_the_state(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    import kvd.consensus as consensus_mod
+
+    monkeypatch.setattr(consensus_mod, "SNAPSHOT_EVERY", 20)
+    net = Net(tmp_path)
+    a = net.add("a", found=True)
+    assert net.run_until(lambda: a.info()["raft_role"] == "leader")
+    answers = [a.submit(("put", b"k%d" % i, b"v%d" % i, 0)) for i in range(60)]
+    assert net.run_until(lambda: all(d.done for d in answers))
+    assert all(isinstance(d.value, dict) and d.value["revision"] > 0 for d in answers)
+    assert a.info()["raft_snapshots"] >= 1 and a.storage.snapshot.index >= 20
+    del net.nodes["a"]
+    again = net.add("a", found=True)
+    assert again.coord.image() == a.coord.image()
+    assert net.run_until(lambda: again.info()["raft_role"] == "leader")
+    read = again.submit(("get", b"k59"))
+    assert net.run_until(lambda: read.done) and read.value["value"] == b"v59"
+
+
+def test_a_follower_forwards_and_answers_its_own_client(tmp_path: Path) -> None:
+    net = Net(tmp_path)
+    a = net.add("a", found=True)
+    b = net.add("b", found=False)
+    assert net.run_until(lambda: b.info()["raft_voters"] == "a,b"
+                         and b.info()["raft_leader"] == "a")
+    answer = b.submit(("cas.rev", b"x", 0, b"1", 0))
+    assert net.run_until(lambda: answer.done) and answer.value["revision"] > 0
+    again = b.submit(("cas.rev", b"x", 0, b"2", 0))
+    assert net.run_until(lambda: again.done)
+    assert getattr(again.value, "code", "") == "COMPARE_FAILED"
+    assert a.coord.image() == b.coord.image()
