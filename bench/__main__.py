@@ -7,6 +7,7 @@
     python -m bench --http               # the HTTP door against a bare h11 server (bench.httpdoor)
     python -m bench --tls                # the Redis door with TLS against without (bench.tls)
     python -m bench --curve              # only encryption: kvd and a cluster with and without
+    python -m bench --coordination       # Raft CAS vs pysyncobj, failover (bench.coordination)
 
 Writes bench/results/<date>.json and bench/results/latest.md (the markdown table); --curve
 writes <date>-curve.json and latest-curve.md.
@@ -51,6 +52,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    "server, its ceiling (python -m bench.httpdoor)")
     p.add_argument("--tls", action="store_true", help="only the Redis door with TLS against "
                    "the same door in plaintext, with redis-benchmark (python -m bench.tls)")
+    p.add_argument("--coordination", action="store_true", help="only the coordination "
+                   "commands: replicated CAS against pysyncobj, and leader failover "
+                   "(python -m bench.coordination)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = p.parse_args(argv)
     if args.quick:
@@ -72,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import tls
 
         return tls.main(["--reps", str(args.reps)])
+    if args.coordination:
+        from bench import coordination
+
+        return coordination.main(["--out", str(args.out), *(["--quick"] if args.quick else [])])
     if args.curve:
         return curve(args)
     with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp, ExitStack() as stack:

@@ -226,3 +226,17 @@ def test_the_tls_bench_runs(tmp_path) -> None:
                          cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "| a: -c 50 -P 16 | SET |" in out.stdout and "pipelined SET through TLS" in out.stdout
+
+
+def test_the_coordination_bench_runs(tmp_path) -> None:
+    """The kvd half always runs; pysyncobj (installed for the bench only, in no extra) is
+    measured when present, its rows saying "not installed" otherwise."""
+    from bench.coordination import syncobj_available
+
+    out = subprocess.run([sys.executable, "-m", "bench.coordination", "--quick", "--out",
+                          str(tmp_path)], capture_output=True, env=env_for(tmp_path),
+                         timeout=120, cwd=ROOT, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = (tmp_path / "latest-coordination.md").read_text()
+    assert "| sequential" in text and "| pipelined" in text and "| kvd 3 nodes |" in text
+    assert ("not installed" in text) != syncobj_available()
