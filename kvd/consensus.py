@@ -91,6 +91,7 @@ class Consensus:
         self.pending: dict[tuple[bytes, int], tuple[Deferred, int]] = {}
         self.now_ms = 0
         self._reported_role: Role | None = None
+        self._reported_leader: str | None = None
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -165,6 +166,16 @@ class Consensus:
         # Refused (not the leader any more): the origin's pending answer times out (TRYAGAIN).
         with contextlib.suppress(NotLeader, ProposalDropped):
             self.raft.propose(payload)
+
+    def _leader_changed(self) -> None:
+        """What was in flight under the old leader may be lost (a forward to a leader that
+        died is never answered): say so now rather than at the timeout. It may also still
+        commit — which TRYAGAIN allows for — and is then applied, unanswered."""
+        pending, self.pending = self.pending, {}
+        for answer, _ in pending.values():
+            answer.resolve(TryAgain("the consensus group's leader changed while this command "
+                                    "was in flight: it may or may not have applied — read, "
+                                    "then retry"))
 
     def _expire_pending(self) -> None:
         late = [k for k, (_, deadline) in self.pending.items() if deadline <= self._ticks]
@@ -253,6 +264,9 @@ class Consensus:
             and self._reported_role is not Role.LEADER
         if rd.soft_state is not None:
             self._reported_role = rd.soft_state.role
+            if rd.soft_state.leader != self._reported_leader:
+                self._reported_leader = rd.soft_state.leader
+                self._leader_changed()
         if rd.soft_state is not None:
             log.info("consensus: %s is %s in term %d (leader %s)", self.me,
                      rd.soft_state.role.value, raft.term, rd.soft_state.leader or "unknown")
