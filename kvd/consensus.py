@@ -92,12 +92,14 @@ class Consensus:
         self.now_ms = 0
         self._reported_role: Role | None = None
         self._reported_leader: str | None = None
+        self.dirty = True  # the core may have a Ready: set by every input, cleared by drive
 
     # -- inputs -----------------------------------------------------------------------------
 
     def receive(self, body: dict) -> None:
         """A peer message body (the cluster checked the sender is a member): a Raft message,
         or a proposal forwarded to us as the leader."""
+        self.dirty = True
         proposal = body.get("p")
         if isinstance(proposal, bytes):
             self._propose(proposal)
@@ -119,6 +121,7 @@ class Consensus:
 
     def tick(self, now_ms: int = 0) -> None:
         self.now_ms = now_ms
+        self.dirty = True
         self._ticks += 1
         self._expire_pending()
         if self._held is not None:
@@ -135,6 +138,7 @@ class Consensus:
     def submit(self, command: tuple) -> Deferred:
         """A client's coordination command: answered once committed and applied here."""
         answer = Deferred()
+        self.dirty = True
         if self._held is not None:
             answer.resolve(TryAgain(f"this node cannot save its consensus state ({self.error})"
                                     " — retry on another node"))
@@ -201,6 +205,7 @@ class Consensus:
 
     def stop(self) -> None:
         """Graceful stop: a leader hands leadership to the most caught-up voter first."""
+        self.dirty = True
         others = sorted(self.raft.config.voters - {self.me})
         if self.raft.role is Role.LEADER and others:
             try:
@@ -212,6 +217,11 @@ class Consensus:
     # -- the Ready loop ---------------------------------------------------------------------
 
     def drive(self) -> None:
+        """Work the core's Readys off. Called after every turn of the loop: a turn that gave
+        the group nothing (no Raft message, command or tick: `dirty` unset) costs one check."""
+        if not self.dirty:
+            return
+        self.dirty = False
         raft = self.raft
         if self._held is not None:
             rd = self._held
