@@ -15,8 +15,15 @@ operator removes it (a dead voter still counts toward the quorum size, as in etc
 whose raft folder is empty founds a group of one when it was started without --join; a node
 that joins waits to be added.
 
-The coordination state machine (kvd.raft.coord) applies what commits; the commands that
-propose to it come with the next change (see README "Coordination").
+The coordination state machine (kvd.raft.coord) applies what commits. Writes are proposed
+(through the leader: a follower forwards them as {"p": ...}) and answered by the node the client
+asked, once it has applied them. Reads (CGET, LEADER, LEASE TTL) take no log entry: they are
+ReadIndex reads (why ReadIndex rather than a leader lease: kvd.raft.core). The leader asks the
+group to confirm it still leads — one heartbeat round for all the reads of a turn — and
+answers with its commit index; a follower asks the leader for that index ({"r": [origin,
+ctx]} out, {"ri": [ctx, index]} back). Either way the read is served from the node's own state
+machine once it has applied that index: it sees every write that committed before the read
+was asked, and costs no fsync anywhere.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import msgpack
 
 from kvd.raft.config import ConfChange, Config, ConfOp
 from kvd.raft.coord import Coordination
+from kvd.raft.coordcodec import OPS
 from kvd.raft.core import Raft
 from kvd.raft.errors import ConfigRefused, NotLeader, ProposalDropped
 from kvd.raft.filestore import FileStorage
@@ -50,6 +58,7 @@ ERROR_LOG_TICKS = 100  # a failing raft storage is logged at most every 10 s
 ANSWER_TICKS = 50  # a coordination command unanswered after 5 s gets TRYAGAIN
 LEASE_TICKS = 5  # the leader proposes TICK (lease expiry) every 0.5 s, while leases exist
 SNAPSHOT_EVERY = 10_000  # applied entries between snapshots: the raft log stays bounded
+MAX_READS = 10_000  # reads awaiting confirmation on one node (its clients' and forwarded)
 
 
 class Consensus:
@@ -89,6 +98,12 @@ class Consensus:
         self._run = os.urandom(8)
         self._tags = itertools.count(1)
         self.pending: dict[tuple[bytes, int], tuple[Deferred, int]] = {}
+        # ReadIndex reads, by context (this run + number): this node's clients' reads awaiting
+        # the leader's confirmation, then `confirmed` until this node has applied the index;
+        # `remote`: the leader's reads asked by followers, by context, to tell the index back.
+        self.reads: dict[bytes, tuple[Deferred, bytes, int]] = {}
+        self.confirmed: list[tuple[int, bytes]] = []
+        self.remote: dict[bytes, str] = {}
         self.now_ms = 0
         self._reported_role: Role | None = None
         self._reported_leader: str | None = None
@@ -103,6 +118,9 @@ class Consensus:
         proposal = body.get("p")
         if isinstance(proposal, bytes):
             self._propose(proposal)
+            return
+        if "r" in body or "ri" in body:
+            self._read_message(body)
             return
         frame = body.get("m")
         if not isinstance(frame, bytes):
@@ -143,10 +161,11 @@ class Consensus:
             answer.resolve(TryAgain(f"this node cannot save its consensus state ({self.error})"
                                     " — retry on another node"))
             return answer
+        packed = msgpack.packb(command, use_bin_type=True)
+        if command and command[0] in READS:
+            return self._read(packed)
         tag = next(self._tags)
-        payload = msgpack.packb([self.me, self._run, tag, msgpack.packb(command,
-                                                                        use_bin_type=True)],
-                                use_bin_type=True)
+        payload = msgpack.packb([self.me, self._run, tag, packed], use_bin_type=True)
         leader = self.raft.leader
         if self.raft.role is not Role.LEADER and (leader is None or leader == self.me):
             answer.resolve(NoQuorum("no leader is known: the consensus group has no quorum "
@@ -159,6 +178,60 @@ class Consensus:
             self.pending.pop((self._run, tag))
             answer.resolve(NoQuorum(f"the leader {leader} is not reachable from this node"))
         return answer
+
+    def _read(self, command: bytes) -> Deferred:
+        """A read: confirmed by the leader (ReadIndex), then served here once applied."""
+        answer = Deferred()
+        leader = self.raft.leader
+        if self.raft.role is not Role.LEADER and (leader is None or leader == self.me):
+            answer.resolve(NoQuorum("no leader is known: the consensus group has no quorum "
+                                    "reachable from this node — retry once it has one"))
+            return answer
+        if len(self.reads) >= MAX_READS:
+            answer.resolve(TryAgain(f"{MAX_READS} reads already await the consensus group "
+                                    "on this node — retry shortly"))
+            return answer
+        ctx = self._run + next(self._tags).to_bytes(8, "big")
+        self.reads[ctx] = (answer, command, self._ticks + ANSWER_TICKS)
+        if self.raft.role is Role.LEADER:
+            with contextlib.suppress(NotLeader):  # unconfirmed: TRYAGAIN at the timeout
+                self.raft.read_index(ctx)
+        elif not self.send(leader, {"r": [self.me, ctx]}):  # type: ignore[arg-type]
+            self.reads.pop(ctx)
+            answer.resolve(NoQuorum(f"the leader {leader} is not reachable from this node"))
+        return answer
+
+    def _read_message(self, body: dict) -> None:
+        """A follower's read for us to confirm as the leader ({"r": [origin, ctx]}), or the
+        leader's confirmation of one of ours ({"ri": [ctx, index]})."""
+        asked, told = body.get("r"), body.get("ri")
+        if isinstance(asked, list) and len(asked) == 2 and isinstance(asked[0], str) \
+                and isinstance(asked[1], bytes) and len(asked[1]) <= 64:
+            if self.raft.role is not Role.LEADER or len(self.remote) >= MAX_READS \
+                    or self._held is not None:
+                self.counters["raft_messages_dropped"] += 1  # the asker times out: TRYAGAIN
+                return
+            self.remote[asked[1]] = asked[0]
+            with contextlib.suppress(NotLeader):
+                self.raft.read_index(asked[1])
+        elif isinstance(told, list) and len(told) == 2 and isinstance(told[0], bytes) \
+                and type(told[1]) is int and told[0] in self.reads:
+            self.confirmed.append((told[1], told[0]))
+        else:
+            self.counters["raft_messages_dropped"] += 1
+
+    def _serve_reads(self) -> None:
+        """Answer the confirmed reads whose index this node has applied."""
+        applied = self.raft.log.applied
+        waiting = []
+        for index, ctx in self.confirmed:
+            if index > applied:
+                waiting.append((index, ctx))
+                continue
+            found = self.reads.pop(ctx, None)
+            if found is not None:
+                found[0].resolve(_reply(self.coord.read(found[1])))
+        self.confirmed = waiting
 
     def _internal(self, command: tuple) -> bytes:
         return msgpack.packb(["", b"", 0, msgpack.packb(command, use_bin_type=True)],
@@ -180,6 +253,11 @@ class Consensus:
             answer.resolve(TryAgain("the consensus group's leader changed while this command "
                                     "was in flight: it may or may not have applied — read, "
                                     "then retry"))
+        self.remote.clear()  # a read confirmed by an old leader's round is never answered
+        confirmed = {ctx for _, ctx in self.confirmed}
+        for ctx in [c for c in self.reads if c not in confirmed]:
+            self.reads.pop(ctx)[0].resolve(TryAgain(
+                "the consensus group's leader changed before this read was confirmed — retry"))
 
     def _expire_pending(self) -> None:
         late = [k for k, (_, deadline) in self.pending.items() if deadline <= self._ticks]
@@ -189,6 +267,12 @@ class Consensus:
                                     f"{ANSWER_TICKS / 10:g} s (the leader may have changed): "
                                     "the command may or may not have applied — read, then "
                                     "retry"))
+        for ctx in [c for c, (_, _, deadline) in self.reads.items() if deadline <= self._ticks]:
+            self.reads.pop(ctx)[0].resolve(TryAgain(
+                f"the consensus group did not confirm this read within {ANSWER_TICKS / 10:g} s"
+                " — retry"))
+        if self.confirmed and len(self.confirmed) > len(self.reads):
+            self.confirmed = [(i, c) for i, c in self.confirmed if c in self.reads]
 
     def _apply(self, index: int, data: bytes) -> None:
         try:
@@ -234,6 +318,8 @@ class Consensus:
             if not self._save(rd):  # fsync, then send: never the other way round
                 return
             self._finish(rd)
+        if self.confirmed:
+            self._serve_reads()
 
     def _save(self, rd: Ready) -> bool:
         try:
@@ -270,6 +356,12 @@ class Consensus:
                 self.counters["raft_config_changes"] += 1
                 log.info("consensus membership now: voters %s, learners %s",
                          sorted(raft.config.voters), sorted(raft.config.learners))
+        for state in rd.read_states:
+            origin = self.remote.pop(state.ctx, None)
+            if origin is not None:
+                self.send(origin, {"ri": [state.ctx, state.index]})
+            elif state.ctx in self.reads:
+                self.confirmed.append((state.index, state.ctx))
         became_leader = rd.soft_state is not None and rd.soft_state.role is Role.LEADER \
             and self._reported_role is not Role.LEADER
         if rd.soft_state is not None:
@@ -346,6 +438,9 @@ class Consensus:
             "raft_error": self.error,
             **self.counters,
         }
+
+
+READS = frozenset(op for op, spec in OPS.items() if not spec.writes)
 
 
 def _reply(result: dict) -> object:

@@ -159,3 +159,77 @@ def test_a_follower_forwards_and_answers_its_own_client(tmp_path: Path) -> None:
     assert net.run_until(lambda: again.done)
     assert getattr(again.value, "code", "") == "COMPARE_FAILED"
     assert a.coord.image() == b.coord.image()
+
+
+def _three(tmp_path: Path) -> tuple[Net, Consensus, Consensus, Consensus]:
+    net = Net(tmp_path)
+    a = net.add("a", found=True)
+    b = net.add("b", found=False)
+    c = net.add("c", found=False)
+    assert net.run_until(lambda: all(n.info()["raft_voters"] == "a,b,c"
+                                     and n.info()["raft_leader"] == "a"
+                                     for n in net.nodes.values()))
+    return net, a, b, c
+
+
+def test_reads_take_no_log_entry_and_see_the_last_write_on_any_node(tmp_path: Path) -> None:
+    """ReadIndex: a read on the leader or on a follower is confirmed by a heartbeat round,
+    not by a log entry, and answers with every write acknowledged before it was asked."""
+    net, a, b, c = _three(tmp_path)
+    write = c.submit(("put", b"k", b"v1", 0))
+    assert net.run_until(lambda: write.done) and write.value["revision"] > 0
+    last = a.raft.log.last_index
+    reads = [node.submit(("get", b"k")) for node in (a, b, c) for _ in range(5)]
+    assert net.run_until(lambda: all(r.done for r in reads))
+    assert {r.value["value"] for r in reads} == {b"v1"}
+    assert {r.value["revision"] for r in reads} == {write.value["revision"]}
+    assert a.raft.log.last_index == last  # fifteen reads, no entry
+    assert not a.remote and not any(n.reads or n.confirmed for n in (a, b, c))
+
+
+def test_a_follower_read_waits_until_it_has_applied_what_the_leader_had_committed(
+        tmp_path: Path) -> None:
+    """The leader commits a write while every Raft message to follower b is lost (c makes
+    the quorum); b's read is confirmed with the leader's commit index, which b has not
+    applied: b must wait for it rather than answer from its stale state."""
+    net, a, b, _ = _three(tmp_path)
+
+    def deliver_all_but_raft_to_b() -> None:
+        for node in net.nodes.values():
+            node.drive()
+        for _ in range(50):
+            wire, net.wire = net.wire, []
+            for to, frame in wire:
+                if not (to == "b" and "m" in frame):
+                    net.nodes[to].receive(frame)
+            for node in net.nodes.values():
+                node.drive()
+
+    write = a.submit(("put", b"k", b"new", 0))
+    deliver_all_but_raft_to_b()
+    assert write.done and b.coord.image() != a.coord.image()
+    read = b.submit(("get", b"k"))
+    deliver_all_but_raft_to_b()
+    assert not read.done and b.confirmed  # confirmed, not yet applied here
+    assert net.run_until(lambda: read.done)
+    assert read.value["value"] == b"new"
+
+
+def test_a_read_the_leader_cannot_confirm_answers_tryagain(tmp_path: Path) -> None:
+    """The leader cut off from both followers cannot confirm it still leads: its read times
+    out (or fails when it steps down) as TRYAGAIN, never with a possibly stale value."""
+    net, a, b, c = _three(tmp_path)
+    del net.nodes["b"], net.nodes["c"]
+    read = a.submit(("get", b"k"))
+    assert net.run_until(lambda: read.done, steps=200)
+    assert getattr(read.value, "code", "") == "TRYAGAIN"
+
+
+def test_forwarded_read_messages_that_make_no_sense_are_counted(tmp_path: Path) -> None:
+    net, a, _, _ = _three(tmp_path)
+    dropped = a.info()["raft_messages_dropped"]
+    for junk in ({"r": 1}, {"r": ["b"]}, {"r": ["b", "x"]}, {"r": [1, b"x"]},
+                 {"ri": [b"x", 1]}, {"ri": 5}, {"r": ["b", b"x" * 100]}):
+        a.receive(junk)
+    assert a.info()["raft_messages_dropped"] == dropped + 7
+    assert not a.remote

@@ -215,7 +215,8 @@ class Raft:
                     or self._incoming_snapshot is not None
                     or self.term != hs.term or self.vote != hs.vote or log.committed != hs.commit
                     or self.lead != soft.leader or self.role is not soft.role
-                    or (self.leading is not None and self.leading.bcast_pending))
+                    or (self.leading is not None
+                        and (self.leading.bcast_pending or self.leading.read_round)))
 
     def ready(self) -> Ready:
         self._idle()

@@ -4,7 +4,10 @@
 - `save` appends TRUNCATE (when the entries overlap what is stored), ENTRY records, then the
   HARD_STATE, and fsyncs before returning. The hard state comes last, so a torn tail can cut
   off a vote or a commit index only together with the save that made it — a save that never
-  returned, whose messages were never sent.
+  returned, whose messages were never sent. A save that only moves the commit index is
+  appended without an fsync (etcd's MustSync rule): no message promises a commit index, a
+  node that forgets how far it knew the log committed learns it again from the leader, and
+  on this path the fsync was one of three on a commit's critical path.
 - A snapshot (installed from a leader, or this node's own) is written to raft.snap through
   write-fsync-rename-fsync(dir); then the log is rewritten the same way, starting with a BASE
   record naming the snapshot it follows. A crash between the two leaves a log whose BASE is
@@ -59,6 +62,9 @@ class FileStorage:
             self._rewrite()
             return
         out = []
+        stored = self.hard_state
+        must_sync = bool(entries) or (hard_state is not None and (
+            hard_state.term != stored.term or hard_state.vote != stored.vote))
         if entries and entries[0].index <= self._last_index():
             out.append(records.truncate(entries[0].index))
         merge_entries(self.entries, self.snapshot.index, entries)
@@ -69,7 +75,8 @@ class FileStorage:
         data = b"".join(out)
         if data:
             self.files.append(LOG_NAME, data)
-            self.files.sync(LOG_NAME)
+            if must_sync:
+                self.files.sync(LOG_NAME)
 
     def compact(self, snapshot: Snapshot) -> None:
         if snapshot.index <= self.snapshot.index:

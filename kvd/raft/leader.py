@@ -64,6 +64,7 @@ class Leader:
         self.transferee: str | None = None
         self.transfer_elapsed = 0
         self.bcast_pending = False  # something to send every follower at the next flush
+        self.read_round = False  # reads asked since the last flush: one heartbeat confirms all
         self.reads: dict[bytes, _Read] = {}
         self.read_order: deque[bytes] = deque()
         self.deferred_reads: list[bytes] = []  # asked before the first commit of the term
@@ -118,7 +119,13 @@ class Leader:
 
     def flush(self) -> None:
         """Send what this turn produced: new entries (as far as each follower's window
-        goes), or at least the new commit index."""
+        goes), or at least the new commit index; and one heartbeat round for all the reads
+        asked this turn (its context is the newest read, and confirming it confirms the
+        ones before — a pipelined client's 64 reads cost one round, not 64)."""
+        if self.read_round:
+            self.read_round = False
+            if self.read_order:
+                self.heartbeat()
         if self.bcast_pending:
             self.bcast_pending = False
             for node in self.peers():
@@ -255,7 +262,7 @@ class Leader:
         self.reads[ctx] = _Read(self.log.committed, {self.me})
         self.read_order.append(ctx)
         if not self._release():
-            self.heartbeat()
+            self.read_round = True
 
     def _ack_read(self, node: str, ctx: bytes) -> None:
         read = self.reads.get(ctx)

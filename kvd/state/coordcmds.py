@@ -1,9 +1,8 @@
 """The coordination commands (CGET, CSET, CDEL, CAS, LEASE, LOCK, UNLOCK, CAMPAIGN, LEADER,
 RESIGN): turned into the coordination state machine's command tuples and handed to the node's
 coordinator (kvd.consensus), which answers later, once the Raft group has committed and
-applied them. Every one goes through the log, reads too: a read is linearizable because it
-takes its place in the one order every node applies (ReadIndex, in the core, would save the
-log write; wiring it is later work).
+applied them. Writes go through the log; reads (CGET, LEADER, LEASE TTL) are ReadIndex reads,
+linearizable without a log entry (kvd.consensus says how).
 """
 
 from __future__ import annotations
