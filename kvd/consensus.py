@@ -38,6 +38,7 @@ from kvd.raft.errors import ConfigRefused, NotLeader, ProposalDropped
 from kvd.raft.filestore import FileStorage
 from kvd.raft.leader import Options
 from kvd.raft.messages import EntryKind, decode, encode
+from kvd.raft.observers import Observers
 from kvd.raft.ready import Ready, Role
 from kvd.state.context import Deferred
 from shared.errors import KvError, NoQuorum, TryAgain
@@ -74,6 +75,7 @@ class Consensus:
         self.coord = Coordination()
         if restored.snapshot.data:
             self.coord.restore(restored.snapshot.data)
+        self.observers = Observers(self.coord, lambda: self.raft.leader is not None)
         self.counters = {"raft_messages_in": 0, "raft_messages_out": 0,
                          "raft_messages_dropped": 0, "raft_config_changes": 0,
                          "raft_storage_errors": 0, "raft_snapshots": 0}
@@ -124,6 +126,7 @@ class Consensus:
         self.dirty = True
         self._ticks += 1
         self._expire_pending()
+        self.observers.tick()
         if self._held is not None:
             return
         self.raft.tick()
@@ -270,6 +273,7 @@ class Consensus:
                 self.counters["raft_config_changes"] += 1
                 log.info("consensus membership now: voters %s, learners %s",
                          sorted(raft.config.voters), sorted(raft.config.learners))
+        self.observers.wake()  # OBSERVE waiters, answered once this node has applied
         became_leader = rd.soft_state is not None and rd.soft_state.role is Role.LEADER \
             and self._reported_role is not Role.LEADER
         if rd.soft_state is not None:

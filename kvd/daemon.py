@@ -259,6 +259,7 @@ def open_consensus(cfg: Config, node: Node, peers: Peers) -> Consensus:
     consensus = Consensus(cfg.name, cfg.data_dir, fresh, send, members)
     core.on_raft = consensus.receive
     node.coordinator = consensus.submit
+    node.observer = consensus.observers.observe
     view = node.members_source
     if view is not None:
         def with_roles(now: int) -> list[dict]:

@@ -122,6 +122,12 @@ class TryAgain(KvError):
     code = "TRYAGAIN"
 
 
+class Busy(KvError):
+    """A node that holds as many waiting requests (OBSERVE) as it takes: retry later."""
+
+    code = "BUSY"
+
+
 class InternalError(KvError):
     code = "INTERNAL"
 
@@ -163,6 +169,7 @@ ERRORS_BY_CODE: dict[str, type[KvError]] = {
         WrongPass,
         NoQuorum,
         TryAgain,
+        Busy,
         InternalError,
     )
 }

@@ -3,7 +3,8 @@ RESIGN): turned into the coordination state machine's command tuples and handed 
 coordinator (kvd.consensus), which answers later, once the Raft group has committed and
 applied them. Every one goes through the log, reads too: a read is linearizable because it
 takes its place in the one order every node applies (ReadIndex, in the core, would save the
-log write; wiring it is later work).
+log write; wiring it is later work). OBSERVE is the exception: a long poll on this node's
+applied state (kvd.raft.observers), never in the log.
 """
 
 from __future__ import annotations
@@ -25,6 +26,26 @@ def coordinate(node: Node, call: Call, ctx: Context) -> object:
     command = to_tuple(call, ctx.wall)
     deferred: Deferred = node.coordinator(command)
     return deferred
+
+
+MAX_WAIT_MS = 600_000  # Consul's longest blocking query; the default is the command table's
+
+
+def observe(node: Node, call: Call, ctx: Context) -> object:
+    """OBSERVE election [AFTER revision] [TIMEOUT ms]: a long poll on the election's leader,
+    answered by this node (kvd.raft.observers), not through the Raft log."""
+    if node.observer is None:
+        raise NoQuorum("this node runs no consensus group")
+    if not ctx.deferrable:
+        raise KvError(ONE_AT_A_TIME)
+    after = call.options.get("AFTER")
+    token, default = call.command.waits or ("TIMEOUT", 0)
+    wait = call.options.get(token, default)
+    if after is not None and after < 0:
+        raise SyntaxError_("OBSERVE: AFTER wants a revision from an earlier reply (0 or more)")
+    if not 0 < wait <= MAX_WAIT_MS:
+        raise SyntaxError_(f"OBSERVE: TIMEOUT wants 1 to {MAX_WAIT_MS} milliseconds")
+    return node.observer(call.args[0], after, wait)
 
 
 def to_tuple(call: Call, now_ms: int) -> tuple:
