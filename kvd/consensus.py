@@ -40,8 +40,9 @@ from kvd.raft.leader import Options
 from kvd.raft.messages import EntryKind, decode, encode
 from kvd.raft.observers import Observers
 from kvd.raft.ready import Ready, Role
+from kvd.raft.removals import Removals, init_refusal, removal_refusal
 from kvd.state.context import Deferred
-from shared.errors import KvError, NoQuorum, TryAgain
+from shared.errors import KvError, MembershipRefused, NoQuorum, TryAgain
 
 log = logging.getLogger("kvd.consensus")
 
@@ -71,11 +72,14 @@ class Consensus:
             self.storage.bootstrap(Config.of([me]))
             restored = self.storage.load()
             log.info("founded a consensus group of one (%s); members join it as they come", me)
-        self.raft = Raft(me, restored, rng or random.Random(), Options(max_voters=MAX_VOTERS))
+        self._rng = rng or random.Random()
+        self.raft = Raft(me, restored, self._rng, Options(max_voters=MAX_VOTERS))
         self.coord = Coordination()
         if restored.snapshot.data:
             self.coord.restore(restored.snapshot.data)
         self.observers = Observers(self.coord, lambda: self.raft.leader is not None)
+        self.removals = Removals()  # RAFT REMOVE asked here, answered once committed
+        self.removing: set[str] = set()  # as the leader: removals to propose until done
         self.counters = {"raft_messages_in": 0, "raft_messages_out": 0,
                          "raft_messages_dropped": 0, "raft_config_changes": 0,
                          "raft_storage_errors": 0, "raft_snapshots": 0}
@@ -106,6 +110,9 @@ class Consensus:
         if isinstance(proposal, bytes):
             self._propose(proposal)
             return
+        if isinstance(body.get("r"), str):  # RAFT REMOVE, forwarded to us as the leader
+            self._remove_as_leader(body["r"])
+            return
         frame = body.get("m")
         if not isinstance(frame, bytes):
             self.counters["raft_messages_dropped"] += 1
@@ -127,6 +134,7 @@ class Consensus:
         self._ticks += 1
         self._expire_pending()
         self.observers.tick()
+        self.removals.expire(self._ticks)
         if self._held is not None:
             return
         self.raft.tick()
@@ -274,6 +282,8 @@ class Consensus:
                 log.info("consensus membership now: voters %s, learners %s",
                          sorted(raft.config.voters), sorted(raft.config.learners))
         self.observers.wake()  # OBSERVE waiters, answered once this node has applied
+        if self.removals.pending:
+            self.removals.settled(raft.config)
         became_leader = rd.soft_state is not None and rd.soft_state.role is Role.LEADER \
             and self._reported_role is not Role.LEADER
         if rd.soft_state is not None:
@@ -304,12 +314,18 @@ class Consensus:
         self.counters["raft_snapshots"] += 1
 
     def _reconcile(self) -> None:
-        """One membership change toward: every live member in, voters up to MAX_VOTERS."""
+        """One membership change toward: every alive member in, voters up to MAX_VOTERS,
+        members that left or that an operator removed out. Only members that are alive are
+        added or promoted: a dead one would only count toward the quorum size, and one an
+        operator removed stays out until it is alive again (kvd.raft.removals)."""
         config = self.raft.config
-        live = {name for name, status in self.members() if status != "left"}
-        left = {name for name, status in self.members() if status == "left"}
+        statuses = dict(self.members())
+        live = {name for name, status in statuses.items() if status == "alive"}
+        left = {name for name, status in statuses.items() if status == "left"}
+        self.removing &= config.members
+        self.removing -= live
         change = None
-        for name in sorted(config.members & left - {self.me}):
+        for name in sorted((config.members & left | self.removing) - {self.me}):
             change = ConfChange(ConfOp.REMOVE, name)
             break
         if change is None:
@@ -327,6 +343,61 @@ class Consensus:
         except (ConfigRefused, NotLeader) as exc:
             log.debug("membership change %s %s not proposed: %s", change.op.name, change.node,
                       exc)
+
+    # -- operators (RAFT REMOVE, RAFT INIT) ---------------------------------------------------
+
+    def operate(self, command: tuple) -> object:
+        """An operator's command: ("remove", name) answers once the change commits (a
+        Deferred); ("init",) founds a group of one on a node that has none."""
+        self.dirty = True
+        if command[0] == "init":
+            return self._found()
+        return self._remove(command[1])
+
+    def _remove(self, name: str) -> object:
+        raft = self.raft
+        why = removal_refusal(raft.config, raft.leader, name, dict(self.members()).get(name))
+        if why:
+            raise MembershipRefused(why)
+        if raft.role is not Role.LEADER and raft.leader in (None, self.me):
+            raise NoQuorum("no leader is known: the consensus group has no quorum reachable "
+                           "from this node — retry once it has one")
+        if raft.role is Role.LEADER:
+            self._remove_as_leader(name)
+        elif not self.send(raft.leader, {"r": name}):  # type: ignore[arg-type]
+            raise NoQuorum(f"the leader {raft.leader} is not reachable from this node")
+        return self.removals.wait(name, self._ticks + ANSWER_TICKS)
+
+    def _remove_as_leader(self, name: str) -> None:
+        """Proposed now, and again by the reconciler until it commits (a change in flight
+        makes the core refuse another one for a moment)."""
+        raft = self.raft
+        if raft.role is not Role.LEADER or removal_refusal(
+                raft.config, raft.leader, name, dict(self.members()).get(name)):
+            return
+        self.removing.add(name)
+        log.info("an operator removes %s from the consensus group", name)
+        with contextlib.suppress(ConfigRefused, NotLeader, ProposalDropped):
+            raft.propose_config(ConfChange(ConfOp.REMOVE, name))
+
+    def _found(self) -> dict:
+        """RAFT INIT: the upgrade path for a cluster that predates the group (its nodes know
+        members, so none founded one at start). The operator checked that no member has a
+        group (kvd raft init does); this node checks that it has no Raft state itself."""
+        raft = self.raft
+        why = init_refusal(raft.config, raft.term, raft.leader)
+        if why or self.storage.snapshot.index or self.storage.entries:
+            raise MembershipRefused(why or "this node has Raft state already — nothing to init")
+        self.storage.bootstrap(Config.of([self.me]))
+        self.raft = Raft(self.me, self.storage.load(), self._rng, Options(max_voters=MAX_VOTERS))
+        log.info("founded a consensus group of one (%s) on an operator's RAFT INIT; the other "
+                 "members join it as its leader adds them", self.me)
+        return {"founded": self.me}
+
+    @property
+    def has_group(self) -> bool:
+        """Whether this node has any Raft state (a configuration it belongs to)."""
+        return bool(self.raft.config.members or self.raft.term)
 
     # -- what it shows ----------------------------------------------------------------------
 

@@ -352,6 +352,10 @@ COMMANDS: dict[str, Command] = {
                 waits=("TIMEOUT", 30_000)),
         Command("RESIGN", "Leave an application's election", (_k("election"),), (_LEASE,),
                 access="write"),
+        Command("RAFT", "The consensus group, for operators: REMOVE name (a member gone for "
+                "good; answers once committed) | INIT (found a group on a cluster that "
+                "predates it)", (Arg("subcommand", Kind.STRING), Arg("name", Kind.NODE, True)),
+                access="admin"),
         Command("HELP", "Show commands, or one command's syntax",
                 (Arg("command", Kind.COMMAND, True),), access="connection"),
     )

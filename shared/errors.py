@@ -122,6 +122,12 @@ class TryAgain(KvError):
     code = "TRYAGAIN"
 
 
+class MembershipRefused(KvError):
+    """An operator's change to the consensus group that cannot be made (RAFT REMOVE, INIT)."""
+
+    code = "MEMBERSHIP"
+
+
 class Busy(KvError):
     """A node that holds as many waiting requests (OBSERVE) as it takes: retry later."""
 
@@ -170,6 +176,7 @@ ERRORS_BY_CODE: dict[str, type[KvError]] = {
         NoQuorum,
         TryAgain,
         Busy,
+        MembershipRefused,
         InternalError,
     )
 }

@@ -48,6 +48,20 @@ def observe(node: Node, call: Call, ctx: Context) -> object:
     return node.observer(call.args[0], after, wait)
 
 
+def raft(node: Node, call: Call, ctx: Context) -> object:
+    """RAFT REMOVE name | RAFT INIT: operators' changes to the consensus group."""
+    if node.operator is None:
+        raise NoQuorum("this node runs no consensus group")
+    sub, rest = call.args[0].upper(), call.args[1:]
+    if sub == b"REMOVE" and len(rest) == 1:
+        if not ctx.deferrable:
+            raise KvError(ONE_AT_A_TIME)
+        return node.operator(("remove", rest[0].decode("utf-8", "replace")))
+    if sub == b"INIT" and not rest:
+        return node.operator(("init",))
+    raise SyntaxError_(f"RAFT: REMOVE name or INIT — usage: {call.command.syntax}")
+
+
 def to_tuple(call: Call, now_ms: int) -> tuple:
     """The state machine's command for a call (kvd.raft.coordcodec's shapes)."""
     name, args, lease = call.command.name, call.args, call.options.get("LEASE", 0)

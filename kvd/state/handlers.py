@@ -165,5 +165,6 @@ HANDLERS: dict[str, Handler] = {
     **{name: coordcmds.coordinate for name in ("CGET", "CSET", "CDEL", "CAS", "LEASE", "LOCK",
                                                "UNLOCK", "CAMPAIGN", "LEADER", "RESIGN")},
     "OBSERVE": coordcmds.observe,
+    "RAFT": coordcmds.raft,
     "USER": usercmds.user,
 }
