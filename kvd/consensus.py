@@ -8,15 +8,17 @@ handed to `receive`. Durable state lives in its own checksummed files under
 `<data dir>/raft` (kvd.raft.filestore), saved and fsynced before any message that depends on
 it is sent — the contract of kvd.raft.ready.
 
-Who votes follows the gossip membership: the leader adds every live member as a learner, then
-promotes learners to voters up to five (the rest stay learners), one change at a time, and
-removes members that left. A member that is dead stays a voter until it comes back or an
-operator removes it (a dead voter still counts toward the quorum size, as in etcd). A node
-whose raft folder is empty founds a group of one when it was started without --join; a node
-that joins waits to be added.
+Who votes follows the gossip membership: the leader adds every alive member as a learner,
+then promotes learners to voters up to five (the rest stay learners), one change at a time,
+and removes members that left. A member that is dead stays a voter until it comes back or an
+operator removes it with RAFT REMOVE (a dead voter still counts toward the quorum size, as in
+etcd; kvd.raft.removals). A node whose raft folder is empty founds a group of one when it was
+started without --join; a node that joins waits to be added; a cluster that predates the
+group gets one from an operator's RAFT INIT on one node.
 
-The coordination state machine (kvd.raft.coord) applies what commits; the commands that
-propose to it come with the next change (see README "Coordination").
+The coordination state machine (kvd.raft.coord) applies what commits; the origin of each
+command answers its client then. OBSERVE's waiters (kvd.raft.observers) are woken after
+every Ready's entries are applied, on every node.
 """
 
 from __future__ import annotations
