@@ -1,4 +1,5 @@
-"""`kvd` command line: start, stop, status, secret (CONTRACT.md is the reference for every flag)."""
+"""`kvd` command line: start, stop, status, user, raft, secret (CONTRACT.md is the reference
+for every flag)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvd", description="The kv daemon.")
     parser.add_argument("--version", action="version", version=f"kvd {__version__}")
     sub = parser.add_subparsers(dest="action", required=True,
-                                metavar="{start,stop,status,user,secret,check-log,bench}")
+                                metavar="{start,stop,status,user,raft,secret,check-log,bench}")
 
     start = sub.add_parser("start", help="start a node (detached unless --foreground)")
     start.add_argument("--foreground", action="store_true", help="stay attached, log to stderr")
@@ -94,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         _key_flags(action)
     _key_flags(status)
 
+    from kvd.raftcli import add_arguments as raft_arguments  # its flags live with it
+
+    raft_arguments(sub.add_parser("raft", help="the consensus group: status, remove a member "
+                                  "gone for good, init on an upgraded cluster"), _key_flags)
+
     check = sub.add_parser("check-log", help="verify a node's log; exit 1 if it is corrupt")
     check.add_argument("--data-dir", type=Path, help="the node's data folder (default: the "
                        "default node's)")
@@ -160,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
             from kvd.usercli import run
 
             return run(args, server_key_of(args))
+        if args.action == "raft":
+            from kvd.raftcli import run as raft_run
+
+            return raft_run(args, server_key_of(args))
         if args.action == "check-log":
             return check_log(config.load(args.config, {"data_dir": args.data_dir}), args.repair)
         if args.action == "secret":

@@ -8,22 +8,25 @@ handed to `receive`. Durable state lives in its own checksummed files under
 `<data dir>/raft` (kvd.raft.filestore), saved and fsynced before any message that depends on
 it is sent — the contract of kvd.raft.ready.
 
-Who votes follows the gossip membership: the leader adds every live member as a learner, then
-promotes learners to voters up to five (the rest stay learners), one change at a time, and
-removes members that left. A member that is dead stays a voter until it comes back or an
-operator removes it (a dead voter still counts toward the quorum size, as in etcd). A node
-whose raft folder is empty founds a group of one when it was started without --join; a node
-that joins waits to be added.
+Who votes follows the gossip membership: the leader adds every alive member as a learner,
+then promotes learners to voters up to five (the rest stay learners), one change at a time,
+and removes members that left. A member that is dead stays a voter until it comes back or an
+operator removes it with RAFT REMOVE (a dead voter still counts toward the quorum size, as in
+etcd; kvd.raft.removals). A node whose raft folder is empty founds a group of one when it was
+started without --join; a node that joins waits to be added; a cluster that predates the
+group gets one from an operator's RAFT INIT on one node.
 
 The coordination state machine (kvd.raft.coord) applies what commits. Writes are proposed
 (through the leader: a follower forwards them as {"p": ...}) and answered by the node the client
 asked, once it has applied them. Reads (CGET, LEADER, LEASE TTL) take no log entry: they are
 ReadIndex reads (why ReadIndex rather than a leader lease: kvd.raft.core). The leader asks the
 group to confirm it still leads — one heartbeat round for all the reads of a turn — and
-answers with its commit index; a follower asks the leader for that index ({"r": [origin,
-ctx]} out, {"ri": [ctx, index]} back). Either way the read is served from the node's own state
+answers with its commit index; a follower asks the leader for that index ({"q": [origin,
+ctx]} out, {"qi": [ctx, index]} back). Either way the read is served from the node's own state
 machine once it has applied that index: it sees every write that committed before the read
 was asked, and costs no fsync anywhere.
+OBSERVE's waiters (kvd.raft.observers) are woken after every Ready's entries are applied, on
+every node.
 """
 
 from __future__ import annotations
@@ -46,9 +49,11 @@ from kvd.raft.errors import ConfigRefused, NotLeader, ProposalDropped
 from kvd.raft.filestore import FileStorage
 from kvd.raft.leader import Options
 from kvd.raft.messages import EntryKind, decode, encode
+from kvd.raft.observers import Observers
 from kvd.raft.ready import Ready, Role
+from kvd.raft.removals import Removals, init_refusal, removal_refusal
 from kvd.state.context import Deferred
-from shared.errors import KvError, NoQuorum, TryAgain
+from shared.errors import KvError, MembershipRefused, NoQuorum, TryAgain
 
 log = logging.getLogger("kvd.consensus")
 
@@ -79,10 +84,14 @@ class Consensus:
             self.storage.bootstrap(Config.of([me]))
             restored = self.storage.load()
             log.info("founded a consensus group of one (%s); members join it as they come", me)
-        self.raft = Raft(me, restored, rng or random.Random(), Options(max_voters=MAX_VOTERS))
+        self._rng = rng or random.Random()
+        self.raft = Raft(me, restored, self._rng, Options(max_voters=MAX_VOTERS))
         self.coord = Coordination()
         if restored.snapshot.data:
             self.coord.restore(restored.snapshot.data)
+        self.observers = Observers(self.coord, lambda: self.raft.leader is not None)
+        self.removals = Removals()  # RAFT REMOVE asked here, answered once committed
+        self.removing: set[str] = set()  # as the leader: removals to propose until done
         self.counters = {"raft_messages_in": 0, "raft_messages_out": 0,
                          "raft_messages_dropped": 0, "raft_config_changes": 0,
                          "raft_storage_errors": 0, "raft_snapshots": 0}
@@ -119,7 +128,10 @@ class Consensus:
         if isinstance(proposal, bytes):
             self._propose(proposal)
             return
-        if "r" in body or "ri" in body:
+        if isinstance(body.get("r"), str):  # RAFT REMOVE, forwarded to us as the leader
+            self._remove_as_leader(body["r"])
+            return
+        if "q" in body or "qi" in body:
             self._read_message(body)
             return
         frame = body.get("m")
@@ -142,6 +154,8 @@ class Consensus:
         self.dirty = True
         self._ticks += 1
         self._expire_pending()
+        self.observers.tick()
+        self.removals.expire(self._ticks)
         if self._held is not None:
             return
         self.raft.tick()
@@ -196,15 +210,15 @@ class Consensus:
         if self.raft.role is Role.LEADER:
             with contextlib.suppress(NotLeader):  # unconfirmed: TRYAGAIN at the timeout
                 self.raft.read_index(ctx)
-        elif not self.send(leader, {"r": [self.me, ctx]}):  # type: ignore[arg-type]
+        elif not self.send(leader, {"q": [self.me, ctx]}):  # type: ignore[arg-type]
             self.reads.pop(ctx)
             answer.resolve(NoQuorum(f"the leader {leader} is not reachable from this node"))
         return answer
 
     def _read_message(self, body: dict) -> None:
-        """A follower's read for us to confirm as the leader ({"r": [origin, ctx]}), or the
-        leader's confirmation of one of ours ({"ri": [ctx, index]})."""
-        asked, told = body.get("r"), body.get("ri")
+        """A follower's read for us to confirm as the leader ({"q": [origin, ctx]}), or the
+        leader's confirmation of one of ours ({"qi": [ctx, index]})."""
+        asked, told = body.get("q"), body.get("qi")
         if isinstance(asked, list) and len(asked) == 2 and isinstance(asked[0], str) \
                 and isinstance(asked[1], bytes) and len(asked[1]) <= 64:
             if self.raft.role is not Role.LEADER or len(self.remote) >= MAX_READS \
@@ -356,10 +370,13 @@ class Consensus:
                 self.counters["raft_config_changes"] += 1
                 log.info("consensus membership now: voters %s, learners %s",
                          sorted(raft.config.voters), sorted(raft.config.learners))
+        self.observers.wake()  # OBSERVE waiters, answered once this node has applied
+        if self.removals.pending:
+            self.removals.settled(raft.config)
         for state in rd.read_states:
             origin = self.remote.pop(state.ctx, None)
             if origin is not None:
-                self.send(origin, {"ri": [state.ctx, state.index]})
+                self.send(origin, {"qi": [state.ctx, state.index]})
             elif state.ctx in self.reads:
                 self.confirmed.append((state.index, state.ctx))
         became_leader = rd.soft_state is not None and rd.soft_state.role is Role.LEADER \
@@ -392,12 +409,18 @@ class Consensus:
         self.counters["raft_snapshots"] += 1
 
     def _reconcile(self) -> None:
-        """One membership change toward: every live member in, voters up to MAX_VOTERS."""
+        """One membership change toward: every alive member in, voters up to MAX_VOTERS,
+        members that left or that an operator removed out. Only members that are alive are
+        added or promoted: a dead one would only count toward the quorum size, and one an
+        operator removed stays out until it is alive again (kvd.raft.removals)."""
         config = self.raft.config
-        live = {name for name, status in self.members() if status != "left"}
-        left = {name for name, status in self.members() if status == "left"}
+        statuses = dict(self.members())
+        live = {name for name, status in statuses.items() if status == "alive"}
+        left = {name for name, status in statuses.items() if status == "left"}
+        self.removing &= config.members
+        self.removing -= live
         change = None
-        for name in sorted(config.members & left - {self.me}):
+        for name in sorted((config.members & left | self.removing) - {self.me}):
             change = ConfChange(ConfOp.REMOVE, name)
             break
         if change is None:
@@ -415,6 +438,61 @@ class Consensus:
         except (ConfigRefused, NotLeader) as exc:
             log.debug("membership change %s %s not proposed: %s", change.op.name, change.node,
                       exc)
+
+    # -- operators (RAFT REMOVE, RAFT INIT) ---------------------------------------------------
+
+    def operate(self, command: tuple) -> object:
+        """An operator's command: ("remove", name) answers once the change commits (a
+        Deferred); ("init",) founds a group of one on a node that has none."""
+        self.dirty = True
+        if command[0] == "init":
+            return self._found()
+        return self._remove(command[1])
+
+    def _remove(self, name: str) -> object:
+        raft = self.raft
+        why = removal_refusal(raft.config, raft.leader, name, dict(self.members()).get(name))
+        if why:
+            raise MembershipRefused(why)
+        if raft.role is not Role.LEADER and raft.leader in (None, self.me):
+            raise NoQuorum("no leader is known: the consensus group has no quorum reachable "
+                           "from this node — retry once it has one")
+        if raft.role is Role.LEADER:
+            self._remove_as_leader(name)
+        elif not self.send(raft.leader, {"r": name}):  # type: ignore[arg-type]
+            raise NoQuorum(f"the leader {raft.leader} is not reachable from this node")
+        return self.removals.wait(name, self._ticks + ANSWER_TICKS)
+
+    def _remove_as_leader(self, name: str) -> None:
+        """Proposed now, and again by the reconciler until it commits (a change in flight
+        makes the core refuse another one for a moment)."""
+        raft = self.raft
+        if raft.role is not Role.LEADER or removal_refusal(
+                raft.config, raft.leader, name, dict(self.members()).get(name)):
+            return
+        self.removing.add(name)
+        log.info("an operator removes %s from the consensus group", name)
+        with contextlib.suppress(ConfigRefused, NotLeader, ProposalDropped):
+            raft.propose_config(ConfChange(ConfOp.REMOVE, name))
+
+    def _found(self) -> dict:
+        """RAFT INIT: the upgrade path for a cluster that predates the group (its nodes know
+        members, so none founded one at start). The operator checked that no member has a
+        group (kvd raft init does); this node checks that it has no Raft state itself."""
+        raft = self.raft
+        why = init_refusal(raft.config, raft.term, raft.leader)
+        if why or self.storage.snapshot.index or self.storage.entries:
+            raise MembershipRefused(why or "this node has Raft state already — nothing to init")
+        self.storage.bootstrap(Config.of([self.me]))
+        self.raft = Raft(self.me, self.storage.load(), self._rng, Options(max_voters=MAX_VOTERS))
+        log.info("founded a consensus group of one (%s) on an operator's RAFT INIT; the other "
+                 "members join it as its leader adds them", self.me)
+        return {"founded": self.me}
+
+    @property
+    def has_group(self) -> bool:
+        """Whether this node has any Raft state (a configuration it belongs to)."""
+        return bool(self.raft.config.members or self.raft.term)
 
     # -- what it shows ----------------------------------------------------------------------
 

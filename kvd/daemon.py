@@ -259,6 +259,14 @@ def open_consensus(cfg: Config, node: Node, peers: Peers) -> Consensus:
     consensus = Consensus(cfg.name, cfg.data_dir, fresh, send, members)
     core.on_raft = consensus.receive
     node.coordinator = consensus.submit
+    node.observer = consensus.observers.observe
+    node.operator = consensus.operate
+    if not fresh and not consensus.has_group and load_members(cfg.data_dir):
+        # Known members from an earlier run but no Raft state: either this node waits to be
+        # added by the group's leader, or the cluster predates the group and none will come.
+        log.warning("this node has no consensus group state; its leader adds it shortly — "
+                    "unless the cluster was upgraded from a version without one: then run "
+                    "`kvd raft init` on one node (see README, Coordination)")
     view = node.members_source
     if view is not None:
         def with_roles(now: int) -> list[dict]:

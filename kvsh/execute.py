@@ -83,6 +83,11 @@ def run_line(client: Client, line: str) -> Outcome | None:
     try:
         if command.streaming:
             return _stream(client, argv, command)
+        if command.waits is not None:  # a long poll: its wait comes on top of --timeout
+            token, default = command.waits
+            wait = parse(command, argv[1:]).options.get(token, default)
+            with client.waiting(wait):
+                return Outcome(argv, command, reply=client.execute(*argv))
         return Outcome(argv, command, reply=client.execute(*argv))
     except KvError as exc:
         return Outcome(argv, command, error=exc)

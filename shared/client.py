@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import zmq
@@ -31,6 +32,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from shared import codec
 from shared.codec import Reply, ReplyKind
+from shared.commands import COMMANDS
 from shared.errors import ServerError, Timeout, Unreachable
 from shared.keyring import server_key as checked_key
 
@@ -452,6 +454,31 @@ class Client:
 
     def members(self) -> list[dict]:
         return self.call("MEMBERS")
+
+    def observe(self, election: Arg, after: int | None = None,
+                timeout_ms: int | None = None) -> dict:
+        """OBSERVE: the election's leader (value, lease, revision; value None: no leader), at
+        once without `after`, else once its revision is past `after` or `timeout_ms` (server
+        default 30 s) has passed. The reply is awaited that much longer than `timeout`."""
+        argv: list[Arg] = ["OBSERVE", election]
+        if after is not None:
+            argv += ["AFTER", after]
+        if timeout_ms is not None:
+            argv += ["TIMEOUT", timeout_ms]
+        waits = COMMANDS["OBSERVE"].waits
+        assert waits is not None
+        with self.waiting(timeout_ms if timeout_ms is not None else waits[1]):
+            return self.call(*argv)
+
+    @contextmanager
+    def waiting(self, wait_ms: int) -> Iterator[None]:
+        """Replies awaited `wait_ms` longer than `timeout` in this block: a long poll."""
+        usual = self.timeout
+        self.timeout = usual + wait_ms / 1000
+        try:
+            yield
+        finally:
+            self.timeout = usual
 
 
 def connect(host: str = "127.0.0.1", port: int = 7700, timeout: float = 5.0,

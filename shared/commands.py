@@ -78,6 +78,9 @@ class Command:
     # "read" / "write" (permission on each key it names), "admin", or "user" (the USER
     # command checks for itself). Empty: "write" if mutating, else "read".
     access: str = ""
+    # A long poll (OBSERVE): the option that bounds the server's wait in ms, and its default.
+    # Clients wait that much longer for the reply than their usual timeout.
+    waits: tuple[str, int] | None = None
     _option_index: dict[str, Option] = field(default_factory=dict, compare=False, repr=False)
     _key_slots: dict[int, tuple[int, ...]] = field(default_factory=dict, compare=False,
                                                     repr=False)
@@ -341,8 +344,18 @@ COMMANDS: dict[str, Command] = {
                 (_k("election"), Arg("value", Kind.VALUE)), (_LEASE,), access="write"),
         Command("LEADER", "An application election's leader: value, lease, revision",
                 (_k("election"),)),
+        Command("OBSERVE", "Wait until an application election's leader is newer than "
+                "revision AFTER (at once without AFTER; TIMEOUT ms, default 30000, answers the "
+                "unchanged state): value, lease, revision (value nil: no leader)",
+                (_k("election"),), (Option("AFTER", Arg("revision", Kind.INTEGER)),
+                                    Option("TIMEOUT", Arg("milliseconds", Kind.INTEGER))),
+                waits=("TIMEOUT", 30_000)),
         Command("RESIGN", "Leave an application's election", (_k("election"),), (_LEASE,),
                 access="write"),
+        Command("RAFT", "The consensus group, for operators: REMOVE name (a member gone for "
+                "good; answers once committed) | INIT (found a group on a cluster that "
+                "predates it)", (Arg("subcommand", Kind.STRING), Arg("name", Kind.NODE, True)),
+                access="admin"),
         Command("HELP", "Show commands, or one command's syntax",
                 (Arg("command", Kind.COMMAND, True),), access="connection"),
     )

@@ -122,6 +122,18 @@ class TryAgain(KvError):
     code = "TRYAGAIN"
 
 
+class MembershipRefused(KvError):
+    """An operator's change to the consensus group that cannot be made (RAFT REMOVE, INIT)."""
+
+    code = "MEMBERSHIP"
+
+
+class Busy(KvError):
+    """A node that holds as many waiting requests (OBSERVE) as it takes: retry later."""
+
+    code = "BUSY"
+
+
 class InternalError(KvError):
     code = "INTERNAL"
 
@@ -163,6 +175,8 @@ ERRORS_BY_CODE: dict[str, type[KvError]] = {
         WrongPass,
         NoQuorum,
         TryAgain,
+        Busy,
+        MembershipRefused,
         InternalError,
     )
 }

@@ -228,8 +228,8 @@ def test_a_read_the_leader_cannot_confirm_answers_tryagain(tmp_path: Path) -> No
 def test_forwarded_read_messages_that_make_no_sense_are_counted(tmp_path: Path) -> None:
     net, a, _, _ = _three(tmp_path)
     dropped = a.info()["raft_messages_dropped"]
-    for junk in ({"r": 1}, {"r": ["b"]}, {"r": ["b", "x"]}, {"r": [1, b"x"]},
-                 {"ri": [b"x", 1]}, {"ri": 5}, {"r": ["b", b"x" * 100]}):
+    for junk in ({"q": 1}, {"q": ["b"]}, {"q": ["b", "x"]}, {"q": [1, b"x"]},
+                 {"qi": [b"x", 1]}, {"qi": 5}, {"q": ["b", b"x" * 100]}):
         a.receive(junk)
     assert a.info()["raft_messages_dropped"] == dropped + 7
     assert not a.remote

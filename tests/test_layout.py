@@ -4,7 +4,7 @@ Read from the source with `ast` (nothing is imported), every import counts: at t
 a function, under `if TYPE_CHECKING`. The direction, from the top down (kvd/__init__.py says
 the same in words):
 
-    process life (kvd.cli, kvd.config, kvd.daemon, kvd.usercli)
+    process life (kvd.cli, kvd.config, kvd.daemon, kvd.usercli, kvd.raftcli)
     -> kvd.loop
     -> kvd.doors | kvd.cluster | kvd.raft | kvd.log | kvd.bench
                                                         (siblings: none imports another)
@@ -38,6 +38,7 @@ LAYERS = {
     "kvd.config": ("process life", 4),
     "kvd.daemon": ("process life", 4),
     "kvd.usercli": ("process life", 4),
+    "kvd.raftcli": ("process life", 4),
     "kvd.__main__": ("process life", 4),
 }
 

@@ -1,5 +1,6 @@
 """Consensus: the Raft core (sans-IO, in the shape of etcd's raft library), its storage, and
-the coordination state machine it replicates (kvd.raft.coord).
+the coordination state machine it replicates (kvd.raft.coord), with OBSERVE's waiters on it
+(kvd.raft.observers).
 
 Owns leader election, log replication, commitment, membership (one server at a time), leader
 transfer, ReadIndex reads, snapshots, and the durable format of a node's Raft state. The core

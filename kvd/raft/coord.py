@@ -49,7 +49,8 @@ Proposed commands, for the one command table (shared/commands.py) when the doors
     LOCK name LEASE id                    -> fencing token, or LOCKED holder token
     UNLOCK name LEASE id
     CAMPAIGN election value LEASE id      -> leader, or queued at a position
-    LEADER election                       -> value, lease, revision (OBSERVE = watch it)
+    LEADER election                       -> value, lease, revision
+    OBSERVE election [AFTER rev]          -> the same, once it changes (kvd.raft.observers)
     RESIGN election LEASE id
 
 Why these: GET/SET/DEL are Redis's last-writer-wins commands with Redis's exact replies, so
@@ -115,6 +116,10 @@ class Coordination:
         self.leases: dict[int, Lease] = {}
         self.locks: dict[bytes, Lock] = {}
         self.elections: dict[bytes, Election] = {}
+        # Elections whose leader changed (a new one, a new value, none left), by the index of
+        # the change: what OBSERVE's waiters wait on (kvd.raft.observers, which drains it after
+        # each Ready). Not state: None, and nothing is recorded, until a consumer sets it.
+        self.changed: dict[bytes, int] | None = None
 
     def apply(self, index: int, command: bytes) -> Result:
         """Apply the committed entry at `index`; indexes must grow (gaps are fine: Raft's own
@@ -294,10 +299,13 @@ class Coordination:
             position = len(election.candidates)
             election.candidates.append([lease, value])
             self.leases[lease].elections.add(name)
+            if position == 0:
+                self._changed(name, index)
         elif election.candidates[position][1] != value:  # campaigning again proclaims
             election.candidates[position][1] = value
             if position == 0:
                 election.revision = index
+                self._changed(name, index)
         return {**self._leader(index, name), "leader": position == 0, "position": position}
 
     def _leader(self, index: int, name: bytes) -> Result:
@@ -323,6 +331,12 @@ class Coordination:
             del self.elections[name]  # no candidate left: revision 0 again, nothing kept
         elif was_leading:
             election.revision = index  # the next in line leads from this entry on
+        if was_leading:
+            self._changed(name, index)
+
+    def _changed(self, name: bytes, index: int) -> None:
+        if self.changed is not None:
+            self.changed[name] = index
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -348,6 +362,7 @@ class Coordination:
         state = msgpack.unpackb(data, raw=False)
         if not isinstance(state, dict) or state.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"not a coordination snapshot of version {SNAPSHOT_VERSION}")
+        before = list(self.elections)
         self.applied, self.clock = state["applied"], state["clock"]
         self.keys, self.locks, self.elections = {}, {}, {}
         self.leases = {i: Lease(ttl, deadline) for i, ttl, deadline in state["leases"]}
@@ -360,6 +375,8 @@ class Coordination:
             self.elections[name] = Election(candidates, revision)
             for lease, _ in candidates:
                 self.leases[lease].elections.add(name)
+        for name in [*before, *self.elections]:  # any of them may have changed: look again
+            self._changed(name, self.applied)
 
 
 def _no_lease(lease: int) -> Result:

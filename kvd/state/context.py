@@ -80,6 +80,8 @@ class Node(Protocol):
     hidden_changes: bool
     members_source: Callable[[int], list[dict]] | None
     coordinator: Callable[[tuple], Deferred] | None
+    observer: Callable[[bytes, int | None, int], object] | None
+    operator: Callable[[tuple], object] | None
 
     def write(self, key: bytes, value: bytes | None, expires_at: int = 0) -> Entry: ...
     def info(self, now: int) -> dict: ...

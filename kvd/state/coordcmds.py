@@ -2,7 +2,8 @@
 RESIGN): turned into the coordination state machine's command tuples and handed to the node's
 coordinator (kvd.consensus), which answers later, once the Raft group has committed and
 applied them. Writes go through the log; reads (CGET, LEADER, LEASE TTL) are ReadIndex reads,
-linearizable without a log entry (kvd.consensus says how).
+linearizable without a log entry (kvd.consensus says how). OBSERVE is a long poll on this node's
+applied state (kvd.raft.observers), never in the log.
 """
 
 from __future__ import annotations
@@ -24,6 +25,40 @@ def coordinate(node: Node, call: Call, ctx: Context) -> object:
     command = to_tuple(call, ctx.wall)
     deferred: Deferred = node.coordinator(command)
     return deferred
+
+
+MAX_WAIT_MS = 600_000  # Consul's longest blocking query; the default is the command table's
+
+
+def observe(node: Node, call: Call, ctx: Context) -> object:
+    """OBSERVE election [AFTER revision] [TIMEOUT ms]: a long poll on the election's leader,
+    answered by this node (kvd.raft.observers), not through the Raft log."""
+    if node.observer is None:
+        raise NoQuorum("this node runs no consensus group")
+    if not ctx.deferrable:
+        raise KvError(ONE_AT_A_TIME)
+    after = call.options.get("AFTER")
+    token, default = call.command.waits or ("TIMEOUT", 0)
+    wait = call.options.get(token, default)
+    if after is not None and after < 0:
+        raise SyntaxError_("OBSERVE: AFTER wants a revision from an earlier reply (0 or more)")
+    if not 0 < wait <= MAX_WAIT_MS:
+        raise SyntaxError_(f"OBSERVE: TIMEOUT wants 1 to {MAX_WAIT_MS} milliseconds")
+    return node.observer(call.args[0], after, wait)
+
+
+def raft(node: Node, call: Call, ctx: Context) -> object:
+    """RAFT REMOVE name | RAFT INIT: operators' changes to the consensus group."""
+    if node.operator is None:
+        raise NoQuorum("this node runs no consensus group")
+    sub, rest = call.args[0].upper(), call.args[1:]
+    if sub == b"REMOVE" and len(rest) == 1:
+        if not ctx.deferrable:
+            raise KvError(ONE_AT_A_TIME)
+        return node.operator(("remove", rest[0].decode("utf-8", "replace")))
+    if sub == b"INIT" and not rest:
+        return node.operator(("init",))
+    raise SyntaxError_(f"RAFT: REMOVE name or INIT — usage: {call.command.syntax}")
 
 
 def to_tuple(call: Call, now_ms: int) -> tuple:

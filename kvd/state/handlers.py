@@ -164,5 +164,7 @@ HANDLERS: dict[str, Handler] = {
     "AUTH": usercmds.auth,
     **{name: coordcmds.coordinate for name in ("CGET", "CSET", "CDEL", "CAS", "LEASE", "LOCK",
                                                "UNLOCK", "CAMPAIGN", "LEADER", "RESIGN")},
+    "OBSERVE": coordcmds.observe,
+    "RAFT": coordcmds.raft,
     "USER": usercmds.user,
 }

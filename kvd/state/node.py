@@ -66,6 +66,11 @@ class Node:
         # Where coordination commands go (kvd.consensus sets it): a command tuple in, a
         # Deferred reply out. None: no consensus group on this node.
         self.coordinator: Callable[[tuple], Deferred] | None = None
+        # OBSERVE's long polls (kvd.observers): election, AFTER, wait in ms -> a reply now or
+        # a Deferred. None: no consensus group on this node.
+        self.observer: Callable[[bytes, int | None, int], object] | None = None
+        # RAFT REMOVE / INIT (kvd.consensus.Consensus.operate): a reply now or a Deferred.
+        self.operator: Callable[[tuple], object] | None = None
         self._monotonic = monotonic
         self._started = monotonic()
         self._routes: dict[bytes, tuple[Command, Callable, int]] = {}
