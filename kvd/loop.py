@@ -266,6 +266,8 @@ class Loop:
             self.consensus.tick(wall_ms())
             self.consensus.drive()
             self.door.flush()  # coordination answers that this tick's applies resolved
+            for other in self.doors:
+                other.flush()
 
     def close(self) -> None:
         if self.peers is not None:

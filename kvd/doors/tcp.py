@@ -128,6 +128,11 @@ class TcpDoor:
     def _forget(self, conn: Connection) -> None:
         """The connection is closing: drop what the door keeps about it."""
 
+    def _owing(self, conn: Connection) -> bool:
+        """Whether replies are still to come on `conn` (a coordination command's, which
+        answers later): a connection that is closing waits for them."""
+        return False
+
     def tick(self, now: float) -> None:
         """Housekeeping (the loop's monotonic `now`): handshakes that took too long end."""
         if self.handshaking:
@@ -195,7 +200,7 @@ class TcpDoor:
                 if conn.replies:
                     conn.out += session.encrypt(b"".join(conn.replies))
                     conn.replies = []
-                if conn.closing:
+                if conn.closing and not self._owing(conn):
                     conn.out += session.close()  # close_notify: the end is not a cut
             except TlsError as exc:
                 self.log.debug("TLS error towards %s on port %d: %s", conn.addr, self.port,
@@ -250,7 +255,7 @@ class TcpDoor:
             except OSError:
                 self._close(conn)
                 return
-        if (conn.closing and not conn.out) or self._too_slow(conn):
+        if (conn.closing and not conn.out and not self._owing(conn)) or self._too_slow(conn):
             self._close(conn)
             return
         flags = (POLLIN if self._reading(conn) else 0) | (POLLOUT if conn.out else 0)

@@ -12,9 +12,11 @@ from kvd.state.context import Context, Deferred, Node
 from shared.commands import Call, strict_int
 from shared.errors import KvError, NoQuorum, SyntaxError_
 
-ONE_AT_A_TIME = ("coordination commands are answered on the native protocol (kvsh, the Python "
-                 "client), one request at a time: not in a BATCH, and not yet on the Redis or "
-                 "HTTP doors")
+# The commands whose reply comes later (a Deferred): the doors hold their place in line.
+NAMES = ("CGET", "CSET", "CDEL", "CAS", "LEASE", "LOCK", "UNLOCK", "CAMPAIGN", "LEADER", "RESIGN")
+ONE_AT_A_TIME = ("coordination commands cannot run inside a transaction (Redis MULTI/EXEC): "
+                 "they go through the Raft group, which EXEC cannot make atomic with this "
+                 "node's keyspace — send them on their own")
 
 
 def coordinate(node: Node, call: Call, ctx: Context) -> object:

@@ -162,7 +162,6 @@ HANDLERS: dict[str, Handler] = {
     "WATCH": watch,
     "HELP": help_,
     "AUTH": usercmds.auth,
-    **{name: coordcmds.coordinate for name in ("CGET", "CSET", "CDEL", "CAS", "LEASE", "LOCK",
-                                               "UNLOCK", "CAMPAIGN", "LEADER", "RESIGN")},
+    **{name: coordcmds.coordinate for name in coordcmds.NAMES},
     "USER": usercmds.user,
 }
