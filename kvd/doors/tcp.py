@@ -71,6 +71,9 @@ class TcpDoor:
         self.tls = tls
         self.handshake_timeout_s = HANDSHAKE_TIMEOUT_S
         self.handshaking: dict[int, Connection] = {}  # TLS connections, in accept order
+        # Requests already read wait for a turn that no socket will bring (the HTTP door's,
+        # behind a response that was held): the loop runs one at once.
+        self.due = False
         # Chosen once: a plain door reads with the door's own `_recv`, nothing in between.
         self._reader = self._recv if tls is None else self._recv_tls
 
