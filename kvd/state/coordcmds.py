@@ -14,9 +14,10 @@ from shared.errors import KvError, NoQuorum, SyntaxError_
 
 # The commands whose reply comes later (a Deferred): the doors hold their place in line.
 NAMES = ("CGET", "CSET", "CDEL", "CAS", "LEASE", "LOCK", "UNLOCK", "CAMPAIGN", "LEADER", "RESIGN")
-ONE_AT_A_TIME = ("coordination commands cannot run inside a transaction (Redis MULTI/EXEC): "
-                 "they go through the Raft group, which EXEC cannot make atomic with this "
-                 "node's keyspace — send them on their own")
+# The one place left that cannot wait for a reply: a native BATCH answers all its requests in
+# one message, now (the Redis door refuses them inside MULTI itself, in Redis's words).
+ONE_AT_A_TIME = ("coordination commands are answered one request at a time, once the Raft "
+                 "group has applied each: not inside a BATCH — send them as lone requests")
 
 
 def coordinate(node: Node, call: Call, ctx: Context) -> object:
