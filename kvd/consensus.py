@@ -531,4 +531,5 @@ def _reply(result: dict) -> object:
     message = str(result.get("message", code)) + (f" ({details})" if details else "")
     error = KvError(message)
     error.code = code
+    error.details = {k: v for k, v in result.items() if k not in ("ok", "error", "message")}
     return error

@@ -60,6 +60,8 @@ class Door(Protocol):
     """A protocol adapter besides the native door (kvd.doors.resp): it polls its own sockets
     through the loop's poller and answers only after the turn's commit."""
 
+    due: bool  # requests it has already read wait for a turn: run one without waiting
+
     def attach(self, poller: zmq.Poller) -> None: ...
     def read(self, ready: dict, ctx: Context) -> None: ...
     def fail(self, exc: StorageError) -> None: ...
@@ -174,15 +176,18 @@ class Loop:
         router, monitor = self.door.router, self.door.monitor
         zap = self.gate.zap_socket if self.gate is not None else None
         next_tick = time.monotonic()
+        doors = self.doors
         while not self._stopping:
-            # A pump cut short by its budget goes on at once, between turns.
-            timeout = 0.0 if self.door.pumping else max(0.0, next_tick - time.monotonic())
+            due = any(other.due for other in doors)
+            # A pump cut short by its budget goes on at once, between turns; so does a door's
+            # work already read.
+            timeout = 0.0 if self.door.pumping or due else max(0.0, next_tick - time.monotonic())
             ready = dict(self.poller.poll(timeout * 1000))
             idle = monitor in ready  # sockets ready that bring no work for a turn
             if zap is not None and zap in ready:  # a handshake waits: answer it first
                 self.gate.answer()  # type: ignore[union-attr]
                 idle += 1
-            if router in ready or len(ready) > idle:
+            if router in ready or len(ready) > idle or due:
                 started = perf_counter()
                 self._turn(ready)
                 self.turns.observe(perf_counter() - started)
@@ -266,6 +271,8 @@ class Loop:
             self.consensus.tick(wall_ms())
             self.consensus.drive()
             self.door.flush()  # coordination answers that this tick's applies resolved
+            for other in self.doors:
+                other.flush()
 
     def close(self) -> None:
         if self.peers is not None:

@@ -59,7 +59,8 @@ class Command:
     mutating: bool = False
     streaming: bool = False
     # Redis's arity for the same command (argc with the name; negative = at least), which the
-    # RESP door enforces first, as Redis does; None for kv's own commands.
+    # RESP door enforces first, as Redis does (kv's own commands on that door, MEMBERS and the
+    # coordination ones, get one in the same style); None: not on the RESP door.
     redis_arity: int | None = None
     # The error for an option this command does not have (Redis words it per command).
     unknown_option: str = "syntax error"
@@ -323,39 +324,40 @@ COMMANDS: dict[str, Command] = {
         ),
         # The coordination namespace (kvd.raft.coord): linearizable, through the Raft group.
         Command("CGET", "Read a coordination key: value, revision, lease (linearizable)",
-                (_k("key"),)),
+                (_k("key"),), redis_arity=2),
         Command("CSET", "Write a coordination key; replies its new revision",
-                (_k("key"), Arg("value", Kind.VALUE)), (_LEASE,), access="write"),
+                (_k("key"), Arg("value", Kind.VALUE)), (_LEASE,), access="write", redis_arity=-3),
         Command("CDEL", "Delete a coordination key; replies whether it existed", (_k("key"),),
-                access="write"),
+                access="write", redis_arity=2),
         Command("CAS", "Compare-and-set a coordination key on its revision (REV n; 0: must "
                 "not exist) or value (VALUE v)",
                 (_k("key"), Arg("compare", Kind.STRING), Arg("expected", Kind.STRING),
-                 Arg("newvalue", Kind.VALUE)), (_LEASE,), access="write"),
+                 Arg("newvalue", Kind.VALUE)), (_LEASE,), access="write", redis_arity=-5),
         Command("LEASE", "Leases that keys, locks and candidacies hang on: GRANT ms | "
                 "KEEPALIVE id | REVOKE id | TTL id",
                 (Arg("subcommand", Kind.STRING), Arg("argument", Kind.INTEGER)),
-                access="write"),
+                access="write", redis_arity=3),
         Command("LOCK", "Take a lock held by a lease; replies a fencing token (or LOCKED)",
-                (_k("name"),), (_LEASE,), access="write"),
+                (_k("name"),), (_LEASE,), access="write", redis_arity=-2),
         Command("UNLOCK", "Release a lock held by a lease", (_k("name"),), (_LEASE,),
-                access="write"),
+                access="write", redis_arity=-2),
         Command("CAMPAIGN", "Stand in an application's election with a value, held by a lease",
-                (_k("election"), Arg("value", Kind.VALUE)), (_LEASE,), access="write"),
+                (_k("election"), Arg("value", Kind.VALUE)), (_LEASE,), access="write",
+                redis_arity=-3),
         Command("LEADER", "An application election's leader: value, lease, revision",
-                (_k("election"),)),
+                (_k("election"),), redis_arity=2),
         Command("OBSERVE", "Wait until an application election's leader is newer than "
                 "revision AFTER (at once without AFTER; TIMEOUT ms, default 30000, answers the "
                 "unchanged state): value, lease, revision (value nil: no leader)",
                 (_k("election"),), (Option("AFTER", Arg("revision", Kind.INTEGER)),
                                     Option("TIMEOUT", Arg("milliseconds", Kind.INTEGER))),
-                waits=("TIMEOUT", 30_000)),
+                waits=("TIMEOUT", 30_000), redis_arity=-2),
         Command("RESIGN", "Leave an application's election", (_k("election"),), (_LEASE,),
-                access="write"),
+                access="write", redis_arity=-2),
         Command("RAFT", "The consensus group, for operators: REMOVE name (a member gone for "
                 "good; answers once committed) | INIT (found a group on a cluster that "
                 "predates it)", (Arg("subcommand", Kind.STRING), Arg("name", Kind.NODE, True)),
-                access="admin"),
+                access="admin", redis_arity=-2),
         Command("HELP", "Show commands, or one command's syntax",
                 (Arg("command", Kind.COMMAND, True),), access="connection"),
     )

@@ -13,7 +13,9 @@ class KvError(Exception):
 
     `redis` is the error line Redis gives for the same mistake (prefix included, e.g.
     "ERR syntax error"), which the RESP door sends instead of kv's own wording; None means
-    the door derives it (see kvd.doors.respwire.error_line).
+    the door derives it (see kvd.doors.respwire.error_line). `details` are the facts a
+    caller may act on, beside the message (a failed CAS: the current revision and value);
+    the HTTP door puts them in its JSON error.
     """
 
     code = "ERR"
@@ -23,6 +25,7 @@ class KvError(Exception):
         super().__init__(message)
         self.message = message
         self.redis = redis or self.redis_default
+        self.details: dict[str, object] = {}
 
     def __str__(self) -> str:
         return self.message

@@ -85,7 +85,7 @@ def test_coordination_through_a_leader_change(kvd_factory: Callable[..., Kvd]) -
         assert kv.set("plain", "still") and kv.get("plain") == b"still"
 
 
-def test_a_batch_or_another_door_refuses_clearly(kvd_factory: Callable[..., Kvd]) -> None:
+def test_a_batch_refuses_clearly(kvd_factory: Callable[..., Kvd]) -> None:
     a = kvd_factory("a")
     wait_for(lambda: info(a)["raft_role"] == "leader", what="a group of one to lead")
     assert call(a, "CSET", "k", "v")["revision"] > 0

@@ -13,6 +13,13 @@ a body over `max_value_size` is refused from its Content-Length (413) before it 
 request whose headers do not arrive within HEADER_TIMEOUT_S is closed (slowloris), and a
 connection whose responses pile up past OUTPUT_LIMIT is closed (an SSE reader that stopped
 reading: EventSource comes back with Last-Event-ID and resumes where it stopped).
+
+A coordination route (kvd.doors.httpcoord) answers once the Raft group has applied its command,
+turns later. Its connection is held meanwhile: h11 parses no further request until the response
+is sent, so pipelined requests wait behind it in order, and the connection is not read from.
+When the answer comes (during the group's work after a turn, or its tick), the response is
+queued, and the requests already buffered behind it run at the start of the next turn, which
+`due` asks the loop for: they may write, and a write's response must follow its commit.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import time
 
 import h11
 
+from kvd.doors.httpcoord import Held
 from kvd.doors.httproutes import (
     Response,
     Router,
@@ -53,7 +61,7 @@ _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method No
 
 
 class Conn(Connection):
-    __slots__ = ("h11", "body", "request", "started", "stream", "refused")
+    __slots__ = ("h11", "body", "request", "started", "stream", "refused", "held")
 
     def __init__(self, sock: socket.socket, addr: str) -> None:
         super().__init__(sock, addr)
@@ -63,6 +71,7 @@ class Conn(Connection):
         self.started = time.monotonic()  # when the request being read began
         self.stream: Stream | None = None  # an SSE subscription, once the response started
         self.refused = False  # the request was answered early (413): discard its body
+        self.held: Held | None = None  # a coordination response still to come
 
 
 class HttpDoor(TcpDoor):
@@ -76,6 +85,7 @@ class HttpDoor(TcpDoor):
         self.router = router
         self.streams: set[Conn] = set()
         self.pending: list[tuple[Conn, int]] = []
+        self.resumable: dict[int, Conn] = {}  # answered at last, requests buffered behind
         self._next_heartbeat = 0.0
         node.info_sources.append(self.info)
 
@@ -90,6 +100,19 @@ class HttpDoor(TcpDoor):
                 "http_tls_handshake_failures": self.counters["tls_handshake_failures"]}
 
     # -- a turn: read, (the loop commits), flush --------------------------------------------
+
+    def read(self, ready: dict, ctx: Context) -> None:
+        if self.resumable:
+            self._resume(ctx)
+        super().read(ready, ctx)
+
+    def _resume(self, ctx: Context) -> None:
+        """Run what came in behind responses that were held (see the module)."""
+        conns, self.resumable, self.due = self.resumable, {}, False
+        for conn in conns.values():
+            if self.conns.get(conn.fd) is conn and conn.held is None:
+                self.touched[conn.fd] = conn
+                self._run_events(conn, ctx)
 
     def _recv(self, conn: Conn, ctx: Context) -> None:
         try:
@@ -106,6 +129,9 @@ class HttpDoor(TcpDoor):
                 self._close(conn)
             return
         conn.h11.receive_data(data)
+        self._run_events(conn, ctx)
+
+    def _run_events(self, conn: Conn, ctx: Context) -> None:
         try:
             self._events(conn, ctx)
         except h11.RemoteProtocolError as exc:
@@ -125,7 +151,7 @@ class HttpDoor(TcpDoor):
             conn.closing = True
 
     def _events(self, conn: Conn, ctx: Context) -> None:
-        while not conn.closing and conn.stream is None:
+        while not conn.closing and conn.stream is None and conn.held is None:
             event = conn.h11.next_event()
             if event is h11.NEED_DATA:
                 return
@@ -194,9 +220,28 @@ class HttpDoor(TcpDoor):
         if isinstance(result, Stream):
             self._open_stream(conn, result)
             return
+        if isinstance(result, Held):
+            self._hold(conn, result)
+            return
         self._answer(conn, result)
         if len(self.node.changes) != before:
             self.pending.append((conn, len(conn.replies) - 1))
+
+    def _hold(self, conn: Conn, held: Held) -> None:
+        """Answer when the Raft group does; until then h11 parses nothing more here."""
+        conn.held = held
+
+        def answer(value: object) -> None:
+            if self.conns.get(conn.fd) is not conn:  # closed (its descriptor maybe reused)
+                return
+            conn.held = None
+            self._answer(conn, held.response(value))
+            data, closed = conn.h11.trailing_data
+            if data or closed:  # requests (or the end) behind it: the next turn runs them
+                self.resumable[conn.fd] = conn
+                self.due = True
+
+        held.answer.then(answer)
 
     def _answer(self, conn: Conn, response: Response) -> None:
         headers = [*SERVER, ("content-type", response.content_type),
@@ -283,6 +328,12 @@ class HttpDoor(TcpDoor):
 
     # -- sockets (kvd.doors.tcp): what this door says -------------------------------------
 
+    def _reading(self, conn: Conn) -> bool:  # type: ignore[override]
+        return not conn.closing and conn.held is None  # held: h11 would only buffer it
+
+    def _owing(self, conn: Conn) -> bool:  # type: ignore[override]
+        return conn.held is not None
+
     def _too_slow(self, conn: Conn) -> bool:  # type: ignore[override]
         if len(conn.out) > OUTPUT_LIMIT:  # an SSE reader that stopped reading: it resumes
             self.counters["dropped_slow"] += 1
@@ -296,6 +347,7 @@ class HttpDoor(TcpDoor):
 
     def _forget(self, conn: Conn) -> None:  # type: ignore[override]
         self.streams.discard(conn)
+        self.resumable.pop(conn.fd, None)
 
 
 def _mid_request(conn: Conn) -> bool:

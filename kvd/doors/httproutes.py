@@ -15,26 +15,26 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote_to_bytes
 
-from kvd.doors import static
-from kvd.state.context import Context
+from kvd.doors import httpcoord, static
+from kvd.doors.httpreply import (
+    HttpError,
+    Response,
+    error_response,
+    json_response,
+    jsonable,
+    text_response,
+    wire,
+)
+from kvd.state.context import Context, Deferred
 from kvd.state.node import Node
 from kvd.state.users import User
 from shared.errors import KvError
 
-JSON = "application/json"
 NO_STORE = ("cache-control", "no-store")
 YES = (b"1", b"true")
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    content_type: str = JSON
-    headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -47,14 +47,6 @@ class Stream:
     reset: bool  # the history no longer held what `from` asked for: the state came first
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, code: str, message: str,
-                 headers: list[tuple[str, str]] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or []
-
-
 _STATUS_OF_CODE = {"NOT_INTEGER": 400, "SYNTAX": 400, "WRONG_ARITY": 400, "TOO_LARGE": 413,
                    "IO_ERROR": 503, "NOT_FLOAT": 400, "OVERFLOW": 400, "NO_SUCH_KEY": 404,
                    "NOAUTH": 401, "WRONGPASS": 401, "NOPERM": 403}
@@ -65,30 +57,6 @@ CHALLENGE = ("www-authenticate", 'Basic realm="kv", charset="UTF-8"')
 SESSION_COOKIE = "kv_session"
 SESSION_S = 12 * 3600  # a console login lasts this long (the user's deletion ends it sooner)
 MAX_CONSOLE_SESSIONS = 10_000
-
-
-def error_response(status: int, code: str, message: str,
-                   headers: list[tuple[str, str]] | None = None) -> Response:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    return Response(status, body, JSON, list(headers or []))
-
-
-def json_response(value: object, status: int = 200) -> Response:
-    return Response(status, json.dumps(value, separators=(",", ":")).encode() + b"\n")
-
-
-def text_response(body: bytes, status: int = 200) -> Response:
-    return Response(status, body, "text/plain; charset=utf-8")
-
-
-def wire(value: bytes | None) -> object:
-    """A key or value in JSON: text when it is UTF-8, else {"base64": ...}."""
-    if value is None:
-        return None
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return {"base64": base64.b64encode(value).decode()}
 
 
 def glob_escape(prefix: bytes) -> bytes:
@@ -114,7 +82,7 @@ class Router:
         self.sessions: dict[str, tuple[bytes, float]] = {}
 
     def handle(self, method: str, target: bytes, headers: dict[bytes, bytes], body: bytes,
-               ctx: Context) -> Response | Stream:
+               ctx: Context) -> Response | Stream | httpcoord.Held:
         try:
             path, query = _split(target)
             if static.is_console(path):
@@ -122,6 +90,8 @@ class Router:
             ctx.user = None
             if self.node.locked and path not in OPEN_PATHS:
                 ctx.user = self._authenticate(headers, ctx.source)
+            if path.startswith(httpcoord.PREFIXES):
+                return self._coordinate(method, path, query, body, ctx)
             route = _ROUTES.get(path)
             if route is None:
                 if path.startswith(b"/v1/kv/"):
@@ -193,7 +163,7 @@ class Router:
         self.sessions[session] = (user.name, time.monotonic() + SESSION_S)
         if len(self.sessions) > MAX_CONSOLE_SESSIONS:
             del self.sessions[next(iter(self.sessions))]
-        response = json_response(_jsonable(user.describe()))
+        response = json_response(jsonable(user.describe()))
         response.headers.append(("set-cookie", f"{SESSION_COOKIE}={session}; HttpOnly; "
                                  f"SameSite=Strict; Path=/; Max-Age={SESSION_S}"))
         return response
@@ -212,13 +182,27 @@ class Router:
         """Who the console is logged in as (null on an open node): it greys out what the
         user may not do."""
         user = ctx.user
-        return json_response(None if user is None else _jsonable(user.describe()))
+        return json_response(None if user is None else jsonable(user.describe()))
 
     def _run(self, ctx: Context, *argv: bytes) -> object:
         reply = self.node.execute(list(argv), ctx)
         if isinstance(reply, KvError):
             raise reply
         return reply
+
+    def _coordinate(self, method: str, path: bytes, query: dict, body: bytes,
+                    ctx: Context) -> Response | httpcoord.Held:
+        """A coordination route (kvd.doors.httpcoord): its answer comes later."""
+        argv, render = httpcoord.route(method, path, query, body)
+        ctx.deferrable = True
+        try:
+            reply = self.node.execute(argv, ctx)
+        finally:
+            ctx.deferrable = False  # the turn's context goes on to other requests
+        if isinstance(reply, KvError):
+            return httpcoord.error(reply)
+        assert type(reply) is Deferred, f"{argv[0]!r} answered at once: {reply!r}"
+        return httpcoord.Held(reply, render)
 
     # -- /v1/kv ---------------------------------------------------------------------------
 
@@ -300,13 +284,13 @@ class Router:
     # -- node -----------------------------------------------------------------------------
 
     def info(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
-        response = json_response(_jsonable(self._run(ctx, b"INFO")))
+        response = json_response(jsonable(self._run(ctx, b"INFO")))
         # the one cross-origin route: a member's console compares this node's digest with its own
         response.headers.append(("access-control-allow-origin", "*"))
         return response
 
     def members(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
-        return json_response(_jsonable(self._run(ctx, b"MEMBERS")))
+        return json_response(jsonable(self._run(ctx, b"MEMBERS")))
 
     def health_check(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
         ok, reason = self.health()
@@ -430,16 +414,6 @@ def _challenge(extra: list[tuple[str, str]], headers: dict[bytes, bytes]
     if b"x-kv-console" in headers:
         return [h for h in extra if h is not CHALLENGE]
     return extra
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, bytes):
-        return wire(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def sse_event(ev: dict) -> bytes:

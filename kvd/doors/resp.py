@@ -13,6 +13,13 @@ declarations before buffering them); a connection whose replies pile up past `OU
 is not read from until it drains (it stops costing memory, as TCP's own flow control would);
 a subscriber that stops reading its notifications is dropped at the limit, as Redis's
 client-output-buffer-limit does for pub/sub, and logged. `max_clients` caps connections.
+
+Coordination commands (CGET, CAS, LOCK, ...) answer later, once the Raft group has applied
+them (a Deferred). Their place in the connection's replies is held (kvd.doors.replyline) and
+every reply behind them waits, so a pipeline's replies stay in order; a connection that asked
+to close (QUIT) or closed its end gets them before it is closed. They run one at a time, never
+in the batch loop, and are refused inside MULTI: EXEC is atomic on this node, Raft commands
+are not. A connection with more than MAX_HELD replies waiting is not read from until they go.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import socket
 import ssl
 
 from kvd.doors import respsession as rs
+from kvd.doors.replyline import ReplyLine
 from kvd.doors.respinfo import info_text
 from kvd.doors.respwire import (
     NULL_ARRAY,
@@ -36,7 +44,8 @@ from kvd.doors.respwire import (
 )
 from kvd.doors.respwire import unknown_command as unknown
 from kvd.doors.tcp import Connection, TcpDoor
-from kvd.state.context import Context
+from kvd.state import coordcmds
+from kvd.state.context import Context, Deferred
 from kvd.state.node import Change, Node
 from shared.commands import COMMANDS
 from shared.errors import KvError
@@ -48,16 +57,19 @@ READ_PER_TURN = 1024 * 1024  # bytes read from one connection per turn: fairness
 OUTPUT_LIMIT = 64 * 1024 * 1024
 _OK = b"+OK\r\n"
 _SUBSCRIPTION_CHANGES = {b"SUBSCRIBE", b"PSUBSCRIBE", b"UNSUBSCRIBE", b"PUNSUBSCRIBE", b"RESET"}
+MAX_HELD = 10_000  # replies waiting behind a coordination reply before reading stops
+_COORDINATION = {name.encode() for name in coordcmds.LATER}
 
 
 class Conn(Connection):
-    __slots__ = ("session", "parser")
+    __slots__ = ("session", "parser", "line")
 
     def __init__(self, sock: socket.socket, addr: str, session: rs.Session,
                  max_bulk: int) -> None:
         super().__init__(sock, addr)
         self.session = session
         self.parser = RequestParser(max_bulk)
+        self.line = ReplyLine()  # replies waiting behind a coordination command's
 
 
 class RespDoor(TcpDoor):
@@ -70,6 +82,8 @@ class RespDoor(TcpDoor):
         self.subscribers: set[Conn] = set()  # connections with a (P)SUBSCRIBE
         self._ids = 0
         self._plain: dict[bytes, int] = {}  # raw name -> Redis arity, for node commands
+        self._later: dict[bytes, int] = {}  # ... for coordination commands (never batched)
+        self.owing: dict[int, Conn] = {}  # connections with a coordination reply to come
         self.env = rs.Env(node, {}, {"maxclients": str(max_clients), "save": "",
                                      "appendonly": "yes", "databases": "1",
                                      "port": str(self.port)}, self._info)
@@ -182,7 +196,12 @@ class RespDoor(TcpDoor):
         elif name == b"PING" and s.subscribed and s.proto == 2 and len(argv) <= 2:
             reply = [b"pong", argv[1] if len(argv) > 1 else b""]
         else:
-            reply = self._dispatch(s, argv, name, ctx)
+            reply = self._dispatch(s, argv, name, ctx, deferrable=True)
+            if type(reply) is Deferred:
+                self._hold(conn, reply, name)
+                return
+            if name in _COORDINATION and isinstance(reply, KvError):
+                reply.redis = None  # kv's own command: kv's words say what to do, not Redis's
         if isinstance(reply, list) and reply and isinstance(reply[0], rs.Push):
             conn.replies.extend(encode(p, s.proto) for p in reply)  # one per channel
         else:
@@ -193,8 +212,10 @@ class RespDoor(TcpDoor):
         if name in _SUBSCRIPTION_CHANGES:
             (self.subscribers.add if s.subscribed else self.subscribers.discard)(conn)
 
-    def _dispatch(self, s: rs.Session, argv: list[bytes], name: bytes, ctx: Context) -> object:
-        """One command, run now: the session's own, or the node's (via the command table)."""
+    def _dispatch(self, s: rs.Session, argv: list[bytes], name: bytes, ctx: Context,
+                  deferrable: bool = False) -> object:
+        """One command, run now: the session's own, or the node's (via the command table).
+        `deferrable`: a coordination command may answer later (a Deferred)."""
         own = rs.SESSION_COMMANDS.get(name)
         arity = own[0] if own else self._arity(argv[0])
         if name == b"EXEC":
@@ -222,17 +243,37 @@ class RespDoor(TcpDoor):
         if own:
             return own[1](s, argv, self.env)
         ctx.user, ctx.source = s.user, s.addr
-        return self.node.execute(argv, ctx)
+        ctx.deferrable = deferrable
+        try:
+            return self.node.execute(argv, ctx)
+        finally:
+            ctx.deferrable = False  # the turn's context goes on to other requests and doors
 
     def _arity(self, raw: bytes) -> int | None:
-        arity = self._plain.get(raw)
+        arity = self._plain.get(raw) or self._later.get(raw)
         if arity is None:
             command = COMMANDS.get(text(raw).upper())
             if command is None or command.redis_arity is None \
                     or raw.upper() in rs.NOT_FOR_THE_NODE:
                 return None
-            arity = self._plain[raw] = command.redis_arity
+            later = command.name in coordcmds.LATER
+            arity = (self._later if later else self._plain)[raw] = command.redis_arity
         return arity
+
+    def _hold(self, conn: Conn, answer: Deferred, name: bytes) -> None:
+        """Keep the reply's place in line; fill it when the Raft group answers (the loop
+        flushes after the group's work, and `flush` lets out what is then in order)."""
+        later = conn.line.hold(len(conn.replies))
+        self.owing[conn.fd] = conn
+        proto, command = conn.session.proto, text(name)
+
+        def fill(value: object) -> None:
+            later.data = (b"-%b\r\n" % wire(error_line(value, command))
+                          if isinstance(value, KvError) else encode(value, proto))
+            if self.conns.get(conn.fd) is conn:  # not closed (its descriptor maybe reused)
+                self.touched[conn.fd] = conn
+
+        answer.then(fill)
 
     def _queue(self, s: rs.Session, argv: list[bytes], name: bytes) -> object:
         own = rs.SESSION_COMMANDS.get(name)
@@ -241,6 +282,12 @@ class RespDoor(TcpDoor):
         if arity is None:
             s.multi_failed = True
             return unknown(argv)
+        if name in _COORDINATION:  # as Redis's no-multi commands: refused, EXEC aborts
+            s.multi_failed = True
+            return rs.RespError(f"ERR Command not allowed inside a transaction: "
+                                f"{text(name)} goes through the Raft group, which EXEC "
+                                "cannot make atomic with this node's keyspace — send it "
+                                "outside MULTI")
         if n != arity and not (arity < 0 and n >= -arity):
             s.multi_failed = True
             return rs.RespError(f"ERR wrong number of arguments for '{name.lower().decode()}' "
@@ -286,12 +333,32 @@ class RespDoor(TcpDoor):
         if self.pending:
             self.pending = []
 
+    def flush(self) -> None:
+        if self.owing:
+            self._line_up()
+        super().flush()
+
+    def _line_up(self) -> None:
+        """Connections owed a coordination reply: this turn's replies queue behind it, and
+        what is in order goes (the commit is done: rewriting by position is over)."""
+        for conn in list(self.owing.values()):
+            line = conn.line
+            conn.replies = line.release(conn.replies)
+            if conn.replies:
+                self.touched[conn.fd] = conn
+            if not line.owing:
+                del self.owing[conn.fd]
+
     # -- sockets (kvd.doors.tcp): what this door says -------------------------------------
 
     def _reading(self, conn: Conn) -> bool:  # type: ignore[override]
         # A client whose replies pile up is not read from until they drain: its memory stays
         # bounded and every other client is served (TCP's flow control does the rest).
-        return len(conn.out) <= OUTPUT_LIMIT and not conn.closing
+        return len(conn.out) <= OUTPUT_LIMIT and len(conn.line) <= MAX_HELD \
+            and not conn.closing
+
+    def _owing(self, conn: Conn) -> bool:  # type: ignore[override]
+        return conn.line.owing
 
     def _too_slow(self, conn: Conn) -> bool:  # type: ignore[override]
         if len(conn.out) > OUTPUT_LIMIT and conn.session.subscribed:
@@ -319,6 +386,7 @@ class RespDoor(TcpDoor):
     def _forget(self, conn: Conn) -> None:  # type: ignore[override]
         self.env.sessions.pop(conn.session.id, None)
         self.subscribers.discard(conn)
+        self.owing.pop(conn.fd, None)  # what comes later has nowhere to go: dropped
 
     def _info(self, sections: list[bytes]) -> object:
         now = self.node.clock.time_ms()

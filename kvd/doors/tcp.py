@@ -71,6 +71,9 @@ class TcpDoor:
         self.tls = tls
         self.handshake_timeout_s = HANDSHAKE_TIMEOUT_S
         self.handshaking: dict[int, Connection] = {}  # TLS connections, in accept order
+        # Requests already read wait for a turn that no socket will bring (the HTTP door's,
+        # behind a response that was held): the loop runs one at once.
+        self.due = False
         # Chosen once: a plain door reads with the door's own `_recv`, nothing in between.
         self._reader = self._recv if tls is None else self._recv_tls
 
@@ -127,6 +130,11 @@ class TcpDoor:
 
     def _forget(self, conn: Connection) -> None:
         """The connection is closing: drop what the door keeps about it."""
+
+    def _owing(self, conn: Connection) -> bool:
+        """Whether replies are still to come on `conn` (a coordination command's, which
+        answers later): a connection that is closing waits for them."""
+        return False
 
     def tick(self, now: float) -> None:
         """Housekeeping (the loop's monotonic `now`): handshakes that took too long end."""
@@ -195,7 +203,7 @@ class TcpDoor:
                 if conn.replies:
                     conn.out += session.encrypt(b"".join(conn.replies))
                     conn.replies = []
-                if conn.closing:
+                if conn.closing and not self._owing(conn):
                     conn.out += session.close()  # close_notify: the end is not a cut
             except TlsError as exc:
                 self.log.debug("TLS error towards %s on port %d: %s", conn.addr, self.port,
@@ -250,7 +258,7 @@ class TcpDoor:
             except OSError:
                 self._close(conn)
                 return
-        if (conn.closing and not conn.out) or self._too_slow(conn):
+        if (conn.closing and not conn.out and not self._owing(conn)) or self._too_slow(conn):
             self._close(conn)
             return
         flags = (POLLIN if self._reading(conn) else 0) | (POLLOUT if conn.out else 0)

@@ -35,8 +35,9 @@ class Context:
         # request — the context is shared by a turn's requests, so a stale user would leak.
         self.user: User | None = None
         self.source = ""  # the client's address ("host:port"), for first-user and back-off
-        # The door can send this request's reply later, on its own (a Deferred): the native
-        # door's lone requests can; a BATCH, the Redis and the HTTP doors cannot yet.
+        # The door can send this request's reply later (a Deferred): the native door's lone
+        # requests, the Redis door's outside MULTI, the HTTP door's coordination routes; a
+        # native BATCH cannot (its replies travel in one message).
         self.deferrable = False
 
 

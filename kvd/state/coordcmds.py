@@ -12,9 +12,14 @@ from kvd.state.context import Context, Deferred, Node
 from shared.commands import Call, strict_int
 from shared.errors import KvError, NoQuorum, SyntaxError_
 
-ONE_AT_A_TIME = ("coordination commands are answered on the native protocol (kvsh, the Python "
-                 "client), one request at a time: not in a BATCH, and not yet on the Redis or "
-                 "HTTP doors")
+# The commands the consensus group answers (coordinate); with OBSERVE and RAFT, those whose
+# reply may come later (a Deferred): the doors hold their place in line.
+NAMES = ("CGET", "CSET", "CDEL", "CAS", "LEASE", "LOCK", "UNLOCK", "CAMPAIGN", "LEADER", "RESIGN")
+LATER = (*NAMES, "OBSERVE", "RAFT")
+# The one place left that cannot wait for a reply: a native BATCH answers all its requests in
+# one message, now (the Redis door refuses them inside MULTI itself, in Redis's words).
+ONE_AT_A_TIME = ("coordination commands are answered one request at a time, once the Raft "
+                 "group has applied each: not inside a BATCH — send them as lone requests")
 
 
 def coordinate(node: Node, call: Call, ctx: Context) -> object:
