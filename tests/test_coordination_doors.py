@@ -247,6 +247,17 @@ def test_http_lease_lock_fencing_and_election(node: Kvd) -> None:
     assert http_call(node, "GET", "/v1/election/hsched")[2]["value"] == "node-2"  # type: ignore
     assert http_call(node, "DELETE", f"/v1/lease/{l2}")[2] == {"revoked": l2}
     assert http_call(node, "GET", "/v1/election/hsched")[0] == 404  # its lease ended
+    # a blocking query (OBSERVE): the state newer than index, or the same one after wait ms
+    gone = http_call(node, "GET", "/v1/election/hsched?index=0")[2]
+    assert gone["value"] is None and gone["revision"] > 0  # type: ignore[index]
+    status, _, same = http_call(node, "GET",
+                                f"/v1/election/hsched?index={gone['revision']}&wait=300")
+    assert status == 200 and same == gone
+    l3 = grant()
+    won = http_call(node, "POST", f"/v1/election/hsched?lease={l3}", b"node-3")[2]
+    newer = http_call(node, "GET", f"/v1/election/hsched?index={gone['revision']}")[2]
+    assert newer["value"] == "node-3" and newer["revision"] == won["revision"]  # type: ignore
+    assert http_call(node, "GET", "/v1/election/hsched?index=x")[0] == 400
     status, _, doc = http_call(node, "DELETE", f"/v1/lease/{l2}")
     assert status == 404 and error_code(doc) == "NO_LEASE"
 

@@ -6,7 +6,9 @@ table): a key with its revision under `/v1/coord/<key>`, a CAS as a conditional 
 (`?rev=N`, 0: must not exist; `?prev=V`) answered 412 with the current revision and value
 when the compare fails, leases as resources under `/v1/lease`, a lock's fencing token from
 POST `/v1/lock/<name>?lease=ID` (409 when another lease holds it), an election under
-`/v1/election/<name>` (POST campaigns, GET names the leader, DELETE resigns). A read of
+`/v1/election/<name>` (POST campaigns, GET names the leader — with `?index=REV[&wait=MS]`, a
+blocking query in Consul's shape: OBSERVE, answered once the leader is newer than REV —
+DELETE resigns). A read of
 nothing (a missing key, an election nobody stands in) is 404.
 
 The answer comes once the Raft group has applied the command (`Held`): the door keeps the
@@ -42,10 +44,15 @@ class Held:
     render: Render
 
     def response(self, value: object) -> Response:
-        if isinstance(value, KvError):
-            return error(value)
-        assert isinstance(value, dict)
-        return self.render(value)
+        return answer(value, self.render)
+
+
+def answer(value: object, render: Render) -> Response:
+    """A coordination command's answer (a dict, or a KvError) as a response."""
+    if isinstance(value, KvError):
+        return error(value)
+    assert isinstance(value, dict)
+    return render(value)
 
 
 def error(exc: KvError) -> Response:
@@ -77,6 +84,9 @@ def route(method: str, path: bytes, query: dict[str, bytes],
         return [command, name, b"LEASE", _need(query, "lease")], _plain
     if kind == b"election":
         _allow(method, ("GET", "POST", "DELETE"))
+        if method == "GET" and "index" in query:  # Consul's blocking query: OBSERVE
+            wait = [b"TIMEOUT", query["wait"]] if "wait" in query else []
+            return [b"OBSERVE", name, b"AFTER", query["index"], *wait], _plain
         if method == "GET":
             return [b"LEADER", name], _found("nobody stands in this election")
         if method == "POST":

@@ -201,7 +201,8 @@ class Router:
             ctx.deferrable = False  # the turn's context goes on to other requests
         if isinstance(reply, KvError):
             return httpcoord.error(reply)
-        assert type(reply) is Deferred, f"{argv[0]!r} answered at once: {reply!r}"
+        if type(reply) is not Deferred:  # OBSERVE with a newer state at hand answers at once
+            return httpcoord.answer(reply, render)
         return httpcoord.Held(reply, render)
 
     # -- /v1/kv ---------------------------------------------------------------------------
