@@ -38,6 +38,7 @@ class Net:
         self.nodes = [f"kv{i}{tag}" for i in range(n)]
         self.links = [f"kv{i}{tag}b" for i in range(n)]  # the bridge-side end of each veth
         self.made: list[str] = []
+        self.routes: list[tuple[int, int]] = []  # (in node i, a blackhole to node j)
 
     def ip_of(self, i: int) -> str:
         return f"10.77.0.{i + 1}"
@@ -60,6 +61,23 @@ class Net:
 
     def cut(self, i: int, up: bool = False) -> None:
         _ip("-n", self.bridge_ns, "link", "set", self.links[i], "up" if up else "down")
+
+    def split(self, side: list[int]) -> None:
+        """Cut the nodes of `side` off from the others while they still reach one another
+        (`cut` takes a node off the bridge, so it isolates each node it is given): every node
+        drops what it would send across, by a blackhole route per node of the other side."""
+        rest = [j for j in range(len(self.nodes)) if j not in side]
+        for i in side:
+            for j in rest:
+                for a, b in ((i, j), (j, i)):
+                    _ip("-n", self.nodes[a], "route", "add", "blackhole", f"{self.ip_of(b)}/32")
+                    self.routes.append((a, b))
+
+    def heal(self) -> None:
+        """Undo `split`."""
+        while self.routes:
+            a, b = self.routes.pop()
+            _ip("-n", self.nodes[a], "route", "del", "blackhole", f"{self.ip_of(b)}/32")
 
     def destroy(self) -> None:
         for ns in reversed(self.made):
