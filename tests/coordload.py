@@ -55,6 +55,7 @@ class Record:
     reads: list[tuple[str, int, int]] = field(default_factory=list)  # (key, value, revision)
     acquisitions: list[Acquisition] = field(default_factory=list)
     surprises: list[str] = field(default_factory=list)  # replies no correct node gives
+    unanswered: list[tuple[float, str, str]] = field(default_factory=list)  # (when, who, why)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def acked_after(self, t: float) -> int:
@@ -102,6 +103,9 @@ class Worker(threading.Thread):
             self.client.close()
             self.client = None
             self.at += 1  # the next node; a dead one answers Unreachable at once, and is passed
+        if got[0] == "unknown":
+            with self.record.lock:
+                self.record.unanswered.append((called, f"{self.name}@{node.name}", str(got[1])))
         return got[0], got[1], called, time.monotonic()
 
     def surprise(self, what: str) -> None:

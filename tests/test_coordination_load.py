@@ -82,7 +82,8 @@ def test_killing_the_leader_under_load_loses_nothing(kvd_factory: Callable[..., 
         survivors = [node for node in nodes if node is not victim]
         wait_for(lambda: record.acked_after(killed_at) > 0, SERVE_DEADLINE_S,
                  "an increment sent after the SIGKILL to be acknowledged")
-        print(f"{n} nodes: served again {time.monotonic() - killed_at:.2f} s after SIGKILL")
+        print(f"{n} nodes: {victim.name} killed; served again "
+              f"{time.monotonic() - killed_at:.2f} s after SIGKILL")
         new = agreed_leader(survivors, voters)
         assert new != old
         wait_for(lambda: record.acked_after(killed_at) >= AFTER, what="load under the new leader")
@@ -94,6 +95,8 @@ def test_killing_the_leader_under_load_loses_nothing(kvd_factory: Callable[..., 
     for w in workers:
         assert w.error is None, f"{w.name}: {w.error!r}"
     assert not record.surprises, record.surprises
+    for when, who, why in record.unanswered:  # shown with -s: what the kill cost the clients
+        print(f"  {when - killed_at:+.2f} s {who}: {why[:70]}")
     check(record, survivors)
 
 
