@@ -106,11 +106,12 @@ class Consensus:
         # origin and tag, every node applies it, and the origin answers its client then.
         self._run = os.urandom(8)
         self._tags = itertools.count(1)
-        self.pending: dict[tuple[bytes, int], tuple[Deferred, int]] = {}
+        # Each with its deadline (in ticks) and the leader it went to.
+        self.pending: dict[tuple[bytes, int], tuple[Deferred, int, str]] = {}
         # ReadIndex reads, by context (this run + number): this node's clients' reads awaiting
         # the leader's confirmation, then `confirmed` until this node has applied the index;
         # `remote`: the leader's reads asked by followers, by context, to tell the index back.
-        self.reads: dict[bytes, tuple[Deferred, bytes, int]] = {}
+        self.reads: dict[bytes, tuple[Deferred, bytes, int, str]] = {}
         self.confirmed: list[tuple[int, bytes]] = []
         self.remote: dict[bytes, str] = {}
         self.now_ms = 0
@@ -185,7 +186,7 @@ class Consensus:
             answer.resolve(NoQuorum("no leader is known: the consensus group has no quorum "
                                     "reachable from this node — retry once it has one"))
             return answer
-        self.pending[(self._run, tag)] = (answer, self._ticks + ANSWER_TICKS)
+        self.pending[(self._run, tag)] = (answer, self._ticks + ANSWER_TICKS, leader or self.me)
         if self.raft.role is Role.LEADER:
             self._propose(payload)
         elif not self.send(leader, {"p": payload}):  # type: ignore[arg-type]
@@ -206,7 +207,7 @@ class Consensus:
                                     "on this node — retry shortly"))
             return answer
         ctx = self._run + next(self._tags).to_bytes(8, "big")
-        self.reads[ctx] = (answer, command, self._ticks + ANSWER_TICKS)
+        self.reads[ctx] = (answer, command, self._ticks + ANSWER_TICKS, leader or self.me)
         if self.raft.role is Role.LEADER:
             with contextlib.suppress(NotLeader):  # unconfirmed: TRYAGAIN at the timeout
                 self.raft.read_index(ctx)
@@ -258,30 +259,36 @@ class Consensus:
         with contextlib.suppress(NotLeader, ProposalDropped):
             self.raft.propose(payload)
 
-    def _leader_changed(self) -> None:
-        """What was in flight under the old leader may be lost (a forward to a leader that
+    def _leader_changed(self, leader: str | None) -> None:
+        """What was in flight under an old leader may be lost (a forward to a leader that
         died is never answered): say so now rather than at the timeout. It may also still
-        commit — which TRYAGAIN allows for — and is then applied, unanswered."""
-        pending, self.pending = self.pending, {}
-        for answer, _ in pending.values():
+        commit — which TRYAGAIN allows for — and is then applied, unanswered. What went to
+        the new leader stays: the core learns of a leader from a message, and a command can
+        be sent to it before this report of the change comes out of the next Ready."""
+        gone = [key for key, (_, _, to) in self.pending.items() if to != leader]
+        for key in gone:
+            answer, _, _ = self.pending.pop(key)
             answer.resolve(TryAgain("the consensus group's leader changed while this command "
                                     "was in flight: it may or may not have applied — read, "
                                     "then retry"))
-        self.remote.clear()  # a read confirmed by an old leader's round is never answered
+        if self.raft.role is not Role.LEADER:
+            self.remote.clear()  # our reads' rounds are over: we will never confirm them
         confirmed = {ctx for _, ctx in self.confirmed}
-        for ctx in [c for c in self.reads if c not in confirmed]:
+        for ctx in [c for c, (_, _, _, to) in self.reads.items()
+                    if to != leader and c not in confirmed]:
             self.reads.pop(ctx)[0].resolve(TryAgain(
                 "the consensus group's leader changed before this read was confirmed — retry"))
 
     def _expire_pending(self) -> None:
-        late = [k for k, (_, deadline) in self.pending.items() if deadline <= self._ticks]
+        late = [k for k, (_, deadline, _) in self.pending.items() if deadline <= self._ticks]
         for key in late:
-            answer, _ = self.pending.pop(key)
+            answer, _, _ = self.pending.pop(key)
             answer.resolve(TryAgain("no answer from the consensus group within "
                                     f"{ANSWER_TICKS / 10:g} s (the leader may have changed): "
                                     "the command may or may not have applied — read, then "
                                     "retry"))
-        for ctx in [c for c, (_, _, deadline) in self.reads.items() if deadline <= self._ticks]:
+        for ctx in [c for c, (_, _, deadline, _) in self.reads.items()
+                    if deadline <= self._ticks]:
             self.reads.pop(ctx)[0].resolve(TryAgain(
                 f"the consensus group did not confirm this read within {ANSWER_TICKS / 10:g} s"
                 " — retry"))
@@ -385,7 +392,7 @@ class Consensus:
             self._reported_role = rd.soft_state.role
             if rd.soft_state.leader != self._reported_leader:
                 self._reported_leader = rd.soft_state.leader
-                self._leader_changed()
+                self._leader_changed(rd.soft_state.leader)
         if rd.soft_state is not None:
             log.info("consensus: %s is %s in term %d (leader %s)", self.me,
                      rd.soft_state.role.value, raft.term, rd.soft_state.leader or "unknown")

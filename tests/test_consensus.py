@@ -233,3 +233,36 @@ def test_forwarded_read_messages_that_make_no_sense_are_counted(tmp_path: Path) 
         a.receive(junk)
     assert a.info()["raft_messages_dropped"] == dropped + 7
     assert not a.remote
+
+
+def test_a_command_sent_to_the_new_leader_is_not_refused_for_its_election(
+        tmp_path: Path) -> None:
+    """A node's core can learn the new leader from a message before the node reports the
+    change (at its next drive): a command forwarded to (or proposed by) that leader in
+    between is in the new leader's hands, and must be answered, not told TRYAGAIN."""
+    net = Net(tmp_path)
+    net.add("a", found=True)
+    for name in ("b", "c"):
+        net.add(name, found=False)
+    live = [net.nodes["b"], net.nodes["c"]]
+    assert net.run_until(lambda: all(n.info()["raft_voters"] == "a,b,c"
+                                     and n.info()["raft_leader"] == "a" for n in live))
+    answer = None
+    for _ in range(400):  # "a" is gone: the others elect, and one of them takes a command
+        for node in live:
+            node.tick()
+            node.drive()
+        for _ in range(50):
+            wire, net.wire = net.wire, []
+            for to, body in wire:
+                if to == "a":
+                    continue
+                node = net.nodes[to]
+                node.receive(body)
+                if answer is None and node.raft.leader not in (None, "a"):
+                    answer = node.submit(("put", b"k", b"v", 0))  # before its next drive
+                node.drive()
+        if answer is not None and answer.done:
+            break
+    assert answer is not None and answer.done
+    assert isinstance(answer.value, dict) and answer.value["revision"] > 0, answer.value

@@ -358,20 +358,18 @@ class NativeDoor:
 
     def _defer_some(self, base: int, replies: list, clients: list[bytes]) -> None:
         """The turn's lone replies with Deferred ones among them: those leave the turn's
-        list (their slots were placeholders) and come later, on their own."""
-        keep = []
-        for i, ((rid, value), client) in enumerate(zip(replies, clients, strict=True)):
-            if type(value) is Deferred:
-                self._later(client, rid, value)
-            else:
-                keep.append(i)
-        if len(keep) == len(replies):
-            return
-        moved = {base + i: n for n, i in enumerate(keep)}
+        list (their slots were placeholders) and come later, on their own. The list is
+        rewritten before any is attached: one already resolved (NO_QUORUM, answered at once)
+        appends its reply as it is attached, which the rewrite would otherwise drop."""
+        keep = [i for i, (_, value) in enumerate(replies) if type(value) is not Deferred]
+        moved = {base + i: base + n for n, i in enumerate(keep)}
         self.out[base:] = [self.out[base + i] for i in keep]
         self.pending = [Pending(moved[p.index], p.batch, p.replies, p.wrote)
                         if p.index in moved else p for p in self.pending
                         if p.index < base or p.index in moved]
+        for (rid, value), client in zip(replies, clients, strict=True):
+            if type(value) is Deferred:
+                self._later(client, rid, value)
 
     def fail(self, exc: KvError) -> None:
         """The turn's commit failed: every reply to a request that wrote becomes `exc`."""
