@@ -336,7 +336,9 @@ class Consensus:
             self._finish(rd)
         while raft.has_ready():
             rd = raft.ready()
-            if not self._save(rd):  # fsync, then send: never the other way round
+            if rd.send_first:  # a leader's replication: followers write while we do
+                self._send(rd)
+            if not self._save(rd):  # fsync, then send (unless send_first said otherwise)
                 return
             self._finish(rd)
         if self.confirmed:
@@ -360,14 +362,19 @@ class Consensus:
             self.error = ""
         return True
 
-    def _finish(self, rd: Ready) -> None:
-        """Send, apply, advance: what follows a Ready's save."""
-        raft = self.raft
+    def _send(self, rd: Ready) -> None:
         for msg in rd.messages:
             if self.send(msg.dst, {"m": encode(msg)}):
                 self.counters["raft_messages_out"] += 1
             else:
                 self.counters["raft_messages_dropped"] += 1
+        rd.messages = []  # a held Ready saved again later must not send them twice
+
+    def _finish(self, rd: Ready) -> None:
+        """Send, apply, advance: what follows a Ready's save."""
+        raft = self.raft
+        if not rd.send_first:
+            self._send(rd)
         if rd.snapshot is not None and rd.snapshot.data:
             self.coord.restore(rd.snapshot.data)
         for entry in rd.committed:

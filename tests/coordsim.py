@@ -134,7 +134,11 @@ class Harness:
 
     # -- a run -----------------------------------------------------------------------------
 
-    def run(self, ticks: int, settle_bound: int = 100) -> Harness:
+    def run(self, ticks: int, settle_bound: int = 300) -> Harness:
+        """`settle_bound`: ticks after healing for a leader, then as many for a write applied
+        on every member. A learner that joined late catches up the whole log, and with the
+        smallest options drawn (one entry per message, one message in flight) that is about
+        two entries a tick: 100 ticks were too few for a log of 250 (Harness(74), seen)."""
         names = sorted(self.sim.nodes)
         rate = self.rng.uniform(0.02, 0.2)
         for _ in range(ticks):

@@ -109,13 +109,17 @@ class Node:
         while raft is not None and raft.has_ready():
             rd = raft.ready()
             checker.persisting(self, rd.entries)
+            if rd.send_first:  # a leader's replication leaves before its own save
+                checker.sending(self, rd.messages)
+                out.extend(rd.messages)
             if not self._save(rd.hard_state, rd.entries, rd.snapshot, crash_in_save):
                 break
             if crash_after_persist:
                 self.crash()
                 break
-            checker.sending(self, rd.messages)
-            out.extend(rd.messages)
+            if not rd.send_first:
+                checker.sending(self, rd.messages)
+                out.extend(rd.messages)
             if rd.snapshot is not None:
                 self.sm.restore(rd.snapshot)
                 checker.restored(self)

@@ -56,6 +56,9 @@ from kvd.raft.storage import HardState, Restored
 
 __all__ = ["Options", "Raft", "Role"]
 
+# what a leader sends that promises nothing about its own storage (see Ready.send_first)
+_REPLICATION = (AppendEntries, Heartbeat, InstallSnapshot)
+
 
 class Raft:
     """One node's Raft. Driving it (see kvd.raft.ready for the Ready contract):
@@ -223,14 +226,19 @@ class Raft:
         if self.leading is not None:
             self.leading.flush()
         hs, soft = self._hard_state(), self._soft_state()
+        persisted = self._persisted
+        messages = self.out.messages
         rd = Ready(
-            hard_state=hs if hs != self._persisted else None,
+            hard_state=hs if hs != persisted else None,
             snapshot=self._incoming_snapshot,
             entries=self.log.unstable(),
-            messages=self.out.messages,
+            messages=messages,
             committed=self.log.to_apply(),
             read_states=self.out.read_states,
             soft_state=soft if soft != self._reported else None,
+            send_first=(self.leading is not None and self._incoming_snapshot is None
+                        and hs.term == persisted.term and hs.vote == persisted.vote
+                        and all(type(m) in _REPLICATION for m in messages)),
         )
         self.out.clear()
         self._handed_out = rd
