@@ -106,12 +106,15 @@ class Consensus:
         # origin and tag, every node applies it, and the origin answers its client then.
         self._run = os.urandom(8)
         self._tags = itertools.count(1)
+        self._last_write = 0  # the tag of the last write submitted here
         # Each with its deadline (in ticks) and the leader it went to.
         self.pending: dict[tuple[bytes, int], tuple[Deferred, int, str]] = {}
         # ReadIndex reads, by context (this run + number): this node's clients' reads awaiting
         # the leader's confirmation, then `confirmed` until this node has applied the index;
         # `remote`: the leader's reads asked by followers, by context, to tell the index back.
-        self.reads: dict[bytes, tuple[Deferred, bytes, int, str]] = {}
+        # Each read also waits for the writes this node took before it (its barrier: the tag
+        # of the last one), so a client that pipelines CSET then CGET reads its own write.
+        self.reads: dict[bytes, tuple[Deferred, bytes, int, str, int]] = {}
         self.confirmed: list[tuple[int, bytes]] = []
         self.remote: dict[bytes, str] = {}
         self.now_ms = 0
@@ -179,7 +182,7 @@ class Consensus:
         packed = msgpack.packb(command, use_bin_type=True)
         if command and command[0] in READS:
             return self._read(packed)
-        tag = next(self._tags)
+        tag = self._last_write = next(self._tags)
         payload = msgpack.packb([self.me, self._run, tag, packed], use_bin_type=True)
         leader = self.raft.leader
         if self.raft.role is not Role.LEADER and (leader is None or leader == self.me):
@@ -207,7 +210,8 @@ class Consensus:
                                     "on this node — retry shortly"))
             return answer
         ctx = self._run + next(self._tags).to_bytes(8, "big")
-        self.reads[ctx] = (answer, command, self._ticks + ANSWER_TICKS, leader or self.me)
+        self.reads[ctx] = (answer, command, self._ticks + ANSWER_TICKS, leader or self.me,
+                           self._last_write)
         if self.raft.role is Role.LEADER:
             with contextlib.suppress(NotLeader):  # unconfirmed: TRYAGAIN at the timeout
                 self.raft.read_index(ctx)
@@ -235,12 +239,18 @@ class Consensus:
         else:
             self.counters["raft_messages_dropped"] += 1
 
-    def _serve_reads(self) -> None:
-        """Answer the confirmed reads whose index this node has applied."""
-        applied = self.raft.log.applied
+    def _serve_reads(self, applied: int | None = None) -> None:
+        """Answer the confirmed reads whose index this node has applied (`applied`: so far,
+        in the middle of a Ready), once the writes submitted here before them are answered
+        (applied, or given up on). Called before each of this node's own writes applies too,
+        so a read sees exactly the writes its node took before it, none taken after: a
+        pipeline or BATCH of CGET, CAS, CGET reads as if run one by one."""
+        applied = self.raft.log.applied if applied is None else applied
+        oldest = min((tag for _, tag in self.pending), default=0)
         waiting = []
         for index, ctx in self.confirmed:
-            if index > applied:
+            read = self.reads.get(ctx)
+            if index > applied or (read is not None and oldest and oldest <= read[4]):
                 waiting.append((index, ctx))
                 continue
             found = self.reads.pop(ctx, None)
@@ -274,7 +284,7 @@ class Consensus:
         if self.raft.role is not Role.LEADER:
             self.remote.clear()  # our reads' rounds are over: we will never confirm them
         confirmed = {ctx for _, ctx in self.confirmed}
-        for ctx in [c for c, (_, _, _, to) in self.reads.items()
+        for ctx in [c for c, (_, _, _, to, _) in self.reads.items()
                     if to != leader and c not in confirmed]:
             self.reads.pop(ctx)[0].resolve(TryAgain(
                 "the consensus group's leader changed before this read was confirmed — retry"))
@@ -287,7 +297,7 @@ class Consensus:
                                     f"{ANSWER_TICKS / 10:g} s (the leader may have changed): "
                                     "the command may or may not have applied — read, then "
                                     "retry"))
-        for ctx in [c for c, (_, _, deadline, _) in self.reads.items()
+        for ctx in [c for c, (_, _, deadline, _, _) in self.reads.items()
                     if deadline <= self._ticks]:
             self.reads.pop(ctx)[0].resolve(TryAgain(
                 f"the consensus group did not confirm this read within {ANSWER_TICKS / 10:g} s"
@@ -302,8 +312,11 @@ class Consensus:
             return
         if not isinstance(command, bytes):
             return
+        mine = origin == self.me and run == self._run
+        if mine and self.confirmed:  # reads asked before this write see the state before it
+            self._serve_reads(index - 1)
         result = self.coord.apply(index, command)
-        if origin == self.me and run == self._run:
+        if mine:
             found = self.pending.pop((run, tag), None)
             if found is not None:
                 found[0].resolve(_reply(result))
@@ -377,6 +390,13 @@ class Consensus:
             self._send(rd)
         if rd.snapshot is not None and rd.snapshot.data:
             self.coord.restore(rd.snapshot.data)
+        # confirmed reads first: one of ours may be due before a later write of ours applies
+        for state in rd.read_states:
+            origin = self.remote.pop(state.ctx, None)
+            if origin is not None:
+                self.send(origin, {"qi": [state.ctx, state.index]})
+            elif state.ctx in self.reads:
+                self.confirmed.append((state.index, state.ctx))
         for entry in rd.committed:
             if entry.kind is EntryKind.NORMAL and entry.data:
                 self._apply(entry.index, entry.data)
@@ -387,12 +407,6 @@ class Consensus:
         self.observers.wake()  # OBSERVE waiters, answered once this node has applied
         if self.removals.pending:
             self.removals.settled(raft.config)
-        for state in rd.read_states:
-            origin = self.remote.pop(state.ctx, None)
-            if origin is not None:
-                self.send(origin, {"qi": [state.ctx, state.index]})
-            elif state.ctx in self.reads:
-                self.confirmed.append((state.index, state.ctx))
         became_leader = rd.soft_state is not None and rd.soft_state.role is Role.LEADER \
             and self._reported_role is not Role.LEADER
         if rd.soft_state is not None:

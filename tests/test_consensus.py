@@ -266,3 +266,45 @@ def test_a_command_sent_to_the_new_leader_is_not_refused_for_its_election(
             break
     assert answer is not None and answer.done
     assert isinstance(answer.value, dict) and answer.value["revision"] > 0, answer.value
+
+
+def test_a_read_sees_the_writes_submitted_before_it_on_its_node(tmp_path: Path) -> None:
+    """A client that pipelines CSET then CGET (no wait between) reads its own write: the
+    read's confirmation alone could predate the write's commit, so it also waits for the
+    writes its node took before it — on the leader and on a follower."""
+    net, a, b, _ = _three(tmp_path)
+    for node, n in ((a, 1), (b, 2), (a, 3), (b, 4)):
+        write = node.submit(("put", b"k", b"v%d" % n, 0))
+        read = node.submit(("get", b"k"))
+        assert net.run_until(lambda: read.done and write.done)  # noqa: B023
+        assert read.value["value"] == b"v%d" % n
+        assert read.value["revision"] == write.value["revision"]
+    # b's write commits with a and c while b hears no Raft message: the leader confirms b's
+    # read with a commit index from before the write; b must not answer it from its state
+    write, read = b.submit(("put", b"k", b"v5", 0)), b.submit(("get", b"k"))
+    for _ in range(20):
+        for node in net.nodes.values():
+            node.drive()
+        wire, net.wire = net.wire, []
+        for to, frame in wire:
+            if not (to == "b" and "m" in frame):
+                net.nodes[to].receive(frame)
+    assert a.coord.image() != b.coord.image() and b.confirmed and not read.done
+    assert net.run_until(lambda: read.done and write.done)
+    assert read.value["value"] == b"v5"
+
+
+
+def test_a_read_does_not_see_the_writes_submitted_after_it_on_its_node(
+        tmp_path: Path) -> None:
+    """CGET then CSET in one pipeline: the read is confirmed in the round that commits the
+    write, and is answered from the state before the write applies, as if run one by one."""
+    net, a, b, _ = _three(tmp_path)
+    for node, n in ((a, 1), (b, 2), (a, 3), (b, 4)):
+        before = node.submit(("get", b"k"))
+        write = node.submit(("put", b"k", b"v%d" % n, 0))
+        after = node.submit(("get", b"k"))
+        assert net.run_until(lambda: after.done and write.done)  # noqa: B023
+        old = before.value["value"]
+        assert old == (None if n == 1 else b"v%d" % (n - 1))
+        assert after.value["value"] == b"v%d" % n

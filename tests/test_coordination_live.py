@@ -85,15 +85,24 @@ def test_coordination_through_a_leader_change(kvd_factory: Callable[..., Kvd]) -
         assert kv.set("plain", "still") and kv.get("plain") == b"still"
 
 
-def test_a_batch_refuses_clearly(kvd_factory: Callable[..., Kvd]) -> None:
+def test_a_batch_with_coordination_commands_is_answered_whole_and_in_order(
+        kvd_factory: Callable[..., Kvd]) -> None:
+    """A BATCH's reply waits for its coordination commands; its items stay in order, and a
+    read after a write in the same batch sees it."""
     a = kvd_factory("a")
     wait_for(lambda: info(a)["raft_role"] == "leader", what="a group of one to lead")
     assert call(a, "CSET", "k", "v")["revision"] > 0
     with a.client() as c:
-        replies = c.pipeline([["CGET", "k"], ["PING"]], batch=True)
-    assert replies[0].is_error and "one request at a time" in replies[0].value[1]
-    assert replies[1].value == "PONG"
+        replies = c.pipeline([["CGET", "k"], ["PING"], ["SET", "plain", "1"],
+                              ["CAS", "k", "VALUE", "v", "w"], ["CGET", "k"],
+                              ["CAS", "k", "VALUE", "v", "x"], ["GET", "plain"]], batch=True)
+    assert replies[0].value["value"] == b"v" and replies[1].value == "PONG"
+    assert replies[2].value == "OK" and replies[3].value["revision"] > 0
+    assert replies[4].value["value"] == b"w"
+    assert replies[4].value["revision"] == replies[3].value["revision"]
+    assert replies[5].is_error and replies[5].value[0] == "COMPARE_FAILED"
+    assert replies[6].value == b"1"
     with a.client() as c:  # pipelined lone requests: answered, each on its own
         replies = c.pipeline([["CGET", "k"], ["PING"], ["CGET", "nope"]], batch=False)
-    assert replies[0].value["value"] == b"v" and replies[1].value == "PONG"
+    assert replies[0].value["value"] == b"w" and replies[1].value == "PONG"
     assert replies[2].value["value"] is None

@@ -98,6 +98,8 @@ class NativeDoor:
         self.counters: Counter[str] = Counter()
         self.out: list[list[bytes]] = []  # this turn's [client, body] messages, in order
         self.pending: list[Pending] = []  # ... of which these wait for the turn's commit
+        # BATCHes held for coordination answers: (replies, positions that wrote) this turn
+        self._held_batches: list[tuple[list, list[int]]] = []
         self.events: list[tuple[bytes, int, int, bytes]] = []  # WATCH: client, rid, cursor, body
         self.pumping = False  # the last pump stopped at MAX_PUMP with more to send: pump again
         # Logged-in connections: ROUTER identity -> (user, the connection's descriptor). The
@@ -303,7 +305,14 @@ class NativeDoor:
             self._run_lone(ctx)
         ctx.client = client
         if type(msg) is codec.Batch:
-            replies, wrote = self.node.execute_batch(msg.requests, ctx)
+            ctx.deferrable = True  # its coordination commands answer later: see _batch_later
+            try:
+                replies, wrote = self.node.execute_batch(msg.requests, ctx)
+            finally:
+                ctx.deferrable = False
+            if any(type(value) is Deferred for _, value in replies):
+                self._batch_later(client, replies, wrote)
+                return
             out.append([client, codec.encode_batch_reply(replies)])
             if wrote:
                 self.pending.append(Pending(len(out) - 1, True, replies, wrote))
@@ -356,6 +365,29 @@ class NativeDoor:
         and sent by the next flush (the loop flushes after the consensus group's work)."""
         answer.then(lambda value: self.out.append([client, codec.encode_reply(rid, value)]))
 
+    def _batch_later(self, client: bytes, replies: list, wrote: list[int]) -> None:
+        """A BATCH with coordination commands in it: its one reply waits until the last of
+        them is answered. Its keyspace writes are in this turn's commit, and a failed commit
+        turns their replies into the error (`fail`) before the reply is encoded."""
+        owed = [i for i, (_, value) in enumerate(replies) if type(value) is Deferred]
+        left = [len(owed), True]  # still owed; still attaching (this turn, before its commit)
+
+        def fill(i: int, value: object) -> None:
+            replies[i] = (replies[i][0], value)
+            left[0] -= 1
+            if not left[0] and not left[1]:
+                self.out.append([client, codec.encode_batch_reply(replies)])
+
+        for i in owed:
+            replies[i][1].then(lambda value, i=i: fill(i, value))
+        left[1] = False
+        if not left[0]:  # all answered at once (NO_QUORUM): an ordinary reply of this turn
+            self.out.append([client, codec.encode_batch_reply(replies)])
+            if wrote:
+                self.pending.append(Pending(len(self.out) - 1, True, replies, wrote))
+        elif wrote:
+            self._held_batches.append((replies, wrote))
+
     def _defer_some(self, base: int, replies: list, clients: list[bytes]) -> None:
         """The turn's lone replies with Deferred ones among them: those leave the turn's
         list (their slots were placeholders) and come later, on their own. The list is
@@ -373,6 +405,9 @@ class NativeDoor:
 
     def fail(self, exc: KvError) -> None:
         """The turn's commit failed: every reply to a request that wrote becomes `exc`."""
+        for replies, wrote in self._held_batches:
+            for i in wrote:
+                replies[i] = (replies[i][0], exc)
         out = self.out
         for p in self.pending:
             failed = list(p.replies)
@@ -394,6 +429,8 @@ class NativeDoor:
         out, self.out = self.out, []
         if self.pending:
             self.pending = []
+        if self._held_batches:
+            self._held_batches = []
         for frames in out:
             self._send(frames)
         if self.events:

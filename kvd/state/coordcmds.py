@@ -16,10 +16,10 @@ from shared.errors import KvError, NoQuorum, SyntaxError_
 # reply may come later (a Deferred): the doors hold their place in line.
 NAMES = ("CGET", "CSET", "CDEL", "CAS", "LEASE", "LOCK", "UNLOCK", "CAMPAIGN", "LEADER", "RESIGN")
 LATER = (*NAMES, "OBSERVE", "RAFT")
-# The one place left that cannot wait for a reply: a native BATCH answers all its requests in
-# one message, now (the Redis door refuses them inside MULTI itself, in Redis's words).
-ONE_AT_A_TIME = ("coordination commands are answered one request at a time, once the Raft "
-                 "group has applied each: not inside a BATCH — send them as lone requests")
+# Where a reply cannot wait: inside a transaction (the Redis door's MULTI refuses them in
+# Redis's own words first), whose commands run together, now, on this node alone.
+ONE_AT_A_TIME = ("coordination commands go through the Raft group and answer later: they "
+                 "cannot run inside a transaction — send them on their own")
 
 
 def coordinate(node: Node, call: Call, ctx: Context) -> object:
