@@ -17,22 +17,20 @@ started without --join; a node that joins waits to be added; a cluster that pred
 group gets one from an operator's RAFT INIT on one node.
 
 The coordination state machine (kvd.raft.coord) applies what commits. Writes are proposed
-(through the leader: a follower forwards them as {"p": ...}) and answered by the node the client
-asked, once it has applied them. Reads (CGET, LEADER, LEASE TTL) take no log entry: they are
-ReadIndex reads (why ReadIndex rather than a leader lease: kvd.raft.core). The leader asks the
-group to confirm it still leads — one heartbeat round for all the reads of a turn — and
-answers with its commit index; a follower asks the leader for that index ({"q": [origin,
-ctx]} out, {"qi": [ctx, index]} back). Either way the read is served from the node's own state
-machine once it has applied that index: it sees every write that committed before the read
-was asked, and costs no fsync anywhere.
-OBSERVE's waiters (kvd.raft.observers) are woken after every Ready's entries are applied, on
-every node.
+(through the leader: a follower forwards them as {"p": ...}) and answered by the node the
+client asked, once it has applied them. Reads (CGET, LEADER, LEASE TTL) take no log entry:
+they are ReadIndex reads (why ReadIndex rather than a leader lease: kvd.raft.core). The
+leader confirms it still leads — one heartbeat round for all the reads of a turn — and names
+its commit index; a follower asks the leader for it ({"q": [origin, ctx]} out, {"qi": [ctx,
+index]} back). The read is served from the node's own state machine once it has applied that
+index: it sees every write that committed before it was asked, and costs no fsync anywhere.
+kvd.raft.requests keeps the books of both until they are answered. OBSERVE's waiters
+(kvd.raft.observers) are woken after every Ready's entries are applied, on every node.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import random
@@ -52,6 +50,7 @@ from kvd.raft.messages import EntryKind, decode, encode
 from kvd.raft.observers import Observers
 from kvd.raft.ready import Ready, Role
 from kvd.raft.removals import Removals, init_refusal, removal_refusal
+from kvd.raft.requests import MAX_READS, Requests
 from kvd.state.context import Deferred
 from shared.errors import KvError, MembershipRefused, NoQuorum, TryAgain
 
@@ -63,7 +62,6 @@ ERROR_LOG_TICKS = 100  # a failing raft storage is logged at most every 10 s
 ANSWER_TICKS = 50  # a coordination command unanswered after 5 s gets TRYAGAIN
 LEASE_TICKS = 5  # the leader proposes TICK (lease expiry) every 0.5 s, while leases exist
 SNAPSHOT_EVERY = 10_000  # applied entries between snapshots: the raft log stays bounded
-MAX_READS = 10_000  # reads awaiting confirmation on one node (its clients' and forwarded)
 
 
 class Consensus:
@@ -102,21 +100,9 @@ class Consensus:
         self._held: Ready | None = None
         self.error = ""
         self._error_logged = -ERROR_LOG_TICKS
-        # Commands this node's clients sent, by (this run, number): each proposal carries its
-        # origin and tag, every node applies it, and the origin answers its client then.
-        self._run = os.urandom(8)
-        self._tags = itertools.count(1)
-        self._last_write = 0  # the tag of the last write submitted here
-        # Each with its deadline (in ticks) and the leader it went to.
-        self.pending: dict[tuple[bytes, int], tuple[Deferred, int, str]] = {}
-        # ReadIndex reads, by context (this run + number): this node's clients' reads awaiting
-        # the leader's confirmation, then `confirmed` until this node has applied the index;
-        # `remote`: the leader's reads asked by followers, by context, to tell the index back.
-        # Each read also waits for the writes this node took before it (its barrier: the tag
-        # of the last one), so a client that pipelines CSET then CGET reads its own write.
-        self.reads: dict[bytes, tuple[Deferred, bytes, int, str, int]] = {}
-        self.confirmed: list[tuple[int, bytes]] = []
-        self.remote: dict[bytes, str] = {}
+        # This node's clients' commands until answered (kvd.raft.requests): each proposal
+        # carries its origin and tag, every node applies it, and the origin answers then.
+        self.requests = Requests(os.urandom(8), ANSWER_TICKS)
         self.now_ms = 0
         self._reported_role: Role | None = None
         self._reported_leader: str | None = None
@@ -157,7 +143,7 @@ class Consensus:
         self.now_ms = now_ms
         self.dirty = True
         self._ticks += 1
-        self._expire_pending()
+        self.requests.tick()
         self.observers.tick()
         self.removals.expire(self._ticks)
         if self._held is not None:
@@ -180,43 +166,35 @@ class Consensus:
                                     " — retry on another node"))
             return answer
         packed = msgpack.packb(command, use_bin_type=True)
-        if command and command[0] in READS:
-            return self._read(packed)
-        tag = self._last_write = next(self._tags)
-        payload = msgpack.packb([self.me, self._run, tag, packed], use_bin_type=True)
         leader = self.raft.leader
         if self.raft.role is not Role.LEADER and (leader is None or leader == self.me):
             answer.resolve(NoQuorum("no leader is known: the consensus group has no quorum "
                                     "reachable from this node — retry once it has one"))
             return answer
-        self.pending[(self._run, tag)] = (answer, self._ticks + ANSWER_TICKS, leader or self.me)
+        leader = leader or self.me
+        if command and command[0] in READS:
+            return self._read(answer, packed, leader)
+        requests = self.requests
+        tag = requests.write(answer, leader)
+        payload = msgpack.packb([self.me, requests.run, tag, packed], use_bin_type=True)
         if self.raft.role is Role.LEADER:
             self._propose(payload)
-        elif not self.send(leader, {"p": payload}):  # type: ignore[arg-type]
-            self.pending.pop((self._run, tag))
+        elif not self.send(leader, {"p": payload}):
+            requests.forget_write(tag)
             answer.resolve(NoQuorum(f"the leader {leader} is not reachable from this node"))
         return answer
 
-    def _read(self, command: bytes) -> Deferred:
+    def _read(self, answer: Deferred, command: bytes, leader: str) -> Deferred:
         """A read: confirmed by the leader (ReadIndex), then served here once applied."""
-        answer = Deferred()
-        leader = self.raft.leader
-        if self.raft.role is not Role.LEADER and (leader is None or leader == self.me):
-            answer.resolve(NoQuorum("no leader is known: the consensus group has no quorum "
-                                    "reachable from this node — retry once it has one"))
-            return answer
-        if len(self.reads) >= MAX_READS:
+        ctx = self.requests.read(answer, command, leader)
+        if ctx is None:
             answer.resolve(TryAgain(f"{MAX_READS} reads already await the consensus group "
                                     "on this node — retry shortly"))
-            return answer
-        ctx = self._run + next(self._tags).to_bytes(8, "big")
-        self.reads[ctx] = (answer, command, self._ticks + ANSWER_TICKS, leader or self.me,
-                           self._last_write)
-        if self.raft.role is Role.LEADER:
-            with contextlib.suppress(NotLeader):  # unconfirmed: TRYAGAIN at the timeout
+        elif self.raft.role is Role.LEADER:
+            with contextlib.suppress(NotLeader):  # unconfirmed: TRYAGAIN at the deadline
                 self.raft.read_index(ctx)
-        elif not self.send(leader, {"q": [self.me, ctx]}):  # type: ignore[arg-type]
-            self.reads.pop(ctx)
+        elif not self.send(leader, {"q": [self.me, ctx]}):
+            self.requests.forget_read(ctx)
             answer.resolve(NoQuorum(f"the leader {leader} is not reachable from this node"))
         return answer
 
@@ -226,37 +204,17 @@ class Consensus:
         asked, told = body.get("q"), body.get("qi")
         if isinstance(asked, list) and len(asked) == 2 and isinstance(asked[0], str) \
                 and isinstance(asked[1], bytes) and len(asked[1]) <= 64:
-            if self.raft.role is not Role.LEADER or len(self.remote) >= MAX_READS \
-                    or self._held is not None:
+            if self.raft.role is not Role.LEADER or self._held is not None \
+                    or not self.requests.asked(asked[1], asked[0]):
                 self.counters["raft_messages_dropped"] += 1  # the asker times out: TRYAGAIN
                 return
-            self.remote[asked[1]] = asked[0]
             with contextlib.suppress(NotLeader):
                 self.raft.read_index(asked[1])
         elif isinstance(told, list) and len(told) == 2 and isinstance(told[0], bytes) \
-                and type(told[1]) is int and told[0] in self.reads:
-            self.confirmed.append((told[1], told[0]))
+                and type(told[1]) is int and told[0] in self.requests.reads:
+            self.requests.confirm(told[0], told[1])
         else:
             self.counters["raft_messages_dropped"] += 1
-
-    def _serve_reads(self, applied: int | None = None) -> None:
-        """Answer the confirmed reads whose index this node has applied (`applied`: so far,
-        in the middle of a Ready), once the writes submitted here before them are answered
-        (applied, or given up on). Called before each of this node's own writes applies too,
-        so a read sees exactly the writes its node took before it, none taken after: a
-        pipeline or BATCH of CGET, CAS, CGET reads as if run one by one."""
-        applied = self.raft.log.applied if applied is None else applied
-        oldest = min((tag for _, tag in self.pending), default=0)
-        waiting = []
-        for index, ctx in self.confirmed:
-            read = self.reads.get(ctx)
-            if index > applied or (read is not None and oldest and oldest <= read[4]):
-                waiting.append((index, ctx))
-                continue
-            found = self.reads.pop(ctx, None)
-            if found is not None:
-                found[0].resolve(_reply(self.coord.read(found[1])))
-        self.confirmed = waiting
 
     def _internal(self, command: tuple) -> bytes:
         return msgpack.packb(["", b"", 0, msgpack.packb(command, use_bin_type=True)],
@@ -269,42 +227,6 @@ class Consensus:
         with contextlib.suppress(NotLeader, ProposalDropped):
             self.raft.propose(payload)
 
-    def _leader_changed(self, leader: str | None) -> None:
-        """What was in flight under an old leader may be lost (a forward to a leader that
-        died is never answered): say so now rather than at the timeout. It may also still
-        commit — which TRYAGAIN allows for — and is then applied, unanswered. What went to
-        the new leader stays: the core learns of a leader from a message, and a command can
-        be sent to it before this report of the change comes out of the next Ready."""
-        gone = [key for key, (_, _, to) in self.pending.items() if to != leader]
-        for key in gone:
-            answer, _, _ = self.pending.pop(key)
-            answer.resolve(TryAgain("the consensus group's leader changed while this command "
-                                    "was in flight: it may or may not have applied — read, "
-                                    "then retry"))
-        if self.raft.role is not Role.LEADER:
-            self.remote.clear()  # our reads' rounds are over: we will never confirm them
-        confirmed = {ctx for _, ctx in self.confirmed}
-        for ctx in [c for c, (_, _, _, to, _) in self.reads.items()
-                    if to != leader and c not in confirmed]:
-            self.reads.pop(ctx)[0].resolve(TryAgain(
-                "the consensus group's leader changed before this read was confirmed — retry"))
-
-    def _expire_pending(self) -> None:
-        late = [k for k, (_, deadline, _) in self.pending.items() if deadline <= self._ticks]
-        for key in late:
-            answer, _, _ = self.pending.pop(key)
-            answer.resolve(TryAgain("no answer from the consensus group within "
-                                    f"{ANSWER_TICKS / 10:g} s (the leader may have changed): "
-                                    "the command may or may not have applied — read, then "
-                                    "retry"))
-        for ctx in [c for c, (_, _, deadline, _, _) in self.reads.items()
-                    if deadline <= self._ticks]:
-            self.reads.pop(ctx)[0].resolve(TryAgain(
-                f"the consensus group did not confirm this read within {ANSWER_TICKS / 10:g} s"
-                " — retry"))
-        if self.confirmed and len(self.confirmed) > len(self.reads):
-            self.confirmed = [(i, c) for i, c in self.confirmed if c in self.reads]
-
     def _apply(self, index: int, data: bytes) -> None:
         try:
             origin, run, tag, command = msgpack.unpackb(data, raw=False)
@@ -312,14 +234,10 @@ class Consensus:
             return
         if not isinstance(command, bytes):
             return
-        mine = origin == self.me and run == self._run
-        if mine and self.confirmed:  # reads asked before this write see the state before it
-            self._serve_reads(index - 1)
+        mine = origin == self.me and self.requests.applying(run, index, self.coord.read)
         result = self.coord.apply(index, command)
         if mine:
-            found = self.pending.pop((run, tag), None)
-            if found is not None:
-                found[0].resolve(_reply(result))
+            self.requests.applied(tag, result)
 
     def stop(self) -> None:
         """Graceful stop: a leader hands leadership to the most caught-up voter first."""
@@ -354,8 +272,8 @@ class Consensus:
             if not self._save(rd):  # fsync, then send (unless send_first said otherwise)
                 return
             self._finish(rd)
-        if self.confirmed:
-            self._serve_reads()
+        if self.requests.confirmed:
+            self.requests.serve(self.raft.log.applied, self.coord.read)
 
     def _save(self, rd: Ready) -> bool:
         try:
@@ -392,11 +310,9 @@ class Consensus:
             self.coord.restore(rd.snapshot.data)
         # confirmed reads first: one of ours may be due before a later write of ours applies
         for state in rd.read_states:
-            origin = self.remote.pop(state.ctx, None)
+            origin = self.requests.confirm(state.ctx, state.index)
             if origin is not None:
                 self.send(origin, {"qi": [state.ctx, state.index]})
-            elif state.ctx in self.reads:
-                self.confirmed.append((state.index, state.ctx))
         for entry in rd.committed:
             if entry.kind is EntryKind.NORMAL and entry.data:
                 self._apply(entry.index, entry.data)
@@ -413,7 +329,8 @@ class Consensus:
             self._reported_role = rd.soft_state.role
             if rd.soft_state.leader != self._reported_leader:
                 self._reported_leader = rd.soft_state.leader
-                self._leader_changed(rd.soft_state.leader)
+                self.requests.leader_changed(rd.soft_state.leader,
+                                             rd.soft_state.role is Role.LEADER)
         if rd.soft_state is not None:
             log.info("consensus: %s is %s in term %d (leader %s)", self.me,
                      rd.soft_state.role.value, raft.term, rd.soft_state.leader or "unknown")
@@ -547,17 +464,3 @@ class Consensus:
 
 
 READS = frozenset(op for op, spec in OPS.items() if not spec.writes)
-
-
-def _reply(result: dict) -> object:
-    """A state machine result as a reply: its fields, or an error with its code."""
-    if result.get("ok"):
-        return {k: v for k, v in result.items() if k != "ok"}
-    code = str(result.get("error", "ERR"))
-    details = ", ".join(f"{k} {v!r}" for k, v in result.items()
-                        if k not in ("ok", "error", "message"))
-    message = str(result.get("message", code)) + (f" ({details})" if details else "")
-    error = KvError(message)
-    error.code = code
-    error.details = {k: v for k, v in result.items() if k not in ("ok", "error", "message")}
-    return error

@@ -184,7 +184,8 @@ def test_reads_take_no_log_entry_and_see_the_last_write_on_any_node(tmp_path: Pa
     assert {r.value["value"] for r in reads} == {b"v1"}
     assert {r.value["revision"] for r in reads} == {write.value["revision"]}
     assert a.raft.log.last_index == last  # fifteen reads, no entry
-    assert not a.remote and not any(n.reads or n.confirmed for n in (a, b, c))
+    assert not a.requests.remote
+    assert not any(n.requests.reads or n.requests.confirmed for n in (a, b, c))
 
 
 def test_a_follower_read_waits_until_it_has_applied_what_the_leader_had_committed(
@@ -210,7 +211,7 @@ def test_a_follower_read_waits_until_it_has_applied_what_the_leader_had_committe
     assert write.done and b.coord.image() != a.coord.image()
     read = b.submit(("get", b"k"))
     deliver_all_but_raft_to_b()
-    assert not read.done and b.confirmed  # confirmed, not yet applied here
+    assert not read.done and b.requests.confirmed  # confirmed, not yet applied here
     assert net.run_until(lambda: read.done)
     assert read.value["value"] == b"new"
 
@@ -232,7 +233,7 @@ def test_forwarded_read_messages_that_make_no_sense_are_counted(tmp_path: Path) 
                  {"qi": [b"x", 1]}, {"qi": 5}, {"q": ["b", b"x" * 100]}):
         a.receive(junk)
     assert a.info()["raft_messages_dropped"] == dropped + 7
-    assert not a.remote
+    assert not a.requests.remote
 
 
 def test_a_command_sent_to_the_new_leader_is_not_refused_for_its_election(
@@ -289,7 +290,7 @@ def test_a_read_sees_the_writes_submitted_before_it_on_its_node(tmp_path: Path) 
         for to, frame in wire:
             if not (to == "b" and "m" in frame):
                 net.nodes[to].receive(frame)
-    assert a.coord.image() != b.coord.image() and b.confirmed and not read.done
+    assert a.coord.image() != b.coord.image() and b.requests.confirmed and not read.done
     assert net.run_until(lambda: read.done and write.done)
     assert read.value["value"] == b"v5"
 
