@@ -55,7 +55,9 @@ class OsFiles:
         f = self._open.get(name)
         if f is not None:
             f.flush()
-            os.fsync(f.fileno())
+            # fdatasync: the data and what reading it back needs (the file's size), not the
+            # times; ~20% less per append here, with three nodes syncing one disk at once
+            os.fdatasync(f.fileno())
 
     def replace(self, name: str, data: bytes) -> None:
         self._close(name)  # the handle would point at the replaced file
