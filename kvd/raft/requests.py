@@ -17,6 +17,7 @@ they are answered (kvd.consensus moves the messages; this module keeps the books
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable
 
 from kvd.state.context import Deferred
@@ -152,8 +153,21 @@ def reply(result: dict) -> object:
     details = {k: v for k, v in result.items() if k not in ("ok", "error", "message")}
     message = str(result.get("message", code))
     if details:
-        message += " (" + ", ".join(f"{k} {v!r}" for k, v in details.items()) + ")"
+        message += " (" + ", ".join(f"{k} {_shown(v)}" for k, v in details.items()) + ")"
     error = KvError(message)
     error.code = code
     error.details = details
     return error
+
+
+def _shown(value: object) -> str:
+    """A detail as a person reads it, on one line: text quoted (control characters escaped),
+    other bytes as Python escapes, None as nil."""
+    if value is None:
+        return "nil"
+    if isinstance(value, bytes):
+        try:
+            return json.dumps(value.decode(), ensure_ascii=False)
+        except UnicodeDecodeError:
+            return repr(value)[1:]
+    return str(value)
