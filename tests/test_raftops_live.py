@@ -90,9 +90,15 @@ def test_init_on_a_cluster_that_predates_the_group(kvd_factory: Callable[..., Kv
     assert all(info(n)["raft_voters"] == "" for n in nodes)  # nobody founds one by itself
     assert "kvd raft init" in b.stderr()
 
-    out = raft_cli(b, "init")
+    c.kill()  # a member that cannot be asked: it might have a group of its own
+    refused = raft_cli(b, "init")
+    assert refused.returncode == 2 and b"cannot ask c" in refused.stderr, refused.stderr
+    assert info(b)["raft_voters"] == ""
+    out = raft_cli(b, "init", "--force")  # the operator knows better
     assert out.returncode == 0, out.stderr
     assert b"founded the consensus group on b" in out.stdout
+    c.start(wait=False)
+    c.wait_ready()
     wait_for(lambda: agreed_leader(nodes, {"a", "b", "c"}), deadline_s=60,
              what="the new group to take in all three members")
     assert retrying(a, "CSET", "upgraded", "yes")["revision"] > 0
