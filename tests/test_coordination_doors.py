@@ -198,6 +198,34 @@ def test_garbage_arguments_get_error_replies_and_the_node_serves_on(
 # -- HTTP -------------------------------------------------------------------------------------
 
 
+_PARAMS = st.sampled_from(["rev", "prev", "lease", "ttl_ms", "index", "wait", "x"])
+_VALUES = st.one_of(st.sampled_from(["0", "-1", "1", "abc", "", "9223372036854775808",
+                                     "99999999999", "%00", "%ff"]),
+                    st.text(alphabet="0123456789abc%", max_size=6))
+
+
+@settings(max_examples=120, deadline=None)
+@given(method=st.sampled_from(["GET", "PUT", "POST", "DELETE", "PATCH"]),
+       path=st.sampled_from(["/v1/coord/", "/v1/lease", "/v1/lease/", "/v1/lock/",
+                             "/v1/election/"]),
+       name=st.text(alphabet="ab1%/", max_size=6),
+       query=st.lists(st.tuples(_PARAMS, _VALUES), max_size=3),
+       body=st.binary(max_size=8))
+def test_garbage_coordination_requests_get_json_errors_and_the_node_serves_on(
+        node: Kvd, method: str, path: str, name: str, query: list[tuple[str, str]],
+        body: bytes) -> None:
+    """Any method, name, query and body on the coordination routes: a JSON answer with a
+    status under 500 (503 only as NO_QUORUM/TRYAGAIN, which a group of one never is), and
+    the next request is served."""
+    # the last wait wins: a blocking query (GET election ?index=) answers within 50 ms
+    target = path + name + "?" + "&".join([*(f"{k}={v}" for k, v in query), "wait=50"])
+    status, _, doc = http_call(node, method, target, body)
+    assert status < 500, (target, status, doc)
+    if status >= 400:
+        error_code(doc)
+    assert http_call(node, "GET", "/health")[0] == 200
+
+
 def test_http_cas_statuses_and_error_shapes(node: Kvd) -> None:
     assert error_code(http_call(node, "GET", "/v1/coord/h%2Fcfg")[2]) == "NOT_FOUND"
     status, _, doc = http_call(node, "PUT", "/v1/coord/h%2Fcfg?rev=0", b"v1")
