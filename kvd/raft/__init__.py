@@ -1,6 +1,7 @@
 """Consensus: the Raft core (sans-IO, in the shape of etcd's raft library), its storage, and
-the coordination state machine it replicates (kvd.raft.coord), with OBSERVE's waiters on it
-(kvd.raft.observers).
+the coordination state machine it replicates (kvd.raft.coord), with what a node keeps around
+it: its clients' requests until answered (kvd.raft.requests), OBSERVE's waiters
+(kvd.raft.observers) and operators' removals (kvd.raft.removals).
 
 Owns leader election, log replication, commitment, membership (one server at a time), leader
 transfer, ReadIndex reads, snapshots, and the durable format of a node's Raft state. The core
