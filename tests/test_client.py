@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kvsh.client import Client, connect
+from kvsh.client import Client, ServerError, Timeout, Unreachable, connect
 from shared.codec import ReplyKind
-from shared.errors import ServerError, Timeout, Unreachable
 from tests.procs import Kvd, free_port
 
 
