@@ -354,6 +354,7 @@ def assert_invariants(coord: Coordination) -> None:
             held[lease][2].add(name)
     for i, lease in coord.leases.items():
         assert held[i] == (lease.keys, lease.locks, lease.elections)
+    assert coord.used == coord.recount()  # the quota's measure never drifts
 
 
 @settings(max_examples=200, deadline=None)
@@ -372,6 +373,7 @@ def test_restoring_a_snapshot_then_replaying_equals_applying_all(
         restored.restore(snapshot)
     replayed = [restored.apply(i, c) for i, c in straight.entries[at:]]
     assert replayed == results[at:]
+    assert restored.used == straight.coord.used
     assert restored.snapshot() == straight.coord.snapshot()
 
 
@@ -482,3 +484,48 @@ def test_keys_through_the_log_are_linearizable(data: st.DataObject, steps: list)
             history.append(Op(step, call, ret, "cas", (key, old, bytes([value])), ok))
     verdict = check(history, register)
     assert verdict, verdict.explain()
+
+
+# -- limits -------------------------------------------------------------------------------------
+
+
+def test_oversize_names_and_values_are_refused_and_change_nothing(log: Log) -> None:
+    from kvd.state.coordlimits import MAX_KEY, MAX_VALUE
+
+    lease = log(encode_grant(60_000, 0))["lease"]
+    before = (log.coord.image(), log.coord.used)
+    assert error(log(encode_put(b"k" * (MAX_KEY + 1), b"v"))) == "TOO_LARGE"
+    assert error(log(encode_put(b"k", b"v" * (MAX_VALUE + 1)))) == "TOO_LARGE"
+    assert error(log(encode_cas(b"k", b"v" * (MAX_VALUE + 1), revision=0))) == "TOO_LARGE"
+    assert error(log(encode_lock(b"n" * (MAX_KEY + 1), lease))) == "TOO_LARGE"
+    assert error(log(encode_campaign(b"e", b"v" * (MAX_VALUE + 1), lease))) == "TOO_LARGE"
+    assert (log.coord.image(), log.coord.used) == before
+    assert log(encode_put(b"k" * MAX_KEY, b"v" * MAX_VALUE))["ok"]
+
+
+def test_a_full_namespace_refuses_writes_until_space_is_freed(log: Log) -> None:
+    from kvd.state.coordlimits import MAX_VALUE, QUOTA
+
+    value = b"x" * MAX_VALUE
+    lease = log(encode_grant(60_000, 0))["lease"]
+    n = 0
+    while (result := log(encode_put(b"k%d" % n, value, lease if n % 2 else 0)))["ok"]:
+        n += 1
+    assert result["error"] == "NO_SPACE" and n == QUOTA // (MAX_VALUE + 2)
+    assert error(log(encode_campaign(b"e", value, lease))) == "NO_SPACE"
+    assert log(encode_put(b"k0", b"y" * MAX_VALUE))["ok"]  # a same-size rewrite still fits
+    assert log(encode_delete(b"k0"))["deleted"] == 1
+    assert log(encode_put(b"k%d" % n, value))["ok"]  # room again
+    log(encode_revoke(lease))  # its keys go, and their bytes with them
+    assert log.coord.used == log.coord.recount() < QUOTA // 2 + MAX_VALUE
+    assert log(encode_campaign(b"e", value, log(encode_grant(60_000, 0))["lease"]))["ok"]
+
+
+def test_leases_are_bounded_in_number(log: Log, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kvd.raft.coord as coord_mod
+
+    monkeypatch.setattr(coord_mod, "MAX_LEASES", 3)
+    ids = [log(encode_grant(60_000, 0))["lease"] for _ in range(3)]
+    assert error(log(encode_grant(60_000, 0))) == "NO_SPACE"
+    log(encode_revoke(ids[0]))
+    assert log(encode_grant(60_000, 0))["ok"]

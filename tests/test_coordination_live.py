@@ -106,3 +106,30 @@ def test_a_batch_with_coordination_commands_is_answered_whole_and_in_order(
         replies = c.pipeline([["CGET", "k"], ["PING"], ["CGET", "nope"]], batch=False)
     assert replies[0].value["value"] == b"w" and replies[1].value == "PONG"
     assert replies[2].value["value"] is None
+
+
+def test_big_coordination_values_replicate_under_small_frame_limits(
+        kvd_factory: Callable[..., Kvd], tmp_path) -> None:  # noqa: ANN001
+    """Nodes that take 1 MiB values (their doors' frames were 2 MiB): eight 500 KiB CSETs in
+    one pipeline reach the followers in messages under the byte budget, with no lost write
+    and no leader change; a value over the coordination limit is TOO_LARGE before the log."""
+    conf = tmp_path / "small.toml"
+    conf.write_text(f"max_value_size = {1 << 20}\npeer_max_message = {2 << 20}\n")
+    a = kvd_factory("a", ["--config", str(conf)])
+    b = kvd_factory("b", ["--config", str(conf), "--join", a.address])
+    c = kvd_factory("c", ["--config", str(conf), "--join", a.address])
+    nodes = [a, b, c]
+    leader = wait_for(lambda: agreed_leader(nodes, {"a", "b", "c"}), deadline_s=60,
+                      what="one leader with three voters")
+    first = next(n for n in nodes if n.name == leader)
+    term = info(first)["raft_term"]
+    value = b"v" * (500 * 1024)
+    with first.client(timeout=30) as kv:
+        replies = kv.pipeline([["CSET", f"big{i}", value] for i in range(8)], batch=False)
+        assert all(not r.is_error for r in replies), [r.value for r in replies if r.is_error]
+        with pytest.raises(ServerError) as refused:
+            kv.call("CSET", "huge", b"v" * (600 * 1024))
+        assert refused.value.code == "TOO_LARGE"
+    follower = next(n for n in nodes if n.name != leader)
+    assert retrying(follower, "CGET", "big7")["value"] == value
+    assert info(first)["raft_term"] == term and info(first)["raft_role"] == "leader"

@@ -486,3 +486,25 @@ def test_a_restarted_node_applies_its_committed_entries_again() -> None:
     net.crash("n2")
     net.restart("n2")
     assert net.nodes["n2"].sm.index == 7 and net.nodes["n2"].sm.digest == digest
+
+
+def test_append_messages_carry_at_most_the_byte_budget_but_always_one_entry() -> None:
+    """A follower catching up on big entries gets them in messages under the budget (one
+    entry alone when it is bigger), so no message exceeds a receiver's frame limit."""
+    opts = Options(max_bytes_per_msg=1000)
+    net = Net(ABC, opts=opts)
+    net.elect("n1")
+    net.isolate("n3")
+    for size in (400, 400, 400, 1500, 10, 10):
+        net.propose("n1", b"x" * size)
+    net.cut.clear()
+    net.delivered.clear()
+    net.tick_all(3)
+    sent = [m for m in net.delivered if isinstance(m, AppendEntries) and m.dst == "n3"
+            and m.entries]
+    assert sent, "n3 was never caught up"
+    for m in sent:
+        data = sum(len(e.data) for e in m.entries)
+        assert data <= 1000 or len(m.entries) == 1, [len(e.data) for e in m.entries]
+    assert net.raft("n3").log.last_index == net.raft("n1").log.last_index
+    assert any(len(m.entries) == 1 and len(m.entries[0].data) == 1500 for m in sent)

@@ -31,7 +31,7 @@ RETRY_AFTER_S = "1"  # an election takes about a second: then a leader may answe
 STATUS_OF_CODE = {"NO_QUORUM": 503, "TRYAGAIN": 503, "COMPARE_FAILED": 412, "LOCKED": 409,
                   "NOT_HOLDER": 409, "NOT_CANDIDATE": 409, "NO_LEASE": 404, "BAD_COMMAND": 400,
                   "SYNTAX": 400, "NOT_INTEGER": 400, "WRONG_ARITY": 400, "TOO_LARGE": 413,
-                  "NOAUTH": 401, "WRONGPASS": 401, "NOPERM": 403}
+                  "NOAUTH": 401, "WRONGPASS": 401, "NOPERM": 403, "NO_SPACE": 507}
 
 Render = Callable[[dict], Response]
 

@@ -37,6 +37,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from kvd.state.access import is_loopback
 from kvd.state.context import Context, Deferred
+from kvd.state.coordlimits import MIN_FRAME
 from kvd.state.node import Node
 from kvd.state.users import User
 from shared import codec
@@ -129,7 +130,9 @@ class NativeDoor:
         # such frames, and the loop drains them every turn. Clients learn the limit from INFO
         # (max_message_size) and refuse bigger requests themselves instead of waiting for a
         # reply that cannot come (shared.client).
-        self.max_message = max_message or max(node.max_value, 0) + 1024 * 1024
+        # a client's largest request, and never under what the peers' Raft messages need
+        # (a full coordination namespace's snapshot: kvd.state.coordlimits)
+        self.max_message = max_message or max(max(node.max_value, 0) + 1024 * 1024, MIN_FRAME)
         self.router.setsockopt(zmq.MAXMSGSIZE, self.max_message)
         # Past the backlog the kernel drops a connecting client's SYN, and the client hears
         # nothing; within it, the client is connected and sees that we never greet it.

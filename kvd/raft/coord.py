@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 import msgpack
 
 from kvd.raft.coordcodec import Error, Result, decode, failure
+from kvd.state.coordlimits import MAX_KEY, MAX_LEASES, MAX_VALUE, QUOTA
 
 SNAPSHOT_VERSION = 1
 
@@ -116,6 +117,9 @@ class Coordination:
         self.leases: dict[int, Lease] = {}
         self.locks: dict[bytes, Lock] = {}
         self.elections: dict[bytes, Election] = {}
+        # Bytes held (keys and values, lock and election names, candidates' values), kept up
+        # to date by every change: the quota's measure (`recount` says it from scratch).
+        self.used = 0
         # Elections whose leader changed (a new one, a new value, none left), by the index of
         # the change: what OBSERVE's waiters wait on (kvd.raft.observers, which drains it after
         # each Ready). Not state: None, and nothing is recorded, until a consumer sets it.
@@ -151,6 +155,9 @@ class Coordination:
         frees a key from the one it had, as in etcd)."""
         if lease and not self._live(lease):
             return _no_lease(lease)
+        refused = self._room(key, value, self._held_by(key))
+        if refused:
+            return refused
         self._set(index, key, value, lease)
         return {"ok": True, "revision": index}
 
@@ -183,12 +190,16 @@ class Coordination:
                            revision=current["revision"], value=current["value"])
         if new is None:
             return {"ok": True, "deleted": self._unset(key), "revision": index}
+        refused = self._room(key, new, self._held_by(key))
+        if refused:
+            return refused
         self._set(index, key, new, lease)
         return {"ok": True, "revision": index}
 
     def _set(self, index: int, key: bytes, value: bytes, lease: int) -> None:
         self._unset(key)
         self.keys[key] = Key(value, index, lease)
+        self.used += len(key) + len(value)
         if lease:
             self.leases[lease].keys.add(key)
 
@@ -196,15 +207,44 @@ class Coordination:
         entry = self.keys.pop(key, None)
         if entry is None:
             return 0
+        self.used -= len(key) + len(entry.value)
         if entry.lease:
             self.leases[entry.lease].keys.discard(key)
         return 1
+
+    def _held_by(self, key: bytes) -> int:
+        entry = self.keys.get(key)
+        return 0 if entry is None else len(key) + len(entry.value)
+
+    def _room(self, name: bytes, value: bytes, freed: int = 0) -> Result | None:
+        """Why `name` and `value` may not be stored (over a limit, or the quota full once
+        `freed` bytes go), or None."""
+        if len(name) > MAX_KEY:
+            return failure(Error.TOO_LARGE, f"a name is at most {MAX_KEY} bytes, this one "
+                           f"{len(name)}")
+        if len(value) > MAX_VALUE:
+            return failure(Error.TOO_LARGE, f"a coordination value is at most {MAX_VALUE} "
+                           f"bytes, this one {len(value)}")
+        if self.used - freed + len(name) + len(value) > QUOTA:
+            return failure(Error.NO_SPACE, f"the coordination namespace is full ({QUOTA} "
+                           "bytes): delete keys or end leases first")
+        return None
+
+    def recount(self) -> int:
+        """`used`, counted from scratch (what a restore does, and what tests compare)."""
+        return (sum(len(k) + len(e.value) for k, e in self.keys.items())
+                + sum(len(n) for n in self.locks)
+                + sum(len(n) + len(c[1]) for n, e in self.elections.items()
+                      for c in e.candidates))
 
     # -- leases ----------------------------------------------------------------------------
 
     def _grant(self, index: int, ttl: int, now: int) -> Result:
         if ttl == 0:
             return failure(Error.BAD_COMMAND, "a lease's ttl must be at least 1 ms")
+        if len(self.leases) >= MAX_LEASES:
+            return failure(Error.NO_SPACE, f"{MAX_LEASES} leases exist already: revoke "
+                           "leases no longer used (or let them expire) first")
         now = self._advance(now)
         self.leases[index] = Lease(ttl, now + ttl)  # the id is the index: unique, deterministic
         return {"ok": True, "lease": index, "ttl": ttl, "deadline": now + ttl}
@@ -257,9 +297,10 @@ class Coordination:
         for lease_id in lease_ids:
             lease = self.leases.pop(lease_id)
             for key in sorted(lease.keys):
-                del self.keys[key]
+                self.used -= len(key) + len(self.keys.pop(key).value)
             for name in sorted(lease.locks):
                 del self.locks[name]
+                self.used -= len(name)
             for name in sorted(lease.elections):
                 self._withdraw(name, lease_id, index)
 
@@ -270,7 +311,11 @@ class Coordination:
             return _no_lease(lease)
         held = self.locks.get(name)
         if held is None:
+            refused = self._room(name, b"")
+            if refused:
+                return refused
             self.locks[name] = Lock(lease, index)
+            self.used += len(name)
             self.leases[lease].locks.add(name)
             return {"ok": True, "token": index}
         if held.lease == lease:  # a retry after a lost reply: the same answer
@@ -283,6 +328,7 @@ class Coordination:
         if held is None or held.lease != lease:
             return failure(Error.NOT_HOLDER, f"lease {lease} does not hold this lock")
         del self.locks[name]
+        self.used -= len(name)
         self.leases[lease].locks.discard(name)
         return {"ok": True}
 
@@ -293,8 +339,15 @@ class Coordination:
         lease stands and who leads."""
         if not self._live(lease):
             return _no_lease(lease)
+        election = self.elections.get(name)
+        position = None if election is None else next(
+            (i for i, c in enumerate(election.candidates) if c[0] == lease), None)
+        offered = 0 if position is None else len(name) + len(election.candidates[position][1])
+        refused = self._room(name, value, offered)
+        if refused:
+            return refused
         election = self.elections.setdefault(name, Election([], index))
-        position = next((i for i, c in enumerate(election.candidates) if c[0] == lease), None)
+        self.used += len(name) + len(value) - offered
         if position is None:
             position = len(election.candidates)
             election.candidates.append([lease, value])
@@ -326,6 +379,7 @@ class Coordination:
     def _withdraw(self, name: bytes, lease: int, index: int) -> None:
         election = self.elections[name]
         was_leading = election.candidates[0][0] == lease
+        self.used -= sum(len(name) + len(c[1]) for c in election.candidates if c[0] == lease)
         election.candidates = [c for c in election.candidates if c[0] != lease]
         if not election.candidates:
             del self.elections[name]  # no candidate left: revision 0 again, nothing kept
@@ -377,6 +431,7 @@ class Coordination:
                 self.leases[lease].elections.add(name)
         for name in [*before, *self.elections]:  # any of them may have changed: look again
             self._changed(name, self.applied)
+        self.used = self.recount()
 
 
 def _no_lease(lease: int) -> Result:

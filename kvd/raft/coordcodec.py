@@ -49,6 +49,9 @@ class Error(StrEnum):
     LOCKED = "LOCKED"  # LOCK: details `holder` (a lease) and `token`
     NOT_HOLDER = "NOT_HOLDER"
     NOT_CANDIDATE = "NOT_CANDIDATE"
+    TOO_LARGE = "TOO_LARGE"  # a key, name or value over its limit (MAX_KEY, MAX_VALUE)
+    NO_SPACE = "NO_SPACE"  # the namespace is full (QUOTA bytes, MAX_LEASES leases)
+
 
 
 def failure(error: Error, message: str, **details: Any) -> Result:

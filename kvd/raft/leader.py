@@ -45,6 +45,9 @@ class Options:
     pre_vote: bool = True
     check_quorum: bool = True
     max_entries_per_msg: int = 256
+    # and at most this many bytes of entry data (at least one entry goes, whatever its size):
+    # a message must stay under the receiver's frame limit (etcd's MaxSizePerMsg)
+    max_bytes_per_msg: int = 1024 * 1024
     max_inflight: int = 64
     max_voters: int = 5
 
@@ -146,7 +149,7 @@ class Leader:
             pr.become_snapshot(self.log.snapshot.index)
             return True
         hi = min(self.log.last_index + 1, pr.next + self.opts.max_entries_per_msg)
-        entries = self.log.slice(pr.next, hi)
+        entries = _within(self.log.slice(pr.next, hi), self.opts.max_bytes_per_msg)
         if not entries and not allow_empty:
             return False
         self.out.messages.append(AppendEntries(self.me, to, self.term, prev, prev_term,
@@ -284,3 +287,13 @@ class Leader:
             ctx = self.read_order.popleft()
             self.out.read_states.append(ReadState(ctx, self.reads.pop(ctx).index))
         return True
+
+
+def _within(entries: list[Entry], budget: int) -> list[Entry]:
+    """The longest prefix of `entries` whose data fits in `budget` bytes (one at least)."""
+    total = 0
+    for i, entry in enumerate(entries):
+        total += len(entry.data)
+        if total > budget and i:
+            return entries[:i]
+    return entries

@@ -9,8 +9,9 @@ applied state (kvd.raft.observers), never in the log.
 from __future__ import annotations
 
 from kvd.state.context import Context, Deferred, Node
+from kvd.state.coordlimits import MAX_KEY, MAX_VALUE
 from shared.commands import Call, strict_int
-from shared.errors import KvError, NoQuorum, SyntaxError_
+from shared.errors import KvError, NoQuorum, SyntaxError_, TooLarge
 
 # The commands the consensus group answers (coordinate); with OBSERVE and RAFT, those whose
 # reply may come later (a Deferred): the doors hold their place in line.
@@ -28,6 +29,7 @@ def coordinate(node: Node, call: Call, ctx: Context) -> object:
     if not ctx.deferrable:
         raise KvError(ONE_AT_A_TIME)
     command = to_tuple(call, ctx.wall)
+    _fits(call)
     deferred: Deferred = node.coordinator(command)
     return deferred
 
@@ -64,6 +66,22 @@ def raft(node: Node, call: Call, ctx: Context) -> object:
     if sub == b"INIT" and not rest:
         return node.operator(("init",))
     raise SyntaxError_(f"RAFT: REMOVE name or INIT — usage: {call.command.syntax}")
+
+
+def _fits(call: Call) -> None:
+    """Refuse an oversize name or value here, before it costs a log entry on every node (the
+    state machine refuses it too: kvd.raft.coordcodec's limits)."""
+    name, args = call.command.name, call.args
+    names = [args[0]] if name != "LEASE" and args else []
+    values = {"CSET": args[1:2], "CAS": args[2:4], "CAMPAIGN": args[1:2]}.get(name, [])
+    for arg in names:
+        if len(arg) > MAX_KEY:
+            raise TooLarge(f"{name}: a coordination key or name is at most {MAX_KEY} bytes, "
+                           f"this one {len(arg)}")
+    for arg in values:
+        if len(arg) > MAX_VALUE:
+            raise TooLarge(f"{name}: a coordination value is at most {MAX_VALUE} bytes, this "
+                           f"one {len(arg)} — keep large data in the keyspace (SET)")
 
 
 def to_tuple(call: Call, now_ms: int) -> tuple:
