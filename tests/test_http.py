@@ -274,6 +274,31 @@ def test_metrics_parse_with_prometheus_own_parser(node: Kvd) -> None:
     assert value("kv_keys") == dbsize > 0
 
 
+def test_gossip_dropped_counts_the_clusters_drops_only() -> None:
+    """Sans-IO: INFO has other `dropped_` keys (the native door's `dropped_replies`); the
+    metric is the cluster's dropped peer messages and nothing else."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from kvd.cluster.cluster import Cluster
+    from kvd.cluster.settings import Settings
+    from kvd.doors import metrics
+    from kvd.state.hlc import wall_ms
+    from kvd.state.node import Node
+    from shared.codec import MsgType, Peer
+
+    node = Node("m1", "127.0.0.1:1")
+    cluster = Cluster(node, "127.0.0.1:2", Settings(), wall_ms())
+    node.info_sources.append(lambda: {"dropped_replies": 1000})  # as the native door says
+    for _ in range(3):
+        cluster.receive(Peer(MsgType.HEARTBEAT, "another", "x", {}), wall_ms())
+    cluster.receive(Peer(MsgType.GOSSIP, "kv", "stranger", {}), wall_ms())
+    cluster.count_bad("malformed")
+    text = metrics.render(metrics.Collector(node, lambda: None)).decode()
+    (dropped,) = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+                  if s.name == "kv_gossip_dropped_total"]
+    assert dropped == 5
+
+
 # -- the simple routes ------------------------------------------------------------------------
 
 
