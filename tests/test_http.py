@@ -614,36 +614,88 @@ def test_a_write_through_http_is_seen_through_every_door_and_on_another_node(
     wait_for(simple_on_b, what="the simple route's write to reach b")
 
 
+CONCURRENT = 200
+EACH = 5  # PUT + GET pairs on every connection
+
+
 def test_200_concurrent_keep_alive_requests(node: Kvd) -> None:
+    """200 connections open at once (a barrier holds each until all are), each doing its
+    requests on the one kept-alive connection."""
     results: dict[tuple[int, int], tuple[int, bytes]] = {}
     errors: list[BaseException] = []
+    all_open = threading.Barrier(CONCURRENT, timeout=60)
+    ports: set[tuple[int, int]] = set()  # (thread, local port): the connection was never new
+
+    def exchange(conn: http.client.HTTPConnection, t: int, i: int) -> None:
+        body = b"%d-%d" % (t, i)
+        conn.request("PUT", f"/v1/kv/cc/{t}/{i}", body=body)
+        put_status = conn.getresponse()
+        put_status.read()
+        conn.request("GET", f"/v1/kv/cc/{t}/{i}")
+        resp = conn.getresponse()
+        results[(t, i)] = (put_status.status, resp.read())
+        assert resp.getheader("connection") is None  # kept alive
+        ports.add((t, conn.sock.getsockname()[1]))
 
     def worker(t: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", node.http_port, timeout=20)
+        conn = http.client.HTTPConnection("127.0.0.1", node.http_port, timeout=30)
         try:
-            for i in range(10):
-                body = b"%d-%d" % (t, i)
-                conn.request("PUT", f"/v1/kv/cc/{t}/{i}", body=body)
-                put_status = conn.getresponse()
-                put_status.read()
-                conn.request("GET", f"/v1/kv/cc/{t}/{i}")
-                resp = conn.getresponse()
-                results[(t, i)] = (put_status.status, resp.read())
-                assert resp.getheader("connection") is None  # kept alive
+            exchange(conn, t, 0)  # connected and served ...
+            all_open.wait()  # ... and held open until every other one is too
+            for i in range(1, EACH):
+                exchange(conn, t, i)
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
+            all_open.abort()
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(20)]
+    threads = [threading.Thread(target=worker, args=(t,), daemon=True)
+               for t in range(CONCURRENT)]
+    deadline = time.monotonic() + 90
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
-    assert not errors, errors
-    assert results == {(t, i): (200, b"%d-%d" % (t, i)) for t in range(20) for i in range(10)}
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "requests still unanswered after 90 s"
+    assert not errors, errors[:3]
+    assert results == {(t, i): (200, b"%d-%d" % (t, i))
+                       for t in range(CONCURRENT) for i in range(EACH)}
+    assert len(ports) == CONCURRENT  # one connection per thread, all its requests on it
     with node.client() as c:
-        assert sum(1 for _ in c.scan_iter(match="cc/*")) == 200
+        assert sum(1 for _ in c.scan_iter(match="cc/*")) == CONCURRENT * EACH
+
+
+def test_an_sse_reader_that_stops_reading_is_dropped_and_others_are_served(
+        kvd_factory: Callable[..., Kvd]) -> None:
+    """A reader with a tiny receive buffer that never reads: once 32 MiB (OUTPUT_LIMIT) wait
+    for it, it is closed and counted; a reading watcher and plain requests go on."""
+    node = kvd_factory("slow")
+    stuck = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+    stuck.settimeout(30)
+    stuck.connect(("127.0.0.1", node.http_port))
+    stuck.sendall(b"GET /v1/watch?prefix=slow/ HTTP/1.1\r\nhost: x\r\n\r\n")
+    live = Sse(node, "/v1/watch?prefix=live/")
+    wait_for(lambda: info(node)["http_streams"] == 2, what="both streams to open")
+    value = b"v" * (4 << 20)
+    with node.client(timeout=30) as c:
+        for i in range(40):  # 160 MiB at most; the limit is passed after about 9
+            c.set(b"slow/%d" % i, value)
+            if info(node)["http_dropped_slow"]:
+                break
+    assert info(node)["http_dropped_slow"] == 1, info(node)
+    assert info(node)["http_streams"] == 1
+    put(node, "live/a", b"1")
+    assert live.change()["key"] == "live/a"  # the reader that reads is still served
+    still_serves(node)
+    live.close()
+    stuck.settimeout(10)
+    got = 0
+    while chunk := stuck.recv(1 << 20):  # what was in flight, then the end: closed
+        got += len(chunk)
+    assert 0 < got < 32 << 20
+    stuck.close()
 
 
 # -- hypothesis ----------------------------------------------------------------------------
