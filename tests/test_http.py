@@ -274,6 +274,42 @@ def test_metrics_parse_with_prometheus_own_parser(node: Kvd) -> None:
     assert value("kv_keys") == dbsize > 0
 
 
+def test_metrics_of_a_two_node_cluster(kvd_factory: Callable[..., Kvd]) -> None:
+    """What only a cluster (and an error) shows: lag per peer, anti-entropy, compactions."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from shared.errors import ServerError
+
+    a = kvd_factory("a")
+    b = kvd_factory("b", extra=["--join", a.address])
+    with a.client() as c:
+        with pytest.raises(ServerError):
+            c.call("GET")  # wrong arity: an error reply, counted by its code
+        c.set("m2/k", "v")
+    wait_for(lambda: call(b, "GET", "/v1/kv/m2/k")[2] == b"v", what="the write to reach b")
+
+    def families() -> dict:
+        text = call(a, "GET", "/metrics")[2].decode()
+        return {f.name: f for f in text_string_to_metric_families(text)}
+
+    def lag_of_b() -> bool:
+        fams = families()
+        return [s.labels for s in fams["kv_replication_lag_seconds"].samples] == [{"peer": "b"}]
+
+    wait_for(lag_of_b, what="a to list b's replication lag")
+    fams = families()
+    errors = {s.labels["code"]: s.value for s in fams["kv_command_errors"].samples
+              if s.name == "kv_command_errors_total"}
+    assert errors.get("WRONG_ARITY", 0) >= 1, errors
+    for name in ("kv_log_compactions", "kv_antientropy_rounds", "kv_antientropy_keys_pulled",
+                 "kv_antientropy_keys_pushed", "kv_gossip_dropped"):
+        assert fams[name].type == "counter", name
+        assert [s.name for s in fams[name].samples] == [f"{name}_total"], name
+    assert fams["kv_replication_lag_seconds"].type == "gauge"
+    (alive,) = [s.value for s in fams["kv_members"].samples if s.labels["status"] == "alive"]
+    assert alive == 2
+
+
 def test_gossip_dropped_counts_the_clusters_drops_only() -> None:
     """Sans-IO: INFO has other `dropped_` keys (the native door's `dropped_replies`); the
     metric is the cluster's dropped peer messages and nothing else."""
