@@ -7,12 +7,14 @@ process (the kernel drops it if the process dies, so a crash never leaves a stal
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import resource
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -30,9 +32,10 @@ from kvd.doors.http import HttpDoor
 from kvd.doors.httproutes import Router
 from kvd.doors.native import NativeDoor
 from kvd.doors.resp import RespDoor
+from kvd.doors.starting import StartingDoor
 from kvd.doors.tls import server_context
 from kvd.doors.zap import Gatekeeper
-from kvd.loop import Loop, NullLog
+from kvd.loop import SHUTDOWN_GRACE_S, Loop, NullLog
 from kvd.state.access import is_loopback
 from kvd.state.hlc import wall_ms
 from kvd.state.node import Node
@@ -95,15 +98,18 @@ def run_foreground(cfg: Config, repair: bool = False) -> int:
             lambda: {"pid": os.getpid(), "data_dir": str(cfg.data_dir), "port": cfg.port,
                      "open_files_limit": fd_limit}
         )
-        log_ = open_log(cfg, node, repair)  # replays first: the cluster starts from node.seq
-        node.reload_users()
+        # The HTTP port answers 503 "starting" while the log replays (kvd.doors.starting)
+        with starting(cfg, tls[1]) as early:
+            log_ = open_log(cfg, node, repair)  # replays first: the cluster starts from node.seq
+            node.reload_users()
+            try:
+                protect(cfg, node)
+            except KvError:
+                log_.close()
+                raise
+            listener = early.hand_over() if early is not None else None
         try:
-            protect(cfg, node)
-        except KvError:
-            log_.close()
-            raise
-        try:
-            loop = open_loop(cfg, node, log_, tls, ring)
+            loop = open_loop(cfg, node, log_, tls, ring, listener)
         except KvError:
             log_.close()
             raise
@@ -163,12 +169,21 @@ def tls_contexts(cfg: Config) -> tuple[ssl.SSLContext | None, ssl.SSLContext | N
             server_context(cfg.tls_cert, cfg.tls_key, cfg.tls_ca, alpn=("http/1.1",)))
 
 
+def starting(cfg: Config, tls: ssl.SSLContext | None
+             ) -> contextlib.AbstractContextManager[StartingDoor | None]:
+    """The HTTP door's stand-in during the replay; nothing when the door is closed."""
+    if not cfg.http_port:
+        return contextlib.nullcontext()
+    return StartingDoor(cfg.bind, cfg.http_port, tls)
+
+
 def open_loop(cfg: Config, node: Node, log_,  # noqa: ANN001
               tls: tuple[ssl.SSLContext | None, ssl.SSLContext | None] | None = None,
-              ring: Keyring | None = None) -> Loop:
+              ring: Keyring | None = None, http_listener: socket.socket | None = None) -> Loop:
     """The loop and its doors; a door that cannot bind closes the ones opened before it.
     With a keyring, the ZAP handler starts first: a CURVE handshake that finds none is let
-    through by libzmq."""
+    through by libzmq. `http_listener`: the HTTP port, already bound (kvd.doors.starting);
+    closed here too if the loop cannot be made."""
     resp_tls, http_tls = tls if tls is not None else tls_contexts(cfg)
     gate = None
     if ring is not None:
@@ -179,6 +194,8 @@ def open_loop(cfg: Config, node: Node, log_,  # noqa: ANN001
     except KvError:
         if gate is not None:
             gate.stop()
+        if http_listener is not None:
+            http_listener.close()
         raise
     doors: list = []
     made: list[Loop] = []  # the loop, once made: /health and /metrics read it
@@ -190,15 +207,18 @@ def open_loop(cfg: Config, node: Node, log_,  # noqa: ANN001
             router = Router(node, lambda: made[0].health() if made else (False, "starting"),
                             lambda: metrics.render(collector))
             doors.append(HttpDoor(node, cfg.bind, cfg.http_port, router,
-                                  cfg.http_header_timeout, http_tls))
+                                  cfg.http_header_timeout, http_tls, http_listener))
     except KvError:
         for door in doors:
             door.close()
+        if http_listener is not None:
+            http_listener.close()  # the RESP door failed first: the HTTP door never took it
         native.close()
         if gate is not None:
             gate.stop()
         raise
-    made.append(Loop(node, native, log_, tuple(doors), gate))
+    grace = SHUTDOWN_GRACE_S if cfg.http_port else 0.0
+    made.append(Loop(node, native, log_, tuple(doors), gate, grace))
     return made[0]
 
 

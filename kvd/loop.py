@@ -44,6 +44,10 @@ TICK_S = 0.1  # housekeeping period (expiry reclaim, everysec fsync)
 EXPIRE_PER_TICK = 10_000
 GC_THRESHOLD = 20_000  # allocations between young collections (CPython's default is 700)
 HEARTBEAT_S = 1.0  # WATCH heartbeats: a watcher that hears none for a few seconds resubscribes
+# After SIGTERM the loop serves this long more, /health saying 503 "shutting down": a load
+# balancer polling it sees the node go before its port closes, and requests in flight are
+# answered. A second signal ends the grace at once.
+SHUTDOWN_GRACE_S = 0.5
 
 
 class Log(Protocol):
@@ -109,7 +113,10 @@ class TurnTimes:
 
 class Loop:
     def __init__(self, node: Node, door: NativeDoor, log_: Log | None = None,
-                 doors: tuple[Door, ...] = (), gate: Gatekeeper | None = None) -> None:
+                 doors: tuple[Door, ...] = (), gate: Gatekeeper | None = None,
+                 grace_s: float = 0.0) -> None:
+        """`grace_s`: how long to serve on after `stop` (SHUTDOWN_GRACE_S with an HTTP door:
+        no other door has a health check to act on it)."""
         self.node = node
         self.door = door
         self.doors = doors
@@ -118,6 +125,8 @@ class Loop:
         self.consensus: Consensus | None = None
         self.gate = gate  # the ZAP handler, when CURVE is on; started by whoever made it
         self._stopping = False
+        self.grace_s = grace_s
+        self._stop_by = 0.0  # monotonic: the end of the shutdown grace
         self.turns = TurnTimes()
         self._next_heartbeat = 0.0
         node.info_sources.append(self._info)
@@ -149,6 +158,9 @@ class Loop:
         return info
 
     def stop(self, *_: object) -> None:
+        now = time.monotonic()
+        # the first stop starts the grace; a second one (Ctrl-C twice) ends it
+        self._stop_by = now if self._stopping else now + self.grace_s
         self._stopping = True
 
     def health(self) -> tuple[bool, str]:
@@ -177,7 +189,7 @@ class Loop:
         zap = self.gate.zap_socket if self.gate is not None else None
         next_tick = time.monotonic()
         doors = self.doors
-        while not self._stopping:
+        while not self._stopping or time.monotonic() < self._stop_by:
             due = any(other.due for other in doors)
             # A pump cut short by its budget goes on at once, between turns; so does a door's
             # work already read.

@@ -240,3 +240,16 @@ def test_the_coordination_bench_runs(tmp_path) -> None:
     text = (tmp_path / "latest-coordination.md").read_text()
     assert "| sequential" in text and "| pipelined" in text and "| kvd 3 nodes |" in text
     assert ("not installed" in text) != syncobj_available()
+
+
+def test_the_http_bench_runs(tmp_path) -> None:
+    """bench.httpdoor on a tiny load: kvd's HTTP door and the h11 ceiling, side by side."""
+    out = subprocess.run([sys.executable, "-m", "bench.httpdoor", "--reps", "1", "--requests",
+                          "200", "--clients", "2"], capture_output=True, text=True,
+                         env=env_for(tmp_path), timeout=180, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "| op | kvd req/s | h11 ceiling req/s |" in out.stdout, out.stdout
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines()
+            if line.startswith(("| GET |", "| PUT |"))]
+    assert [r[0].strip() for r in rows] == ["GET", "PUT"], out.stdout
+    assert all(float(cell.split()[0].replace(",", "")) > 0 for r in rows for cell in r[1:])

@@ -274,6 +274,67 @@ def test_metrics_parse_with_prometheus_own_parser(node: Kvd) -> None:
     assert value("kv_keys") == dbsize > 0
 
 
+def test_metrics_of_a_two_node_cluster(kvd_factory: Callable[..., Kvd]) -> None:
+    """What only a cluster (and an error) shows: lag per peer, anti-entropy, compactions."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from shared.errors import ServerError
+
+    a = kvd_factory("a")
+    b = kvd_factory("b", extra=["--join", a.address])
+    with a.client() as c:
+        with pytest.raises(ServerError):
+            c.call("GET")  # wrong arity: an error reply, counted by its code
+        c.set("m2/k", "v")
+    wait_for(lambda: call(b, "GET", "/v1/kv/m2/k")[2] == b"v", what="the write to reach b")
+
+    def families() -> dict:
+        text = call(a, "GET", "/metrics")[2].decode()
+        return {f.name: f for f in text_string_to_metric_families(text)}
+
+    def lag_of_b() -> bool:
+        fams = families()
+        return [s.labels for s in fams["kv_replication_lag_seconds"].samples] == [{"peer": "b"}]
+
+    wait_for(lag_of_b, what="a to list b's replication lag")
+    fams = families()
+    errors = {s.labels["code"]: s.value for s in fams["kv_command_errors"].samples
+              if s.name == "kv_command_errors_total"}
+    assert errors.get("WRONG_ARITY", 0) >= 1, errors
+    for name in ("kv_log_compactions", "kv_antientropy_rounds", "kv_antientropy_keys_pulled",
+                 "kv_antientropy_keys_pushed", "kv_gossip_dropped"):
+        assert fams[name].type == "counter", name
+        assert [s.name for s in fams[name].samples] == [f"{name}_total"], name
+    assert fams["kv_replication_lag_seconds"].type == "gauge"
+    (alive,) = [s.value for s in fams["kv_members"].samples if s.labels["status"] == "alive"]
+    assert alive == 2
+
+
+def test_gossip_dropped_counts_the_clusters_drops_only() -> None:
+    """Sans-IO: INFO has other `dropped_` keys (the native door's `dropped_replies`); the
+    metric is the cluster's dropped peer messages and nothing else."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from kvd.cluster.cluster import Cluster
+    from kvd.cluster.settings import Settings
+    from kvd.doors import metrics
+    from kvd.state.hlc import wall_ms
+    from kvd.state.node import Node
+    from shared.codec import MsgType, Peer
+
+    node = Node("m1", "127.0.0.1:1")
+    cluster = Cluster(node, "127.0.0.1:2", Settings(), wall_ms())
+    node.info_sources.append(lambda: {"dropped_replies": 1000})  # as the native door says
+    for _ in range(3):
+        cluster.receive(Peer(MsgType.HEARTBEAT, "another", "x", {}), wall_ms())
+    cluster.receive(Peer(MsgType.GOSSIP, "kv", "stranger", {}), wall_ms())
+    cluster.count_bad("malformed")
+    text = metrics.render(metrics.Collector(node, lambda: None)).decode()
+    (dropped,) = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+                  if s.name == "kv_gossip_dropped_total"]
+    assert dropped == 5
+
+
 # -- the simple routes ------------------------------------------------------------------------
 
 
@@ -589,36 +650,88 @@ def test_a_write_through_http_is_seen_through_every_door_and_on_another_node(
     wait_for(simple_on_b, what="the simple route's write to reach b")
 
 
+CONCURRENT = 200
+EACH = 5  # PUT + GET pairs on every connection
+
+
 def test_200_concurrent_keep_alive_requests(node: Kvd) -> None:
+    """200 connections open at once (a barrier holds each until all are), each doing its
+    requests on the one kept-alive connection."""
     results: dict[tuple[int, int], tuple[int, bytes]] = {}
     errors: list[BaseException] = []
+    all_open = threading.Barrier(CONCURRENT, timeout=60)
+    ports: set[tuple[int, int]] = set()  # (thread, local port): the connection was never new
+
+    def exchange(conn: http.client.HTTPConnection, t: int, i: int) -> None:
+        body = b"%d-%d" % (t, i)
+        conn.request("PUT", f"/v1/kv/cc/{t}/{i}", body=body)
+        put_status = conn.getresponse()
+        put_status.read()
+        conn.request("GET", f"/v1/kv/cc/{t}/{i}")
+        resp = conn.getresponse()
+        results[(t, i)] = (put_status.status, resp.read())
+        assert resp.getheader("connection") is None  # kept alive
+        ports.add((t, conn.sock.getsockname()[1]))
 
     def worker(t: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", node.http_port, timeout=20)
+        conn = http.client.HTTPConnection("127.0.0.1", node.http_port, timeout=30)
         try:
-            for i in range(10):
-                body = b"%d-%d" % (t, i)
-                conn.request("PUT", f"/v1/kv/cc/{t}/{i}", body=body)
-                put_status = conn.getresponse()
-                put_status.read()
-                conn.request("GET", f"/v1/kv/cc/{t}/{i}")
-                resp = conn.getresponse()
-                results[(t, i)] = (put_status.status, resp.read())
-                assert resp.getheader("connection") is None  # kept alive
+            exchange(conn, t, 0)  # connected and served ...
+            all_open.wait()  # ... and held open until every other one is too
+            for i in range(1, EACH):
+                exchange(conn, t, i)
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
+            all_open.abort()
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(20)]
+    threads = [threading.Thread(target=worker, args=(t,), daemon=True)
+               for t in range(CONCURRENT)]
+    deadline = time.monotonic() + 90
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
-    assert not errors, errors
-    assert results == {(t, i): (200, b"%d-%d" % (t, i)) for t in range(20) for i in range(10)}
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "requests still unanswered after 90 s"
+    assert not errors, errors[:3]
+    assert results == {(t, i): (200, b"%d-%d" % (t, i))
+                       for t in range(CONCURRENT) for i in range(EACH)}
+    assert len(ports) == CONCURRENT  # one connection per thread, all its requests on it
     with node.client() as c:
-        assert sum(1 for _ in c.scan_iter(match="cc/*")) == 200
+        assert sum(1 for _ in c.scan_iter(match="cc/*")) == CONCURRENT * EACH
+
+
+def test_an_sse_reader_that_stops_reading_is_dropped_and_others_are_served(
+        kvd_factory: Callable[..., Kvd]) -> None:
+    """A reader with a tiny receive buffer that never reads: once 32 MiB (OUTPUT_LIMIT) wait
+    for it, it is closed and counted; a reading watcher and plain requests go on."""
+    node = kvd_factory("slow")
+    stuck = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+    stuck.settimeout(30)
+    stuck.connect(("127.0.0.1", node.http_port))
+    stuck.sendall(b"GET /v1/watch?prefix=slow/ HTTP/1.1\r\nhost: x\r\n\r\n")
+    live = Sse(node, "/v1/watch?prefix=live/")
+    wait_for(lambda: info(node)["http_streams"] == 2, what="both streams to open")
+    value = b"v" * (4 << 20)
+    with node.client(timeout=30) as c:
+        for i in range(40):  # 160 MiB at most; the limit is passed after about 9
+            c.set(b"slow/%d" % i, value)
+            if info(node)["http_dropped_slow"]:
+                break
+    assert info(node)["http_dropped_slow"] == 1, info(node)
+    assert info(node)["http_streams"] == 1
+    put(node, "live/a", b"1")
+    assert live.change()["key"] == "live/a"  # the reader that reads is still served
+    still_serves(node)
+    live.close()
+    stuck.settimeout(10)
+    got = 0
+    while chunk := stuck.recv(1 << 20):  # what was in flight, then the end: closed
+        got += len(chunk)
+    assert 0 < got < 32 << 20
+    stuck.close()
 
 
 # -- hypothesis ----------------------------------------------------------------------------

@@ -409,6 +409,7 @@ class Cluster:
         info["max_clock_offset_ms"] = self.clocks.largest(self._live_peers())
         info.update(self.repair.ae.info(now))
         info.update({k: self.counters[k] for k in sorted({*COUNTERS, *self.counters})})
+        info["gossip_dropped"] = sum(self.counters[k] for k in GOSSIP_DROPS)
         return info
 
 
@@ -416,6 +417,10 @@ COUNTERS = ("received", "duplicates", "relayed", "catchup_requests", "catchup_re
             "catchup_served", "catchup_gone", "tombstones_collected", "dropped_wrong_cluster",
             "dropped_stranger", "dropped_malformed", "dropped_unforeseen", "dropped_bad_version",
             "dropped_requests", "joined", "clock_offset_warnings")
+# The peer messages the cluster dropped, as /metrics' kv_gossip_dropped_total sums them:
+# dropped_unforeseen is left out, every one of them is counted in dropped_malformed too.
+GOSSIP_DROPS = ("dropped_wrong_cluster", "dropped_stranger", "dropped_malformed",
+                "dropped_bad_version", "dropped_requests")
 _FROM_ANYONE = {MsgType.JOIN, MsgType.WELCOME}
 _HANDLERS = {
     MsgType.JOIN: Cluster._on_join,

@@ -77,8 +77,9 @@ class Conn(Connection):
 class HttpDoor(TcpDoor):
     def __init__(self, node: Node, bind: str, port: int, router: Router,
                  header_timeout_s: float = HEADER_TIMEOUT_S,
-                 tls: ssl.SSLContext | None = None) -> None:
-        super().__init__(bind, port, "--http-port", log, tls)
+                 tls: ssl.SSLContext | None = None,
+                 listener: socket.socket | None = None) -> None:
+        super().__init__(bind, port, "--http-port", log, tls, listener)
         self.node = node
         self.header_timeout_s = header_timeout_s
         self.handshake_timeout_s = header_timeout_s  # a TLS handshake is a slowloris too

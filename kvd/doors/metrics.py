@@ -115,9 +115,10 @@ class Collector:
             if not r.get("self"):
                 lag.add_metric([str(r["name"])], r.get("lag_ms", 0) / 1000)
         yield lag
-        yield _counter("kv_gossip_dropped", "Peer messages dropped (strangers, malformed, "
-                       "wrong cluster)", sum(v for k, v in info.items()
-                                             if k.startswith("dropped_") and isinstance(v, int)))
+        # The cluster's own sum: INFO has other `dropped_` keys (the native door's replies)
+        yield _counter("kv_gossip_dropped", "Peer messages dropped (from strangers, malformed, "
+                       "of another cluster or version; requests a peer could not take)",
+                       info.get("gossip_dropped", 0))
         for key, name, text in (("ae_rounds", "kv_antientropy_rounds", "Anti-entropy passes"),
                                 ("ae_keys_pulled", "kv_antientropy_keys_pulled",
                                  "Keys anti-entropy pulled from peers"),

@@ -58,13 +58,16 @@ class Connection:
 
 class TcpDoor:
     def __init__(self, bind: str, port: int, flag: str, log: logging.Logger,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None,
+                 listener: socket.socket | None = None) -> None:
+        """`listener`: a socket already bound to the port (by kvd.doors.starting), taken over
+        as it is, so that the port never closes between the two."""
         self.log = log
         self.counters: Counter[str] = Counter()
         self.conns: dict[int, Connection] = {}
         self.touched: dict[int, Connection] = {}  # connections with replies this turn
         self.poller: zmq.Poller | None = None
-        self.listener = listen(bind, port, flag)
+        self.listener = listener if listener is not None else listen(bind, port, flag)
         self.port = self.listener.getsockname()[1]
         self._lfd = self.listener.fileno()
         self._logged: dict[str, float] = {}
