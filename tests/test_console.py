@@ -650,5 +650,10 @@ def test_login_form_when_the_node_has_users(kvd_factory: Callable[..., Kvd],
     assert not by_id(page, "login").is_displayed()
     until(page, lambda d: text_of(by_id(d, "whoami")) == "as reader", "who is logged in")
     assert not by_id(page, "new-key-save").is_enabled()  # reader may not write
+    # Showing a (text, editable) value must not give the write controls back.
+    open_key(page, "seen:1")
+    until(page, lambda d: "one" in text_of(by_id(d, "value-view")), "the value")
+    for control in ("edit", "delete", "set-ttl"):
+        assert not by_id(page, control).is_enabled(), f"{control} enabled for a reader"
     by_id(page, "logout").click()
     until(page, lambda d: by_id(d, "login").is_displayed(), "the login form after logging out")

@@ -12,7 +12,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   info: null, up: null, tab: "keys",
   search: { prefix: "", cursor: null, seq: 0 },
-  current: null,                // {key, item, bytes, raw}
+  current: null,                // {key, item, bytes, raw, binary}
   watch: { es: null, prefix: "", cursor: null, paused: false },
   samples: { ops: [], p99: [], lastOps: null, lastBuckets: null },
   peers: new Map(),             // member name -> {httpPort, info, probedAt}
@@ -260,7 +260,9 @@ function renderValue() {
   const view = $("value-view");
   view.replaceChildren();
   const text = decodeText(cur.bytes);
-  $("edit").disabled = text === null;
+  cur.binary = text === null;
+  // Both reasons hold the button: a value shown after applyPermissions() must not re-enable it.
+  $("edit").disabled = cur.binary || readOnly();
   $("edit").title = text === null ? "binary values cannot be edited as text here" : "";
   if (text === null) {
     view.append(el("pre", "hex", hexDump(cur.bytes)));
@@ -735,12 +737,17 @@ async function whoami() {
   applyPermissions();
 }
 
-function applyPermissions() {      // a user who may write nothing gets no controls that write
+function readOnly() {              // a user who may write nothing
   const u = state.user;
-  const readOnly = !!u && !u.admin && u.write.length === 0;
-  for (const id of ["new-key-save", "edit", "delete", "set-ttl", "save"]) $(id).disabled = readOnly;
-  $("new-key").title = readOnly ? `user ${u.name} may read, not write` : "";
-  document.body.classList.toggle("readonly", readOnly);
+  return !!u && !u.admin && u.write.length === 0;
+}
+
+function applyPermissions() {      // ... gets no controls that write
+  const ro = readOnly();
+  for (const id of ["new-key-save", "delete", "set-ttl", "save"]) $(id).disabled = ro;
+  $("edit").disabled = ro || !!(state.current && state.current.binary);  // see renderValue
+  $("new-key").title = ro ? `user ${state.user.name} may read, not write` : "";
+  document.body.classList.toggle("readonly", ro);
 }
 
 function setupLogin() {
