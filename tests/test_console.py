@@ -310,13 +310,22 @@ def test_edit_and_see_it_through_kvsh(node: Kvd, page: webdriver.Chrome) -> None
     assert out.returncode == 0 and out.stdout.decode().strip() == '{"v": 2, "by": "console"}'
     until(page, lambda d: "console" in text_of(by_id(d, "value-view")), "the new value shown")
 
+    # A write elsewhere after the page read the value: setting the TTL must not undo it (it
+    # changes the expiry alone, PATCH ?ttl=, instead of writing the page's copy back).
+    with node.client() as c:
+        c.set("edit/doc", '{"v": 3, "by": "kvsh"}')
     ttl = by_id(page, "ttl-input")
     ttl.clear()
     ttl.send_keys("120")
     by_id(page, "set-ttl").click()
     with node.client() as c:
         wait_for(lambda: 0 < c.ttl("edit/doc") <= 120, what="the TTL to be set")
-        assert c.get("edit/doc") == b'{"v": 2, "by": "console"}'
+        assert c.get("edit/doc") == b'{"v": 3, "by": "kvsh"}'
+    ttl.clear()  # empty: no expiry
+    by_id(page, "set-ttl").click()
+    with node.client() as c:
+        wait_for(lambda: c.ttl("edit/doc") == -1, what="the expiry to be removed")
+        assert c.get("edit/doc") == b'{"v": 3, "by": "kvsh"}'
 
 
 def test_delete_asks_first(node: Kvd, page: webdriver.Chrome) -> None:

@@ -398,14 +398,17 @@ async function setTtl() {
     say("The TTL is a whole number of seconds (empty: no expiry).", true); return;
   }
   try {
-    if (!cur.bytes) await loadValue();  // the API sets a TTL by writing the value again
-    await putValue(cur.key, cur.bytes, ttl, "&xx");
+    // The expiry alone (PATCH): the value neither travels nor is written back over a newer one.
+    await api(keyPath(cur.key) + (ttl === null ? "?persist" : `?ttl=${ttl}`), { method: "PATCH" });
     cur.item.expiresAt = ttl === null ? null : Date.now() + ttl * 1000;
     const li = keyItem(cur.key);
     if (li) renderTtl(li);
     renderMeta();
     say(ttl === null ? "The key no longer expires." : `The key expires in ${duration(ttl)}.`);
-  } catch (e) { say(`Setting the TTL failed: ${e.message}`, true); }
+  } catch (e) {
+    if (e.status === 404) { say("That key no longer exists.", true); dropKey(cur.key); return; }
+    say(`Setting the TTL failed: ${e.message}`, true);
+  }
 }
 
 function setupNewKey() {
