@@ -18,15 +18,15 @@ import json
 import os
 import re
 import shutil
-import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.targets import free_port
-from tests.procs import ROOT, Kvd, info, run_kvsh, running, wait_for
+from tests.procs import ROOT, Kvd, env_for, info, run_kvsh, running, wait_for
 
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is a test dependency: pip install -e .[test]")
@@ -486,47 +486,50 @@ def test_cluster_view_sees_a_member_leave(kvd_factory: Callable[..., Kvd],
     assert status_of(page, "a") == "alive"
 
 
-def port_block(n: int) -> int:
-    """The first of `n` consecutive free loopback ports."""
-    for _ in range(100):
-        base = free_port()
-        with contextlib.ExitStack() as held:
-            try:
-                for port in range(base, base + n):
-                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return base
-    raise AssertionError(f"no {n} consecutive free ports")
+def console_link(driver: webdriver.Chrome, name: str) -> str | None:
+    found = member_rows(driver)[name].find_elements(By.CSS_SELECTOR, "a.open-console")
+    return found[0].get_attribute("href") if found else None
 
 
-def test_cluster_view_links_and_compares_a_member_it_can_find(
+def digest_shown(driver: webdriver.Chrome, name: str) -> str:
+    return text_of(member_rows(driver)[name].find_element(By.CLASS_NAME, "digest")).strip()
+
+
+def test_cluster_view_links_and_compares_through_its_own_node(
         kvd_factory: Callable[..., Kvd], page: webdriver.Chrome) -> None:
-    """Nodes started side by side (each port shifted by the same step) find each other's HTTP
-    door: the console links to it and compares the member's digest with its own."""
-    base = port_block(8)
-    a = kvd_factory("a", start=False, port=base)
-    b = kvd_factory("b", extra=["--join", a.address], start=False, port=base + 2)
-    a.http_port, b.http_port = base + 4, base + 6
-    a.start()
-    b.start()
+    """Each member's HTTP door and digest come from its heartbeats, through our node's
+    /v1/members: the link is the member's own (no port guessed), the digest its own."""
+    a = kvd_factory("a")
+    b = kvd_factory("b", extra=["--join", a.address])
     with a.client() as c:
         c.set("agree/k", "v")
     open_console(page, a)
     show(page, "cluster")
-
-    def link(d: webdriver.Chrome) -> str | None:
-        found = member_rows(d)["b"].find_elements(By.CSS_SELECTOR, "a.open-console")
-        return found[0].get_attribute("href") if found else None
-
-    assert until(page, link, "a link to b's console") == f"http://127.0.0.1:{b.http_port}/"
-    assert not member_rows(page)["a"].find_elements(By.CSS_SELECTOR, "a.open-console")
+    assert until(page, lambda d: "b" in member_rows(d) and console_link(d, "b"),
+                 "a link to b's console") == f"http://127.0.0.1:{b.http_port}/"
+    assert console_link(page, "a") is None
     with b.client() as c:
         wait_for(lambda: c.get("agree/k") == b"v", what="the write to replicate")
     until(page, lambda d: text_of(by_id(d, "digests")) == "digests agree"
-          and info(b)["digest"] in text_of(member_rows(d)["b"].find_element(By.CLASS_NAME,
-                                                                             "digest")),
-          "b's digest shown, agreeing")
+          and digest_shown(d, "b") == info(b)["digest"], "b's digest shown, agreeing")
+    assert "2 live members compared" in text_of(by_id(page, "digests-note"))
+
+
+def test_digests_not_known_are_not_claimed_to_agree(node: Kvd, page: webdriver.Chrome) -> None:
+    """A live member whose digest is unknown (an older kv) or stale (silent for a while): the
+    page says it cannot compare, never that the digests agree."""
+    open_console(page, node)
+    show(page, "cluster")
+    me = {"name": "me", "address": "127.0.0.1:1", "status": "alive", "self": True,
+          "last_seen_ms": 0, "lag_ms": 0, "http": None, "digest": "00000000000000aa",
+          "digest_age_ms": 0}
+    for other in ({"digest": None, "digest_age_ms": None}, {"digest_age_ms": 60_000}):
+        them = {**me, "name": "them", "address": "127.0.0.1:2", "self": False, **other}
+        # The poll redraws from the node every second: render and read in one script.
+        verdict = page.execute_script(
+            "renderMembers(arguments[0]); return [document.getElementById('digests')"
+            ".textContent, document.getElementById('digests-note').textContent];", [me, them])
+        assert verdict[0] == "cannot compare digests" and "1 of 2" in verdict[1], (other, verdict)
 
 
 def test_node_view(node: Kvd, page: webdriver.Chrome) -> None:
@@ -627,14 +630,8 @@ def test_screenshot_for_readme(node: Kvd, page: webdriver.Chrome) -> None:
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_login_form_when_the_node_has_users(kvd_factory: Callable[..., Kvd],
-                                            page: webdriver.Chrome) -> None:
-    import subprocess
-    import sys
-
-    from tests.procs import env_for
-
-    kvd = kvd_factory("locked")
+def add_users(kvd: Kvd) -> None:
+    """root (admin, password root-pw) and reader (reads everything, password reader-pw)."""
     for name, flags, login in (("root", ["--admin"], None), ("reader", ["--read", "*"], "root")):
         env = env_for(kvd.home) | {"KV_PASSWORD": "root-pw"}
         argv = [sys.executable, "-m", "kvd", "user", "add", name, "--password-stdin", *flags,
@@ -642,6 +639,47 @@ def test_login_form_when_the_node_has_users(kvd_factory: Callable[..., Kvd],
         out = subprocess.run(argv, input=f"{name}-pw\n".encode(), env=env,
                              capture_output=True, timeout=60)
         assert out.returncode == 0, out.stderr
+
+
+def log_in(driver: webdriver.Chrome, kvd: Kvd, user: str) -> None:
+    driver.get(f"http://127.0.0.1:{kvd.http_port}/")
+    until(driver, lambda d: by_id(d, "login").is_displayed(), "the login form")
+    by_id(driver, "login-user").send_keys(user)
+    by_id(driver, "login-password").send_keys(f"{user}-pw")
+    by_id(driver, "login-submit").click()
+    until(driver, lambda d: not by_id(d, "login").is_displayed(), "logged in")
+
+
+def test_cluster_view_with_users_compares_and_links_every_member(
+        kvd_factory: Callable[..., Kvd], page: webdriver.Chrome) -> None:
+    """With users, another member's API needs a login of its own (our session cookie is our
+    node's): the page still shows its digest and link, from our node, and compares them."""
+    a = kvd_factory("a")
+    add_users(a)
+    b = kvd_factory("b", extra=["--join", a.address])
+    with a.client(user="root", password="root-pw") as c:
+        c.set("agree/k", "v")
+    with b.client(user="root", password="root-pw") as c:  # the users replicate to b too
+        wait_for(lambda: c.get("agree/k") == b"v", what="the users and the write to replicate")
+    log_in(page, a, "reader")
+    show(page, "cluster")
+    until(page, lambda d: "b" in member_rows(d) and console_link(d, "b"), "a link to b")
+    assert console_link(page, "b") == f"http://127.0.0.1:{b.http_port}/"
+    with b.client(user="root", password="root-pw") as c:
+        b_digest = c.info()["digest"]
+    until(page, lambda d: text_of(by_id(d, "digests")) == "digests agree"
+          and digest_shown(d, "b") == b_digest, "b's digest shown, agreeing")
+    assert "2 live members compared" in text_of(by_id(page, "digests-note"))
+    b.stop()  # gone: not compared, not linked
+    until(page, lambda d: status_of(d, "b") in ("left", "dead"), "b gone", timeout=30)
+    assert console_link(page, "b") is None
+    assert "1 live member compared" in text_of(by_id(page, "digests-note"))
+
+
+def test_login_form_when_the_node_has_users(kvd_factory: Callable[..., Kvd],
+                                            page: webdriver.Chrome) -> None:
+    kvd = kvd_factory("locked")
+    add_users(kvd)
     with kvd.client(user="root", password="root-pw") as c:
         c.set("seen:1", "one")
     page.get(f"http://127.0.0.1:{kvd.http_port}/")

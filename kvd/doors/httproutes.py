@@ -308,10 +308,7 @@ class Router:
     # -- node -----------------------------------------------------------------------------
 
     def info(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
-        response = json_response(jsonable(self._run(ctx, b"INFO")))
-        # the one cross-origin route: a member's console compares this node's digest with its own
-        response.headers.append(("access-control-allow-origin", "*"))
-        return response
+        return json_response(jsonable(self._run(ctx, b"INFO")))
 
     def members(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
         return json_response(jsonable(self._run(ctx, b"MEMBERS")))
