@@ -18,8 +18,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -447,6 +449,113 @@ def test_a_write_from_kvsh_shows_live(node: Kvd, page: webdriver.Chrome) -> None
     until(page, lambda d: [e.get_attribute("data-op") for e in events(d, "live/k1")]
           == ["del", "set"], "the delete, newest first")
     assert_no_alert(page)
+
+
+class CuttableProxy:
+    """A TCP relay between the browser and a node that the test can cut: every open connection
+    (the SSE stream among them) is closed and new ones are refused until it is restored, as a
+    dropped network would do. (Chromium's offline emulation leaves an open stream alone.)"""
+
+    def __init__(self, port: int) -> None:
+        self.target = ("127.0.0.1", port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self.open: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            if not self.up:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass  # cut: the other pump and cut() close the rest
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.up = False
+        with self.lock:
+            for sock in self.open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self.open.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_the_live_panel_resumes_after_the_connection_drops(node: Kvd,
+                                                           page: webdriver.Chrome) -> None:
+    """Writes made while the page is cut off appear once it is back, each exactly once: the
+    stream resumes after the last event shown (Last-Event-ID / from), neither skipping nor
+    replaying."""
+    proxy = CuttableProxy(node.http_port)
+    try:
+        page.get(f"http://127.0.0.1:{proxy.port}/")
+        until(page, lambda d: by_id(d, "node-state").text == "connected", "the page")
+        resume_after_a_drop(page, node, proxy)
+    finally:
+        proxy.close()
+
+
+def resume_after_a_drop(page: webdriver.Chrome, node: Kvd, proxy: CuttableProxy) -> None:
+    show(page, "watch")
+    by_id(page, "watch-prefix").send_keys("drop/")
+    by_id(page, "watch-start").click()
+    with node.client() as c:
+        n = iter(range(10**6))
+        until(page, lambda d: c.set("drop/probe", str(next(n))) and events(d, "drop/probe"),
+              "the live panel to subscribe")
+        c.set("drop/before", "seen live")
+        until(page, lambda d: events(d, "drop/before"), "a write before the drop")
+    probes = len(events(page, "drop/probe"))
+    proxy.cut()
+    until(page, lambda d: "lost" in text_of(by_id(d, "watch-status")), "the drop seen")
+    with node.client() as c:  # straight to the node: the page cannot see these yet
+        for i in range(5):
+            c.set(f"drop/while-{i}", f"v{i}")
+        c.delete("drop/before")
+    stays_absent(page, lambda d: events(d, "drop/while-0"), "an event while cut off")
+    proxy.up = True
+    until(page, lambda d: all(events(d, f"drop/while-{i}") for i in range(5))
+          and len(events(d, "drop/before")) == 2, "the writes made while cut off", timeout=30)
+    with node.client() as c:
+        c.set("drop/after", "live again")
+    until(page, lambda d: events(d, "drop/after"), "a write after the reconnect")
+    for i in range(5):
+        assert len(events(page, f"drop/while-{i}")) == 1, f"drop/while-{i} shown twice"
+    assert [e.get_attribute("data-op") for e in events(page, "drop/before")] == ["del", "set"]
+    assert len(events(page, "drop/probe")) == probes, "events before the drop replayed"
+    shown = [e.get_attribute("data-key")
+             for e in page.find_elements(By.CSS_SELECTOR, "#events li.event")]
+    assert shown[:7] == ["drop/after", "drop/before",
+                         *[f"drop/while-{i}" for i in range(4, -1, -1)]], shown
 
 
 # -- cluster and node ------------------------------------------------------------------------
