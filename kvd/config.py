@@ -143,6 +143,16 @@ class Config:
         return f"{self.connect_host}:{self.port}"
 
     @property
+    def http_url(self) -> str:
+        """The HTTP door's base URL as members tell each other ("" when the door is closed):
+        the host peers reach us on, so a console elsewhere in the cluster can link here."""
+        if not self.http_port:
+            return ""
+        host = self.connect_host
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.http_port}"
+
+    @property
     def connect_host(self) -> str:
         """Where a local client reaches this node (a wildcard bind is reached on loopback)."""
         return "127.0.0.1" if self.bind in ("0.0.0.0", "*", "::") else self.bind

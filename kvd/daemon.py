@@ -253,7 +253,7 @@ def open_cluster(cfg: Config, node: Node, loop: Loop, ring: Keyring | None = Non
     now = wall_ms()
     core = Cluster(node, f"{cfg.connect_host}:{cfg.gossip_port}", settings, now,
                    seeds=cfg.join, known=load_members(cfg.data_dir),
-                   epoch=next_epoch(cfg.data_dir, now))
+                   epoch=next_epoch(cfg.data_dir, now), http=cfg.http_url)
     return Peers(core, cfg.bind, cfg.gossip_port, cfg.data_dir, loop.poller, cfg.gossip_hwm,
                  cfg.peer_max_message, ring)
 

@@ -19,14 +19,16 @@ import os
 import re
 import shutil
 import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.targets import free_port
-from tests.procs import ROOT, Kvd, info, run_kvsh, running, wait_for
+from tests.procs import ROOT, Kvd, env_for, info, run_kvsh, running, wait_for
 
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is a test dependency: pip install -e .[test]")
@@ -310,13 +312,22 @@ def test_edit_and_see_it_through_kvsh(node: Kvd, page: webdriver.Chrome) -> None
     assert out.returncode == 0 and out.stdout.decode().strip() == '{"v": 2, "by": "console"}'
     until(page, lambda d: "console" in text_of(by_id(d, "value-view")), "the new value shown")
 
+    # A write elsewhere after the page read the value: setting the TTL must not undo it (it
+    # changes the expiry alone, PATCH ?ttl=, instead of writing the page's copy back).
+    with node.client() as c:
+        c.set("edit/doc", '{"v": 3, "by": "kvsh"}')
     ttl = by_id(page, "ttl-input")
     ttl.clear()
     ttl.send_keys("120")
     by_id(page, "set-ttl").click()
     with node.client() as c:
         wait_for(lambda: 0 < c.ttl("edit/doc") <= 120, what="the TTL to be set")
-        assert c.get("edit/doc") == b'{"v": 2, "by": "console"}'
+        assert c.get("edit/doc") == b'{"v": 3, "by": "kvsh"}'
+    ttl.clear()  # empty: no expiry
+    by_id(page, "set-ttl").click()
+    with node.client() as c:
+        wait_for(lambda: c.ttl("edit/doc") == -1, what="the expiry to be removed")
+        assert c.get("edit/doc") == b'{"v": 3, "by": "kvsh"}'
 
 
 def test_delete_asks_first(node: Kvd, page: webdriver.Chrome) -> None:
@@ -440,6 +451,113 @@ def test_a_write_from_kvsh_shows_live(node: Kvd, page: webdriver.Chrome) -> None
     assert_no_alert(page)
 
 
+class CuttableProxy:
+    """A TCP relay between the browser and a node that the test can cut: every open connection
+    (the SSE stream among them) is closed and new ones are refused until it is restored, as a
+    dropped network would do. (Chromium's offline emulation leaves an open stream alone.)"""
+
+    def __init__(self, port: int) -> None:
+        self.target = ("127.0.0.1", port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self.open: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            if not self.up:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass  # cut: the other pump and cut() close the rest
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.up = False
+        with self.lock:
+            for sock in self.open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self.open.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_the_live_panel_resumes_after_the_connection_drops(node: Kvd,
+                                                           page: webdriver.Chrome) -> None:
+    """Writes made while the page is cut off appear once it is back, each exactly once: the
+    stream resumes after the last event shown (Last-Event-ID / from), neither skipping nor
+    replaying."""
+    proxy = CuttableProxy(node.http_port)
+    try:
+        page.get(f"http://127.0.0.1:{proxy.port}/")
+        until(page, lambda d: by_id(d, "node-state").text == "connected", "the page")
+        resume_after_a_drop(page, node, proxy)
+    finally:
+        proxy.close()
+
+
+def resume_after_a_drop(page: webdriver.Chrome, node: Kvd, proxy: CuttableProxy) -> None:
+    show(page, "watch")
+    by_id(page, "watch-prefix").send_keys("drop/")
+    by_id(page, "watch-start").click()
+    with node.client() as c:
+        n = iter(range(10**6))
+        until(page, lambda d: c.set("drop/probe", str(next(n))) and events(d, "drop/probe"),
+              "the live panel to subscribe")
+        c.set("drop/before", "seen live")
+        until(page, lambda d: events(d, "drop/before"), "a write before the drop")
+    probes = len(events(page, "drop/probe"))
+    proxy.cut()
+    until(page, lambda d: "lost" in text_of(by_id(d, "watch-status")), "the drop seen")
+    with node.client() as c:  # straight to the node: the page cannot see these yet
+        for i in range(5):
+            c.set(f"drop/while-{i}", f"v{i}")
+        c.delete("drop/before")
+    stays_absent(page, lambda d: events(d, "drop/while-0"), "an event while cut off")
+    proxy.up = True
+    until(page, lambda d: all(events(d, f"drop/while-{i}") for i in range(5))
+          and len(events(d, "drop/before")) == 2, "the writes made while cut off", timeout=30)
+    with node.client() as c:
+        c.set("drop/after", "live again")
+    until(page, lambda d: events(d, "drop/after"), "a write after the reconnect")
+    for i in range(5):
+        assert len(events(page, f"drop/while-{i}")) == 1, f"drop/while-{i} shown twice"
+    assert [e.get_attribute("data-op") for e in events(page, "drop/before")] == ["del", "set"]
+    assert len(events(page, "drop/probe")) == probes, "events before the drop replayed"
+    shown = [e.get_attribute("data-key")
+             for e in page.find_elements(By.CSS_SELECTOR, "#events li.event")]
+    assert shown[:7] == ["drop/after", "drop/before",
+                         *[f"drop/while-{i}" for i in range(4, -1, -1)]], shown
+
+
 # -- cluster and node ------------------------------------------------------------------------
 
 
@@ -477,47 +595,50 @@ def test_cluster_view_sees_a_member_leave(kvd_factory: Callable[..., Kvd],
     assert status_of(page, "a") == "alive"
 
 
-def port_block(n: int) -> int:
-    """The first of `n` consecutive free loopback ports."""
-    for _ in range(100):
-        base = free_port()
-        with contextlib.ExitStack() as held:
-            try:
-                for port in range(base, base + n):
-                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return base
-    raise AssertionError(f"no {n} consecutive free ports")
+def console_link(driver: webdriver.Chrome, name: str) -> str | None:
+    found = member_rows(driver)[name].find_elements(By.CSS_SELECTOR, "a.open-console")
+    return found[0].get_attribute("href") if found else None
 
 
-def test_cluster_view_links_and_compares_a_member_it_can_find(
+def digest_shown(driver: webdriver.Chrome, name: str) -> str:
+    return text_of(member_rows(driver)[name].find_element(By.CLASS_NAME, "digest")).strip()
+
+
+def test_cluster_view_links_and_compares_through_its_own_node(
         kvd_factory: Callable[..., Kvd], page: webdriver.Chrome) -> None:
-    """Nodes started side by side (each port shifted by the same step) find each other's HTTP
-    door: the console links to it and compares the member's digest with its own."""
-    base = port_block(8)
-    a = kvd_factory("a", start=False, port=base)
-    b = kvd_factory("b", extra=["--join", a.address], start=False, port=base + 2)
-    a.http_port, b.http_port = base + 4, base + 6
-    a.start()
-    b.start()
+    """Each member's HTTP door and digest come from its heartbeats, through our node's
+    /v1/members: the link is the member's own (no port guessed), the digest its own."""
+    a = kvd_factory("a")
+    b = kvd_factory("b", extra=["--join", a.address])
     with a.client() as c:
         c.set("agree/k", "v")
     open_console(page, a)
     show(page, "cluster")
-
-    def link(d: webdriver.Chrome) -> str | None:
-        found = member_rows(d)["b"].find_elements(By.CSS_SELECTOR, "a.open-console")
-        return found[0].get_attribute("href") if found else None
-
-    assert until(page, link, "a link to b's console") == f"http://127.0.0.1:{b.http_port}/"
-    assert not member_rows(page)["a"].find_elements(By.CSS_SELECTOR, "a.open-console")
+    assert until(page, lambda d: "b" in member_rows(d) and console_link(d, "b"),
+                 "a link to b's console") == f"http://127.0.0.1:{b.http_port}/"
+    assert console_link(page, "a") is None
     with b.client() as c:
         wait_for(lambda: c.get("agree/k") == b"v", what="the write to replicate")
     until(page, lambda d: text_of(by_id(d, "digests")) == "digests agree"
-          and info(b)["digest"] in text_of(member_rows(d)["b"].find_element(By.CLASS_NAME,
-                                                                             "digest")),
-          "b's digest shown, agreeing")
+          and digest_shown(d, "b") == info(b)["digest"], "b's digest shown, agreeing")
+    assert "2 live members compared" in text_of(by_id(page, "digests-note"))
+
+
+def test_digests_not_known_are_not_claimed_to_agree(node: Kvd, page: webdriver.Chrome) -> None:
+    """A live member whose digest is unknown (an older kv) or stale (silent for a while): the
+    page says it cannot compare, never that the digests agree."""
+    open_console(page, node)
+    show(page, "cluster")
+    me = {"name": "me", "address": "127.0.0.1:1", "status": "alive", "self": True,
+          "last_seen_ms": 0, "lag_ms": 0, "http": None, "digest": "00000000000000aa",
+          "digest_age_ms": 0}
+    for other in ({"digest": None, "digest_age_ms": None}, {"digest_age_ms": 60_000}):
+        them = {**me, "name": "them", "address": "127.0.0.1:2", "self": False, **other}
+        # The poll redraws from the node every second: render and read in one script.
+        verdict = page.execute_script(
+            "renderMembers(arguments[0]); return [document.getElementById('digests')"
+            ".textContent, document.getElementById('digests-note').textContent];", [me, them])
+        assert verdict[0] == "cannot compare digests" and "1 of 2" in verdict[1], (other, verdict)
 
 
 def test_node_view(node: Kvd, page: webdriver.Chrome) -> None:
@@ -618,14 +739,8 @@ def test_screenshot_for_readme(node: Kvd, page: webdriver.Chrome) -> None:
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_login_form_when_the_node_has_users(kvd_factory: Callable[..., Kvd],
-                                            page: webdriver.Chrome) -> None:
-    import subprocess
-    import sys
-
-    from tests.procs import env_for
-
-    kvd = kvd_factory("locked")
+def add_users(kvd: Kvd) -> None:
+    """root (admin, password root-pw) and reader (reads everything, password reader-pw)."""
     for name, flags, login in (("root", ["--admin"], None), ("reader", ["--read", "*"], "root")):
         env = env_for(kvd.home) | {"KV_PASSWORD": "root-pw"}
         argv = [sys.executable, "-m", "kvd", "user", "add", name, "--password-stdin", *flags,
@@ -633,6 +748,47 @@ def test_login_form_when_the_node_has_users(kvd_factory: Callable[..., Kvd],
         out = subprocess.run(argv, input=f"{name}-pw\n".encode(), env=env,
                              capture_output=True, timeout=60)
         assert out.returncode == 0, out.stderr
+
+
+def log_in(driver: webdriver.Chrome, kvd: Kvd, user: str) -> None:
+    driver.get(f"http://127.0.0.1:{kvd.http_port}/")
+    until(driver, lambda d: by_id(d, "login").is_displayed(), "the login form")
+    by_id(driver, "login-user").send_keys(user)
+    by_id(driver, "login-password").send_keys(f"{user}-pw")
+    by_id(driver, "login-submit").click()
+    until(driver, lambda d: not by_id(d, "login").is_displayed(), "logged in")
+
+
+def test_cluster_view_with_users_compares_and_links_every_member(
+        kvd_factory: Callable[..., Kvd], page: webdriver.Chrome) -> None:
+    """With users, another member's API needs a login of its own (our session cookie is our
+    node's): the page still shows its digest and link, from our node, and compares them."""
+    a = kvd_factory("a")
+    add_users(a)
+    b = kvd_factory("b", extra=["--join", a.address])
+    with a.client(user="root", password="root-pw") as c:
+        c.set("agree/k", "v")
+    with b.client(user="root", password="root-pw") as c:  # the users replicate to b too
+        wait_for(lambda: c.get("agree/k") == b"v", what="the users and the write to replicate")
+    log_in(page, a, "reader")
+    show(page, "cluster")
+    until(page, lambda d: "b" in member_rows(d) and console_link(d, "b"), "a link to b")
+    assert console_link(page, "b") == f"http://127.0.0.1:{b.http_port}/"
+    with b.client(user="root", password="root-pw") as c:
+        b_digest = c.info()["digest"]
+    until(page, lambda d: text_of(by_id(d, "digests")) == "digests agree"
+          and digest_shown(d, "b") == b_digest, "b's digest shown, agreeing")
+    assert "2 live members compared" in text_of(by_id(page, "digests-note"))
+    b.stop()  # gone: not compared, not linked
+    until(page, lambda d: status_of(d, "b") in ("left", "dead"), "b gone", timeout=30)
+    assert console_link(page, "b") is None
+    assert "1 live member compared" in text_of(by_id(page, "digests-note"))
+
+
+def test_login_form_when_the_node_has_users(kvd_factory: Callable[..., Kvd],
+                                            page: webdriver.Chrome) -> None:
+    kvd = kvd_factory("locked")
+    add_users(kvd)
     with kvd.client(user="root", password="root-pw") as c:
         c.set("seen:1", "one")
     page.get(f"http://127.0.0.1:{kvd.http_port}/")
@@ -650,5 +806,10 @@ def test_login_form_when_the_node_has_users(kvd_factory: Callable[..., Kvd],
     assert not by_id(page, "login").is_displayed()
     until(page, lambda d: text_of(by_id(d, "whoami")) == "as reader", "who is logged in")
     assert not by_id(page, "new-key-save").is_enabled()  # reader may not write
+    # Showing a (text, editable) value must not give the write controls back.
+    open_key(page, "seen:1")
+    until(page, lambda d: "one" in text_of(by_id(d, "value-view")), "the value")
+    for control in ("edit", "delete", "set-ttl"):
+        assert not by_id(page, control).is_enabled(), f"{control} enabled for a reader"
     by_id(page, "logout").click()
     until(page, lambda d: by_id(d, "login").is_displayed(), "the login form after logging out")

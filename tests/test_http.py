@@ -409,7 +409,7 @@ def test_unknown_routes_wrong_methods_and_bad_encoding(node: Kvd) -> None:
     assert error_of(call(node, "GET", "/v1/kvx")) == (404, "NOT_FOUND")
     for method, target, allow in (("POST", "/health", "GET"), ("PUT", "/metrics", "GET"),
                                   ("GET", "/put", "POST"), ("GET", "/delete?key=x", "DELETE"),
-                                  ("POST", "/v1/kv/k", "GET, PUT, DELETE"),
+                                  ("POST", "/v1/kv/k", "GET, PUT, DELETE, PATCH"),
                                   ("DELETE", "/v1/kv", "GET")):
         result = call(node, method, target)
         assert error_of(result) == (405, "METHOD_NOT_ALLOWED"), (method, target)

@@ -1,5 +1,6 @@
 """The console's static route on a live kvd: its three files with their content types and
-security headers, nothing else under /console/ (no path traversal), and CORS on /v1/info only."""
+security headers, nothing else under /console/ (no path traversal), no cross-origin reads of
+the API, and /v1/members carrying what the cluster view needs (members' HTTP doors, digests)."""
 
 from __future__ import annotations
 
@@ -75,12 +76,20 @@ def test_other_methods_are_refused(node: Kvd) -> None:
     assert status == 405 and headers["allow"] == "GET"
 
 
-def test_cors_only_on_info(node: Kvd) -> None:
-    status, headers, body = call(node, "GET", "/v1/info")
-    assert status == 200 and headers["access-control-allow-origin"] == "*"
-    assert json.loads(body)["name"] == "c1"
-    for target in ("/v1/members", "/v1/kv?prefix=", "/health", "/metrics", "/v1/kv/nope"):
+def test_no_route_answers_cross_origin(node: Kvd) -> None:
+    """The console talks to its own node only (connect-src 'self'): no route opens the API to
+    other sites' scripts."""
+    assert "connect-src 'self';" in static.CSP
+    for target in ("/v1/info", "/v1/members", "/v1/kv?prefix=", "/health", "/metrics",
+                   "/v1/kv/nope"):
         assert "access-control-allow-origin" not in call(node, "GET", target)[1], target
+
+
+def test_members_carry_the_http_door_and_digest(node: Kvd) -> None:
+    (me,) = json.loads(call(node, "GET", "/v1/members")[2])
+    assert me["self"] and me["http"] == f"http://127.0.0.1:{node.http_port}"
+    info = json.loads(call(node, "GET", "/v1/info")[2])
+    assert me["digest"] == info["digest"] and me["digest_age_ms"] == 0
 
 
 def test_listing_with_meta_carries_size_and_ttl(node: Kvd) -> None:

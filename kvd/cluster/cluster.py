@@ -49,8 +49,12 @@ class Cluster:
 
     def __init__(self, node: Node, gossip: str, settings: Settings, now: int,
                  seeds: list[str] | None = None, known: list[list] | None = None,
-                 rng: random.Random | None = None, epoch: int | None = None) -> None:
+                 rng: random.Random | None = None, epoch: int | None = None,
+                 http: str = "") -> None:
         self.node = node
+        # Our HTTP door's base URL ("" when closed), told to the members in our heartbeats so
+        # that their consoles can link to ours without guessing a port.
+        self.http = http
         self.s = settings
         self.rng = rng or random.Random()
         self.ms = Membership(node.name, node.address, gossip, now, settings.timers)
@@ -68,6 +72,11 @@ class Cluster:
         self.acked: dict[str, int] = {}  # member -> how far it holds our current stream
         self.hears: dict[str, set[str]] = {}
         self.clocks = ClockOffsets(settings.max_clock_offset_ms)
+        # What each member said of itself in its last heartbeat (absent from older versions):
+        # its HTTP door, and its keyspace digest with when we heard it (ms), so that a console
+        # compares digests through its own node, never by calling members cross-origin.
+        self.http_of: dict[str, str] = {}
+        self.digest_of: dict[str, tuple[int, int]] = {}
         for name, address, gossip_, *_ in known or []:
             if name != node.name:
                 self.ms.add(name, address, gossip_, 0, now)
@@ -200,6 +209,10 @@ class Cluster:
         check(len(stream) == 4 and all(type(x) is int for x in stream), "stream")
         wall = b.get("wall")  # absent from a peer of an older version
         check(wall is None or type(wall) is int, "wall must be int")
+        http, digest = b.get("http"), b.get("digest")  # absent too from older versions
+        check(http is None or type(http) is str, "http must be str")
+        check(digest is None or (type(digest) is int and 0 <= digest < 1 << 64),
+              "digest must be an unsigned 64-bit int")
         self.ms.heard_from(sender, inc, now)
         self._learn(sender, get_field(b, "members", list), now)
         epoch, base, seq, stamp = stream
@@ -218,6 +231,10 @@ class Cluster:
         self.hears[sender] = set(hears)
         if wall is not None:
             self.clocks.sample(sender, wall, now)
+        if http is not None:
+            self.http_of[sender] = http
+        if digest is not None:
+            self.digest_of[sender] = (digest, now)
         # Our hybrid clock keeps up with the fastest member even while no writes flow, so
         # that a slow wall clock does not judge expiry (HybridClock.time_ms) in the past.
         self.node.clock.observe(stamp)
@@ -310,7 +327,8 @@ class Cluster:
         body = {"incarnation": me.incarnation, "members": [m.wire() for m in
                 self.ms.members.values()], "vector": self.repl.vector(),
                 "stream": [self.epoch, self.repl.mine.base, self.published, node.clock.now()],
-                "low": -1 if low == INF else int(low), "hears": hears, "wall": now}
+                "low": -1 if low == INF else int(low), "hears": hears, "wall": now,
+                "http": self.http, "digest": node.store.digest}
         return self.out.publish(MsgType.HEARTBEAT, body)
 
     # -- tombstones ---------------------------------------------------------------------------
@@ -366,7 +384,9 @@ class Cluster:
     def _member_row(self, m: Member, now: int) -> dict:
         """`lag`: how many of our writes the member had not acknowledged in its last heartbeat;
         `behind`: how many of its writes we know of and do not hold yet; `clock_offset_ms`: its
-        wall clock minus ours (kvd.cluster.clockskew), None until measured."""
+        wall clock minus ours (kvd.cluster.clockskew), None until measured; `http`: its HTTP
+        door's base URL (None: closed, or not told yet); `digest`: its keyspace digest as of
+        its last heartbeat, `digest_age_ms` how long ago that was (None: not heard yet)."""
         is_me = m is self.ms.me
         stream = self.repl.streams.get(m.name)
         behind = 0 if is_me or stream is None else max(
@@ -379,7 +399,17 @@ class Cluster:
                 "last_seen_ms": 0 if is_me else max(0, now - m.last_seen),
                 "lag": max(0, lag), "lag_ms": 0 if lag <= 0 else self._unacked_age(acked, now),
                 "behind": max(0, behind),
-                "clock_offset_ms": 0 if is_me else self.clocks.of(m.name)}
+                "clock_offset_ms": 0 if is_me else self.clocks.of(m.name),
+                **self._said(m, now)}
+
+    def _said(self, m: Member, now: int) -> dict:
+        if m is self.ms.me:
+            return {"http": self.http or None, "digest": f"{self.node.store.digest:016x}",
+                    "digest_age_ms": 0}
+        heard = self.digest_of.get(m.name)
+        return {"http": self.http_of.get(m.name) or None,
+                "digest": None if heard is None else f"{heard[0]:016x}",
+                "digest_age_ms": None if heard is None else max(0, now - heard[1])}
 
     def _unacked_age(self, acked: int, now: int) -> int:
         """How long ago we wrote the oldest of our writes a member has not acknowledged (ms):

@@ -228,8 +228,31 @@ class Router:
             return json_response({"ok": True})
         if method == "DELETE":
             return json_response({"deleted": self._run(ctx, b"DEL", key)})
+        if method == "PATCH":
+            return self._expiry(key, query, ctx)
         raise HttpError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed on a key",
-                        [("allow", "GET, PUT, DELETE")])
+                        [("allow", "GET, PUT, DELETE, PATCH")])
+
+    def _expiry(self, key: bytes, query: dict, ctx: Context) -> Response:
+        """PATCH `?ttl=S` (EXPIRE) or `?persist` (PERSIST): the expiry alone. A PUT would
+        carry the whole value there and back, and lose a write landing in between; this is
+        one command in one turn, logged and replicated like any other write."""
+        if ("ttl" in query) == ("persist" in query):
+            raise HttpError(400, "BAD_REQUEST", "PATCH a key with ?ttl=SECONDS or ?persist")
+        if "persist" in query:
+            # PERSIST answers 0 both for a key without expiry and for no key: ask first (the
+            # same turn, so nothing comes in between).
+            if self._run(ctx, b"EXISTS", key) == 0:
+                raise HttpError(404, "NOT_FOUND", "no such key")
+            self._run(ctx, b"PERSIST", key)
+            return json_response({"ok": True})
+        if query["ttl"] == b"0":  # Redis's EXPIRE key 0 deletes the key: not what a TTL edit means
+            raise HttpError(400, "BAD_REQUEST", "ttl must be 1 or more; ?persist removes the "
+                            "expiry")
+        ttl = _int(query["ttl"], "ttl", 1, 1 << 62)
+        if self._run(ctx, b"EXPIRE", key, str(ttl).encode()) == 0:
+            raise HttpError(404, "NOT_FOUND", "no such key")
+        return json_response({"ok": True})
 
     def list_keys(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
         prefix = query.get("prefix", b"")
@@ -285,10 +308,7 @@ class Router:
     # -- node -----------------------------------------------------------------------------
 
     def info(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
-        response = json_response(jsonable(self._run(ctx, b"INFO")))
-        # the one cross-origin route: a member's console compares this node's digest with its own
-        response.headers.append(("access-control-allow-origin", "*"))
-        return response
+        return json_response(jsonable(self._run(ctx, b"INFO")))
 
     def members(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
         return json_response(jsonable(self._run(ctx, b"MEMBERS")))

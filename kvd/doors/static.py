@@ -7,8 +7,9 @@ fixed table, never joined to a path, so no request reaches another file (`..`, `
 absolute paths all miss the table and get 404).
 
 Every file goes out with a Content-Security-Policy that lets the page run only its own script
-and style (no inline script: a key or value that smuggles markup in cannot run), read other
-members' HTTP APIs (`connect-src http: https:`, for their digests), and never be framed.
+and style (no inline script: a key or value that smuggles markup in cannot run), talk to its
+own node only (`connect-src 'self'`: members' digests and HTTP doors come through our node's
+/v1/members, from their heartbeats), and never be framed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self' http: https:; object-src 'none'; base-uri 'none'; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; "
        "frame-ancestors 'none'")
 HEADERS = [("content-security-policy", CSP), ("x-content-type-options", "nosniff"),
            ("cache-control", "no-cache")]  # revalidate: a node upgraded serves its new files

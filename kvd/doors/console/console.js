@@ -12,10 +12,9 @@ const $ = (id) => document.getElementById(id);
 const state = {
   info: null, up: null, tab: "keys",
   search: { prefix: "", cursor: null, seq: 0 },
-  current: null,                // {key, item, bytes, raw}
+  current: null,                // {key, item, bytes, raw, binary}
   watch: { es: null, prefix: "", cursor: null, paused: false },
   samples: { ops: [], p99: [], lastOps: null, lastBuckets: null },
-  peers: new Map(),             // member name -> {httpPort, info, probedAt}
   user: undefined,              // who is logged in: null on an open node, a user once known
 };
 
@@ -28,15 +27,14 @@ function el(tag, cls, text) {
   return node;
 }
 
-async function api(path, opts = {}, base = "") {
+async function api(path, opts = {}) {
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), opts.timeout || 5000);
   try {
     // The header asks the node for no Basic challenge: a 401 shows our form, not a dialog.
-    // Only to our own node: on a member's (cross-origin) it would cost a CORS preflight.
-    const headers = base ? (opts.headers || {}) : { ...(opts.headers || {}), "x-kv-console": "1" };
-    const resp = await fetch(base + path, { ...opts, headers, signal: ctl.signal, cache: "no-store" });
-    if (resp.status === 401 && !base) showLogin();
+    const headers = { ...(opts.headers || {}), "x-kv-console": "1" };
+    const resp = await fetch(path, { ...opts, headers, signal: ctl.signal, cache: "no-store" });
+    if (resp.status === 401) showLogin();
     if (!resp.ok) {
       let msg = `${resp.status} ${resp.statusText}`;
       try { msg = (await resp.json()).error.message || msg; } catch (e) { /* not JSON */ }
@@ -45,7 +43,7 @@ async function api(path, opts = {}, base = "") {
     return resp;
   } finally { clearTimeout(timer); }
 }
-const getJSON = async (path, base) => (await api(path, {}, base)).json();
+const getJSON = async (path) => (await api(path)).json();
 
 function keyBytes(key) {             // a listing's key: text, or {"base64": ...} when not UTF-8
   if (typeof key === "string") return new TextEncoder().encode(key);
@@ -260,7 +258,9 @@ function renderValue() {
   const view = $("value-view");
   view.replaceChildren();
   const text = decodeText(cur.bytes);
-  $("edit").disabled = text === null;
+  cur.binary = text === null;
+  // Both reasons hold the button: a value shown after applyPermissions() must not re-enable it.
+  $("edit").disabled = cur.binary || readOnly();
   $("edit").title = text === null ? "binary values cannot be edited as text here" : "";
   if (text === null) {
     view.append(el("pre", "hex", hexDump(cur.bytes)));
@@ -396,14 +396,17 @@ async function setTtl() {
     say("The TTL is a whole number of seconds (empty: no expiry).", true); return;
   }
   try {
-    if (!cur.bytes) await loadValue();  // the API sets a TTL by writing the value again
-    await putValue(cur.key, cur.bytes, ttl, "&xx");
+    // The expiry alone (PATCH): the value neither travels nor is written back over a newer one.
+    await api(keyPath(cur.key) + (ttl === null ? "?persist" : `?ttl=${ttl}`), { method: "PATCH" });
     cur.item.expiresAt = ttl === null ? null : Date.now() + ttl * 1000;
     const li = keyItem(cur.key);
     if (li) renderTtl(li);
     renderMeta();
     say(ttl === null ? "The key no longer expires." : `The key expires in ${duration(ttl)}.`);
-  } catch (e) { say(`Setting the TTL failed: ${e.message}`, true); }
+  } catch (e) {
+    if (e.status === 404) { say("That key no longer exists.", true); dropKey(cur.key); return; }
+    say(`Setting the TTL failed: ${e.message}`, true);
+  }
 }
 
 function setupNewKey() {
@@ -505,54 +508,22 @@ function setupWatch() {
 
 // -- cluster ----------------------------------------------------------------------------------
 
-function splitAddress(address) {
-  const i = address.lastIndexOf(":");
-  let host = address.slice(0, i);
-  if (host.includes(":") && !host.startsWith("[")) host = `[${host}]`;
-  return { host, port: Number(address.slice(i + 1)) };
-}
-
-function httpCandidates(member) {  // where a member's HTTP door may be; checked by its name
-  const me = state.info;
-  const them = splitAddress(member.address);
-  const mine = splitAddress(me.address);
-  const out = [];
-  const shifted = me.http_port + (them.port - mine.port);  // nodes started side by side
-  if (them.host === mine.host && shifted > 0 && shifted < 65536) out.push(shifted);
-  if (them.host !== mine.host) out.push(me.http_port);
-  if (!out.includes(7780)) out.push(7780);
-  return out.map((p) => ({ base: `http://${them.host}:${p}`, port: p }));
-}
-
-async function probePeer(member, peer) {
-  peer.probedAt = Date.now();
-  for (const c of httpCandidates(member)) {
-    try {
-      const info = await getJSON("/v1/info", c.base);
-      if (info.name === member.name) { peer.base = c.base; peer.info = info; return; }
-    } catch (e) { /* not there */ }
-  }
-}
-
-async function refreshPeer(member) {
-  let peer = state.peers.get(member.name);
-  if (!peer) { peer = { base: null, info: null, probedAt: 0 }; state.peers.set(member.name, peer); }
-  if (member.status === "dead" || member.status === "left") { peer.info = null; return; }
-  if (!peer.base) {
-    if (Date.now() - peer.probedAt > 15000) await probePeer(member, peer);
-    return;
-  }
-  try { peer.info = await getJSON("/v1/info", peer.base); } catch (e) { peer.info = null; }
-}
+// Everything here comes from our own node's /v1/members: each member tells the others its HTTP
+// door and its digest in its heartbeats, so the page never calls a member cross-origin (which
+// a login would refuse anyway: our session cookie is our node's alone).
+const DIGEST_FRESH_MS = 3000;      // a digest older than this (a silent member's) is not compared
 
 async function refreshMembers() {
   if (refreshMembers.busy || !state.info) return;
   refreshMembers.busy = true;
   try {
-    const members = await getJSON("/v1/members");
-    await Promise.all(members.filter((m) => !m.self).map(refreshPeer));
-    renderMembers(members);
+    renderMembers(await getJSON("/v1/members"));
   } catch (e) { /* the banner says the node is down */ } finally { refreshMembers.busy = false; }
+}
+
+function consoleLink(m) {          // a member's console, as it told us; only http(s) URLs
+  if (m.self || !m.http || !/^https?:\/\/[^/]+$/.test(m.http)) return null;
+  return m.status === "alive" || m.status === "suspect" ? `${m.http}/` : null;
 }
 
 function cell(row, cls, text) {
@@ -565,23 +536,19 @@ function cell(row, cls, text) {
 function renderMembers(members) {
   const body = $("members").tBodies[0];
   const seen = new Set();
-  const digests = [];
   for (const m of members) {
     seen.add(m.name);
     let row = Array.from(body.rows).find((r) => r.dataset.member === m.name);
     if (!row) { row = el("tr"); row.dataset.member = m.name; body.append(row); }
     row.className = `member status-${m.status}${m.self ? " self" : ""}`;
-    const peer = state.peers.get(m.name);
-    const info = m.self ? state.info : peer && peer.info;
-    if (info && (m.status === "alive" || m.status === "suspect")) digests.push(info.digest);
     cell(row, "name", m.name);
     cell(row, "address", m.address);
     cell(row, "status", m.status);
     cell(row, "last-seen", m.self ? "now" : m.last_seen_ms < 1000 ? "just now" : `${duration(m.last_seen_ms / 1000)} ago`);
     cell(row, "lag", m.self ? "—" : m.lag_ms ? `${m.lag_ms} ms` : "0 ms");
-    cell(row, "digest", info ? info.digest : "unknown");
+    cell(row, "digest", m.digest || "unknown");
     const link = cell(row, "console");
-    const href = !m.self && peer && peer.base ? `${peer.base}/` : null;
+    const href = consoleLink(m);
     const a = link.querySelector("a");
     if (!href) link.replaceChildren(el("span", "muted", m.self ? "you are here" : "—"));
     else if (!a || a.getAttribute("href") !== href) {
@@ -591,12 +558,26 @@ function renderMembers(members) {
     }
   }
   for (const row of Array.from(body.rows)) if (!seen.has(row.dataset.member)) row.remove();
-  const agree = digests.every((d) => d === digests[0]);
-  $("digests").textContent = agree ? "digests agree" : "digests differ";
-  $("digests").className = `digests ${agree ? "agree" : "differ"}`;
-  const live = members.filter((m) => m.status === "alive" || m.status === "suspect").length;
-  $("digests-note").textContent = digests.length === live ? `(${live} live member${live === 1 ? "" : "s"} compared)`
-    : `(${digests.length} of ${live} live members compared: the others' HTTP ports are unknown)`;
+  renderDigests(members);
+}
+
+function renderDigests(members) {  // agreement is claimed only over digests actually compared
+  const live = members.filter((m) => m.status === "alive" || m.status === "suspect");
+  const known = live.filter((m) => m.digest && m.digest_age_ms !== null && m.digest_age_ms <= DIGEST_FRESH_MS);
+  const n = live.length;
+  let verdict, note;
+  if (known.length < n) {
+    verdict = "unknown";
+    note = `(${known.length} of ${n} live members' digests known: the others' are not fresh `
+      + "or not reported — an older kv, or not heard from in the last few seconds)";
+  } else {
+    verdict = known.every((m) => m.digest === known[0].digest) ? "agree" : "differ";
+    note = `(${n} live member${n === 1 ? "" : "s"} compared)`;
+  }
+  $("digests").textContent = { agree: "digests agree", differ: "digests differ",
+                               unknown: "cannot compare digests" }[verdict];
+  $("digests").className = `digests ${verdict}`;
+  $("digests-note").textContent = note;
 }
 
 // -- node -------------------------------------------------------------------------------------
@@ -735,12 +716,17 @@ async function whoami() {
   applyPermissions();
 }
 
-function applyPermissions() {      // a user who may write nothing gets no controls that write
+function readOnly() {              // a user who may write nothing
   const u = state.user;
-  const readOnly = !!u && !u.admin && u.write.length === 0;
-  for (const id of ["new-key-save", "edit", "delete", "set-ttl", "save"]) $(id).disabled = readOnly;
-  $("new-key").title = readOnly ? `user ${u.name} may read, not write` : "";
-  document.body.classList.toggle("readonly", readOnly);
+  return !!u && !u.admin && u.write.length === 0;
+}
+
+function applyPermissions() {      // ... gets no controls that write
+  const ro = readOnly();
+  for (const id of ["new-key-save", "delete", "set-ttl", "save"]) $(id).disabled = ro;
+  $("edit").disabled = ro || !!(state.current && state.current.binary);  // see renderValue
+  $("new-key").title = ro ? `user ${state.user.name} may read, not write` : "";
+  document.body.classList.toggle("readonly", ro);
 }
 
 function setupLogin() {
