@@ -147,7 +147,7 @@ START_KEYS = ("name", "bind", "port", "gossip_port", "resp_port", "http_port", "
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = keyring.glued_key_flags(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         if args.action == "start":

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from kvsh import knownhosts
 from kvsh.execute import Exit, Outcome, run_line
 from kvsh.printer import Printer, show
+from shared import keyring
 from shared.client import Client
 from shared.errors import KvError
 
@@ -77,7 +78,8 @@ def run_lines(client: Client, lines: Iterable[str], printer: Printer,
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(keyring.glued_key_flags(argv))
     host, known = f"{args.host}:{args.port}", knownhosts.default_path()
     try:
         choice = knownhosts.choose(known, host, args.server_key)

@@ -149,3 +149,18 @@ def server_key(text: str | bytes) -> bytes:
         raise KeyringError(f"not a server key: expected {KEY_Z85} Z85 characters, as `kvd "
                            "start` prints it (or `kvd secret key FILE`)")
     return key
+
+
+def glued_key_flags(argv: list[str]) -> list[str]:
+    """`--server-key KEY` as `--server-key=KEY`: a Z85 key may begin with "-", which argparse
+    would otherwise take for an option (an error that names no key at all)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--server-key" and i + 1 < len(argv):
+            out.append(f"--server-key={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out

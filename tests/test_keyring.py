@@ -146,3 +146,18 @@ def test_the_zap_handler_answers_each_request_and_counts_refusals() -> None:
         [b"6", b"400", b"Not enough frames", b""],
     ]
     assert gate.info() == {"curve_refused": 2}
+
+
+def test_a_server_key_that_begins_with_a_dash_is_taken_as_the_flag_s_value() -> None:
+    """Z85 keys may begin with "-" (about 1 in 85): argparse would read it as an option."""
+    import argparse
+
+    argv = ["--port", "7", "--server-key", "-abc.def", "-c", "PING"]
+    glued = keyring.glued_key_flags(argv)
+    assert glued == ["--port", "7", "--server-key=-abc.def", "-c", "PING"]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port")
+    parser.add_argument("--server-key")
+    parser.add_argument("-c")
+    assert parser.parse_args(glued).server_key == "-abc.def"
+    assert keyring.glued_key_flags(["--server-key"]) == ["--server-key"]  # argparse says why
