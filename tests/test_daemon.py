@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.procs import Kvd, env_for, free_port, wait_for
 
 
@@ -47,6 +49,18 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path, kvd_factory) -> None:
     assert second.returncode != 0
     lines = [ln for ln in second.stderr.splitlines() if ln.startswith("kvd:")]
     assert len(lines) == 1 and "in use" in lines[0], second.stderr
+
+
+@pytest.mark.parametrize("flag", ["--resp-port", "--http-port"])
+def test_a_door_port_in_use_is_one_line_naming_its_flag(tmp_path: Path, kvd_factory,
+                                                        flag: str) -> None:
+    first = kvd_factory("first")
+    taken = first.resp_port if flag == "--resp-port" else first.http_port
+    second = kvd(tmp_path, "start", "--foreground", "--port", str(free_port()), flag,
+                 str(taken), "--data-dir", str(tmp_path / "other"))
+    assert second.returncode != 0
+    lines = [ln for ln in second.stderr.splitlines() if ln.startswith("kvd:")]
+    assert len(lines) == 1 and "in use" in lines[0] and flag in lines[0], second.stderr
 
 
 def test_two_daemons_never_share_a_data_dir(tmp_path: Path, kvd_factory) -> None:
