@@ -29,21 +29,27 @@ def agreed_leader(nodes: list[Kvd], voters: set[str]) -> str | None:
     return leader if roles.count("leader") == 1 else None
 
 
+def three_voters(kvd_factory: Callable[..., Kvd], extra: list[str] | None = None
+                 ) -> tuple[list[Kvd], Kvd]:
+    """Nodes a, b, c (b and c join a), once all three agree on one leader with three
+    voters: the nodes, and the leader."""
+    a = kvd_factory("a", extra)
+    nodes = [a, *(kvd_factory(n, [*(extra or []), "--join", a.address]) for n in "bc")]
+    name = wait_for(lambda: agreed_leader(nodes, {"a", "b", "c"}), deadline_s=60,
+                    what="one leader all three agree on, with three voters")
+    return nodes, next(n for n in nodes if n.name == name)
+
+
 def test_three_nodes_elect_one_leader_and_replace_it_when_killed(
         kvd_factory: Callable[..., Kvd]) -> None:
-    a = kvd_factory("a")
-    b = kvd_factory("b", ["--join", a.address])
-    c = kvd_factory("c", ["--join", a.address])
-    nodes = [a, b, c]
-    first = wait_for(lambda: agreed_leader(nodes, {"a", "b", "c"}), deadline_s=60,
-                     what="one leader all three agree on, with three voters")
+    nodes, victim = three_voters(kvd_factory)
+    first, a = victim.name, nodes[0]
     term = info(a)["raft_term"]
     with a.client() as client:
         rows = {m["name"]: m for m in client.members()}
     assert {r["raft"] for r in rows.values()} == {"leader", "voter"}
     assert rows[first]["raft"] == "leader"
 
-    victim = next(n for n in nodes if n.name == first)
     rest = [n for n in nodes if n is not victim]
     victim.kill()  # SIGKILL: no leadership transfer, no goodbye
     killed_at = time.monotonic()
@@ -62,13 +68,8 @@ def test_three_nodes_elect_one_leader_and_replace_it_when_killed(
 
 
 def test_a_graceful_stop_hands_leadership_over(kvd_factory: Callable[..., Kvd]) -> None:
-    a = kvd_factory("a")
-    b = kvd_factory("b", ["--join", a.address])
-    c = kvd_factory("c", ["--join", a.address])
-    nodes = [a, b, c]
-    first = wait_for(lambda: agreed_leader(nodes, {"a", "b", "c"}), deadline_s=60,
-                     what="one leader with three voters")
-    leader = next(n for n in nodes if n.name == first)
+    nodes, leader = three_voters(kvd_factory)
+    first = leader.name
     assert leader.stop() == 0
     rest = [n for n in nodes if n is not leader]
     assert wait_for(lambda: (lambda x: x if x and x != first else None)(

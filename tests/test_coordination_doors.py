@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.procs import Kvd, info, running, wait_for
-from tests.test_consensus_live import agreed_leader
+from tests.test_consensus_live import three_voters
 
 redis = pytest.importorskip("redis", reason="redis-py is a test dependency: pip install -e .[test]")
 
@@ -317,13 +317,8 @@ def test_http_keep_alive_pipeline_answers_in_order(node: Kvd) -> None:
 
 def test_three_nodes_followers_forward_and_a_lone_node_says_no_quorum(
         kvd_factory: Callable[..., Kvd]) -> None:
-    a = kvd_factory("a")
-    b = kvd_factory("b", ["--join", a.address])
-    c = kvd_factory("c", ["--join", a.address])
-    nodes = [a, b, c]
-    leader = wait_for(lambda: agreed_leader(nodes, {"a", "b", "c"}), deadline_s=60,
-                      what="one leader with three voters")
-    follower, other = [n for n in nodes if n.name != leader]
+    nodes, leader = three_voters(kvd_factory)
+    follower, other = [n for n in nodes if n is not leader]
 
     def cset_on_follower() -> object:
         try:

@@ -11,7 +11,7 @@ import pytest
 
 from shared.errors import ServerError
 from tests.procs import Kvd, info, run_kvsh, wait_for
-from tests.test_consensus_live import agreed_leader
+from tests.test_consensus_live import agreed_leader, three_voters
 
 VOTERS = {"a", "b", "c"}
 
@@ -35,13 +35,8 @@ def retrying(node: Kvd, *argv: object) -> object:
 
 
 def test_coordination_through_a_leader_change(kvd_factory: Callable[..., Kvd]) -> None:
-    a = kvd_factory("a")
-    b = kvd_factory("b", ["--join", a.address])
-    c = kvd_factory("c", ["--join", a.address])
-    nodes = [a, b, c]
-    first = wait_for(lambda: agreed_leader(nodes, VOTERS), deadline_s=60,
-                     what="one leader with three voters")
-    leader = next(n for n in nodes if n.name == first)
+    nodes, leader = three_voters(kvd_factory)
+    first = leader.name
     followers = [n for n in nodes if n is not leader]
 
     # Written on a follower (forwarded to the leader), read on the other follower.
@@ -115,21 +110,15 @@ def test_big_coordination_values_replicate_under_small_frame_limits(
     and no leader change; a value over the coordination limit is TOO_LARGE before the log."""
     conf = tmp_path / "small.toml"
     conf.write_text(f"max_value_size = {1 << 20}\npeer_max_message = {2 << 20}\n")
-    a = kvd_factory("a", ["--config", str(conf)])
-    b = kvd_factory("b", ["--config", str(conf), "--join", a.address])
-    c = kvd_factory("c", ["--config", str(conf), "--join", a.address])
-    nodes = [a, b, c]
-    leader = wait_for(lambda: agreed_leader(nodes, {"a", "b", "c"}), deadline_s=60,
-                      what="one leader with three voters")
-    first = next(n for n in nodes if n.name == leader)
-    term = info(first)["raft_term"]
+    nodes, leader = three_voters(kvd_factory, ["--config", str(conf)])
+    term = info(leader)["raft_term"]
     value = b"v" * (500 * 1024)
-    with first.client(timeout=30) as kv:
+    with leader.client(timeout=30) as kv:
         replies = kv.pipeline([["CSET", f"big{i}", value] for i in range(8)], batch=False)
         assert all(not r.is_error for r in replies), [r.value for r in replies if r.is_error]
         with pytest.raises(ServerError) as refused:
             kv.call("CSET", "huge", b"v" * (600 * 1024))
         assert refused.value.code == "TOO_LARGE"
-    follower = next(n for n in nodes if n.name != leader)
+    follower = next(n for n in nodes if n is not leader)
     assert retrying(follower, "CGET", "big7")["value"] == value
-    assert info(first)["raft_term"] == term and info(first)["raft_role"] == "leader"
+    assert info(leader)["raft_term"] == term and info(leader)["raft_role"] == "leader"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from tests.procs import Kvd, run_kvsh, wait_for
-from tests.test_consensus_live import agreed_leader
+from tests.procs import Kvd, run_kvsh
+from tests.test_consensus_live import three_voters
 from tests.test_coordination_live import call, retrying
 
 
@@ -27,13 +27,8 @@ def observe_in_background(node: Kvd, election: str, after: int) -> tuple[threadi
 
 def test_observe_on_a_follower_sees_a_campaign_and_a_resignation(
         kvd_factory: Callable[..., Kvd]) -> None:
-    a = kvd_factory("a")
-    b = kvd_factory("b", ["--join", a.address])
-    c = kvd_factory("c", ["--join", a.address])
-    nodes = [a, b, c]
-    first = wait_for(lambda: agreed_leader(nodes, {"a", "b", "c"}), deadline_s=60,
-                     what="one leader with three voters")
-    follower, other = [n for n in nodes if n.name != first]
+    nodes, leader = three_voters(kvd_factory)
+    follower, other = [n for n in nodes if n is not leader]
 
     now = retrying(follower, "OBSERVE", "scheduler")
     assert now["value"] is None and now["lease"] == 0

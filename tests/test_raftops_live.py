@@ -15,7 +15,7 @@ import pytest
 
 from shared.errors import ServerError
 from tests.procs import Kvd, env_for, info, statuses, wait_for
-from tests.test_consensus_live import agreed_leader
+from tests.test_consensus_live import agreed_leader, three_voters
 from tests.test_coordination_live import call, retrying
 
 
@@ -29,15 +29,10 @@ def voters(node: Kvd) -> set[str]:
 
 
 def test_remove_a_killed_voter(kvd_factory: Callable[..., Kvd]) -> None:
-    a = kvd_factory("a")
-    b = kvd_factory("b", ["--join", a.address])
-    c = kvd_factory("c", ["--join", a.address])
-    nodes = [a, b, c]
-    leader = wait_for(lambda: agreed_leader(nodes, {"a", "b", "c"}), deadline_s=60,
-                      what="one leader with three voters")
-    victim = next(n for n in nodes if n.name != leader)
+    nodes, leader = three_voters(kvd_factory)
+    victim = next(n for n in nodes if n is not leader)
     rest = [n for n in nodes if n is not victim]
-    asked = next(n for n in rest if n.name != leader)  # a follower forwards to the leader
+    asked = next(n for n in rest if n is not leader)  # a follower forwards to the leader
 
     alive = raft_cli(asked, "remove", victim.name)
     assert alive.returncode == 2 and b"MEMBERSHIP" in alive.stderr and b"alive" in alive.stderr
