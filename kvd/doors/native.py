@@ -308,12 +308,12 @@ class NativeDoor:
             self._run_lone(ctx)
         ctx.client = client
         if type(msg) is codec.Batch:
-            ctx.deferrable = True  # its coordination commands answer later: see _batch_later
+            ctx.deferrable, ctx.deferred = True, False  # coordination answers later: _batch_later
             try:
                 replies, wrote = self.node.execute_batch(msg.requests, ctx)
             finally:
                 ctx.deferrable = False
-            if any(type(value) is Deferred for _, value in replies):
+            if ctx.deferred:
                 self._batch_later(client, replies, wrote)
                 return
             out.append([client, codec.encode_batch_reply(replies)])
@@ -352,15 +352,20 @@ class NativeDoor:
             if len(self.node.changes) != before:
                 pending.append(Pending(len(out) - 1, False, [(rid, value)], [0]))
             return
+        ctx.deferred = False
         replies, wrote = self.node.execute_batch(requests, ctx, clients)
         ctx.deferrable = False
         base = len(out)
         encode = codec.encode_reply
-        out.extend([[client, encode(rid, value) if type(value) is not Deferred else b""]
-                    for (rid, value), client in zip(replies, clients, strict=True)])
+        if not ctx.deferred:  # the common case: every reply is here, none to look for
+            out.extend([[client, encode(rid, value)]
+                        for (rid, value), client in zip(replies, clients, strict=True)])
+        else:
+            out.extend([[client, encode(rid, value) if type(value) is not Deferred else b""]
+                        for (rid, value), client in zip(replies, clients, strict=True)])
         for i in wrote:
             pending.append(Pending(base + i, False, [replies[i]], [0]))
-        if any(type(value) is Deferred for _, value in replies):
+        if ctx.deferred:
             self._defer_some(base, replies, clients)
 
     def _later(self, client: bytes, rid: int, answer: Deferred) -> None:

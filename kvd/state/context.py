@@ -20,7 +20,8 @@ class Context:
     made that a measurable part of a lone request's turn.
     """
 
-    __slots__ = ("now", "wall", "client", "request_id", "user", "source", "deferrable")
+    __slots__ = ("now", "wall", "client", "request_id", "user", "source", "deferrable",
+                 "deferred")
 
     def __init__(self, now: int, client: bytes = b"", request_id: int = 0,
                  wall: int | None = None) -> None:
@@ -39,6 +40,9 @@ class Context:
         # requests, the Redis door's outside MULTI, the HTTP door's coordination routes; a
         # native BATCH cannot (its replies travel in one message).
         self.deferrable = False
+        # Set when a handler answered with a Deferred: the door that cleared it before a
+        # batch knows, without looking at every reply, that one of them comes later.
+        self.deferred = False
 
 
 class Deferred:

@@ -30,8 +30,7 @@ def coordinate(node: Node, call: Call, ctx: Context) -> object:
         raise KvError(ONE_AT_A_TIME)
     command = to_tuple(call, ctx.wall)
     _fits(call)
-    deferred: Deferred = node.coordinator(command)
-    return deferred
+    return _later(ctx, node.coordinator(command))
 
 
 MAX_WAIT_MS = 600_000  # Consul's longest blocking query; the default is the command table's
@@ -51,7 +50,7 @@ def observe(node: Node, call: Call, ctx: Context) -> object:
         raise SyntaxError_("OBSERVE: AFTER wants a revision from an earlier reply (0 or more)")
     if not 0 < wait <= MAX_WAIT_MS:
         raise SyntaxError_(f"OBSERVE: TIMEOUT wants 1 to {MAX_WAIT_MS} milliseconds")
-    return node.observer(call.args[0], after, wait)
+    return _later(ctx, node.observer(call.args[0], after, wait))
 
 
 def raft(node: Node, call: Call, ctx: Context) -> object:
@@ -62,7 +61,7 @@ def raft(node: Node, call: Call, ctx: Context) -> object:
     if sub == b"REMOVE" and len(rest) == 1:
         if not ctx.deferrable:
             raise KvError(ONE_AT_A_TIME)
-        return node.operator(("remove", rest[0].decode("utf-8", "replace")))
+        return _later(ctx, node.operator(("remove", rest[0].decode("utf-8", "replace"))))
     if sub == b"INIT" and not rest:
         return node.operator(("init",))
     raise SyntaxError_(f"RAFT: REMOVE name or INIT — usage: {call.command.syntax}")
@@ -82,6 +81,12 @@ def _fits(call: Call) -> None:
         if len(arg) > MAX_VALUE:
             raise TooLarge(f"{name}: a coordination value is at most {MAX_VALUE} bytes, this "
                            f"one {len(arg)} — keep large data in the keyspace (SET)")
+
+
+def _later(ctx: Context, value: object) -> object:
+    if type(value) is Deferred:
+        ctx.deferred = True
+    return value
 
 
 def to_tuple(call: Call, now_ms: int) -> tuple:
