@@ -3,10 +3,13 @@ and no input that makes it raise anything but its one protocol error."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kvd.doors import respwire
 from kvd.doors.respwire import (
     INLINE_MAX,
     NULL_ARRAY,
@@ -64,6 +67,83 @@ def test_random_bytes_parse_or_raise_the_protocol_error_only(data) -> None:
     except ProtocolViolation as exc:
         assert exc.line.startswith("ERR Protocol error: ")
     assert p.buffered <= len(data)
+
+
+def _read_in_pieces(data: bytes, cuts: list[int], max_bulk: int) -> tuple[list, str | None]:
+    """What a reader makes of `data` fed in pieces: the requests, and the protocol error."""
+    p, got = RequestParser(max_bulk), []
+    try:
+        for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
+            p.feed(data[a:b])
+            got += p.requests()
+    except ProtocolViolation as exc:
+        return got + exc.requests, exc.line
+    return got, None
+
+
+# Well-formed pipelines with a few bytes changed, inserted or removed: mostly valid, and
+# where not, wrong in the places a header can be (lengths, type bytes, CRLFs).
+_MUTATIONS = st.lists(st.tuples(st.sampled_from(["set", "insert", "delete"]),
+                                st.integers(0, 10_000),
+                                st.sampled_from(b"*$:+-0123456789\r\n \x00ax")),
+                      max_size=3)
+
+
+# How a header may be written: canonically (most often), or as Redis refuses it and hiredis,
+# a reply reader, may not.
+_FORMS = ["*%d", "$%d"] * 12 + ["+", ":", "$0%d", "$+%d", "*1", "*0%d", "$%d ", "=", "%1"]
+
+
+def _encode_as(form: str, arg: bytes) -> bytes:
+    if form in ("+", ":", "="):
+        return form.encode() + arg.replace(b"\r", b"").replace(b"\n", b"") + b"\r\n"
+    if form in ("*1", "%1"):  # a nested array or map
+        return form.encode() + b"\r\n" + multibulk([arg])[4:] * (2 if form == "%1" else 1)
+    if form.startswith("*"):
+        form = "$%d"
+    return form.replace("%d", str(len(arg))).encode() + b"\r\n" + arg + b"\r\n"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(argvs, _MUTATIONS, st.data(), st.sampled_from([MAX_BULK, 8, 64]))
+def test_the_hiredis_fast_path_reads_exactly_as_the_python_reader(
+        requests, mutations, data, max_bulk) -> None:
+    """hiredis reads a buffer's canonical requests, the Python reader the rest (kvd.doors.
+    respwire._fast): with it or without it, the same requests and the same error, however
+    the bytes are cut, malformed or oversize."""
+    forms = iter(data.draw(st.lists(st.sampled_from(_FORMS), min_size=40, max_size=40)))
+    wire = bytearray()
+    for argv in requests:
+        wire += next(forms, "*%d").replace("%d", str(len(argv))).encode() + b"\r\n"
+        for arg in argv:
+            wire += _encode_as(next(forms, "$%d"), arg)
+    for op, where, byte in mutations:
+        i = where % (len(wire) + 1)
+        if op == "set" and i < len(wire):
+            wire[i] = byte
+        elif op == "insert":
+            wire.insert(i, byte)
+        elif op == "delete" and i < len(wire):
+            del wire[i]
+    raw = bytes(wire)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=4)))
+    fast = _read_in_pieces(raw, cuts, max_bulk)
+    with mock.patch.object(respwire, "_fast", lambda buf, pos, out: pos):
+        slow = _read_in_pieces(raw, cuts, max_bulk)
+    assert fast == slow
+
+
+def test_the_fast_path_reads_a_pipeline_and_leaves_the_partial_request() -> None:
+    wire = multibulk([b"SET", b"k", b"v"]) * 3 + multibulk([b"GET", b"k"])
+    p = RequestParser(MAX_BULK)
+    p.feed(wire[:-3])
+    out: list[list[bytes]] = []
+    assert respwire._fast(p.buf + wire[:-3], 0, out) == len(wire) - len(multibulk([b"GET",
+                                                                                   b"k"]))
+    assert out == [[b"SET", b"k", b"v"]] * 3
+    assert p.requests() == [[b"SET", b"k", b"v"]] * 3
+    p.feed(wire[-3:])
+    assert p.requests() == [[b"GET", b"k"]]
 
 
 def test_a_huge_declared_bulk_is_refused_before_it_is_buffered() -> None:
