@@ -146,6 +146,16 @@ def test_the_fast_path_reads_a_pipeline_and_leaves_the_partial_request() -> None
     assert p.requests() == [[b"GET", b"k"]]
 
 
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("wire", [b"*3000000000\r\n", b"*1\r\n*3000000000\r\n",
+                                  b"*2\r\n$1\r\na\r\n%3000000000\r\n",
+                                  b"*1\r\n$3\r\nGET\r\n*0003000000000\r\n"])
+def test_a_huge_aggregate_count_never_reaches_hiredis(wire: bytes) -> None:
+    """hiredis would allocate the list for the count (and take minutes to free it)."""
+    got, error = _read_in_pieces(wire + b"PING\r\n", [], MAX_BULK)
+    assert error is not None and got in ([], [[b"GET"]])
+
+
 def test_a_huge_declared_bulk_is_refused_before_it_is_buffered() -> None:
     p = RequestParser(MAX_BULK)
     p.feed(b"*1\r\n$1000000000\r\n" + b"x" * 1000)

@@ -25,10 +25,12 @@ str -> status, int -> integer, None -> null, list -> array, dict -> map (RESP3) 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import hiredis
 
+from shared.codec import Results
 from shared.commands import strict_int
 from shared.errors import ArityError, KvError, UnknownCommand
 
@@ -110,7 +112,8 @@ class RequestParser:
         out: list[list[bytes]] = []
         buf = self.buf
         if self._argc == 0 and self.pos < len(buf) and buf[self.pos] == 0x2A \
-                and len(buf) - self.pos <= self.max_bulk:
+                and len(buf) - self.pos <= self.max_bulk \
+                and _HUGE_COUNT.search(buf, self.pos) is None:
             self.pos = _fast(buf, self.pos, out)
         try:
             while self.pos < len(buf):
@@ -190,6 +193,13 @@ class RequestParser:
             return None
         self._argv = []
         return argv
+
+
+# What might be an aggregate header (array, map, set, push, attribute) counting a million
+# items or more: hiredis allocates the list for the count it is told before any item arrives,
+# and freeing a list of 3 billion empty slots takes minutes. Such a buffer (or a value that
+# merely looks like one) is read by the Python reader, which refuses the count at once.
+_HUGE_COUNT = re.compile(rb"[*%~>|][+-]?[0-9]{7}")
 
 
 def _fast(buf: bytes, pos: int, out: list[list[bytes]]) -> int:
@@ -330,7 +340,7 @@ def _encode(value: object, proto: int, out: list[bytes]) -> None:
         out.append(b":%d\r\n" % value)
     elif value is None:
         out.append(b"_\r\n" if proto == 3 else b"$-1\r\n")
-    elif t is list or t is tuple:
+    elif t is list or t is tuple or t is Results:
         out.append(b"*%d\r\n" % len(value))  # type: ignore[arg-type]
         for item in value:  # type: ignore[union-attr]
             _encode(item, proto, out)
