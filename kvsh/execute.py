@@ -3,7 +3,8 @@
 `kvsh -c`, piped stdin and the REPL all call `run_line`; only where the line comes from and
 how the outcome is printed differ. A command that the table rejects (unknown name, wrong
 arity, a non-integer where one is due) is not sent: the shell answers it locally with the
-same error the server would give.
+same error the server would give. Inside MULTI it is sent all the same: the node refuses it
+with that error and spoils the transaction, so EXEC runs nothing, as a Redis user expects.
 """
 
 from __future__ import annotations
@@ -77,11 +78,19 @@ def run_line(client: Client, line: str) -> Outcome | None:
         return None
     argv: list[bytes] = []
     try:
-        argv, command = check(line)
+        argv = split(line)
+        command = lookup(argv[0])
+        parse(command, argv[1:])
     except KvError as exc:
+        if client.in_transaction and argv:
+            return _refused_in_transaction(client, argv)
         return Outcome(argv, error=exc)
     try:
-        if command.streaming:
+        if command.name in ("MULTI", "EXEC", "DISCARD"):
+            reply = client.execute(*argv)
+            _track(client, command.name, reply)
+            return Outcome(argv, command, reply=reply)
+        if command.streaming and not client.in_transaction:
             return _stream(client, argv, command)
         if command.waits is not None:  # a long poll: its wait comes on top of --timeout
             token, default = command.waits
@@ -91,6 +100,24 @@ def run_line(client: Client, line: str) -> Outcome | None:
         return Outcome(argv, command, reply=client.execute(*argv))
     except KvError as exc:
         return Outcome(argv, command, error=exc)
+
+
+def _track(client: Client, name: str, reply: Reply) -> None:
+    """Whether a MULTI is open now (the prompt shows it): MULTI opens one, unless refused;
+    EXEC and DISCARD close it, whatever they answer."""
+    if name == "MULTI":
+        client.in_transaction = client.in_transaction or not reply.is_error
+    else:
+        client.in_transaction = False
+
+
+def _refused_in_transaction(client: Client, argv: list[bytes]) -> Outcome:
+    """A line the table refuses, inside MULTI: the node says the same and spoils the
+    transaction (EXEC then answers EXECABORT)."""
+    try:
+        return Outcome(argv, reply=client.execute(*argv))
+    except KvError as exc:
+        return Outcome(argv, error=exc)
 
 
 def _stream(client: Client, argv: list[bytes], command: Command) -> Outcome:

@@ -48,6 +48,8 @@ def _b(value: object) -> bytes:
 
 
 def _plain_lines(value: object, raw: bool) -> list[bytes]:
+    if isinstance(value, KvError):  # one of EXEC's results
+        return [f"(error) {value.code}: {value.message}".encode()]
     if isinstance(value, list):
         return [line for item in value for line in _plain_lines(item, raw)] or (
             [] if raw else [b"(empty list)"]
@@ -80,6 +82,8 @@ def to_jsonable(value: object) -> object:
             return value.decode("utf-8")
         except UnicodeDecodeError:
             return {"base64": base64.b64encode(value).decode()}
+    if isinstance(value, KvError):  # one of EXEC's results
+        return {"error": {"code": value.code, "message": value.message}}
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
     if isinstance(value, dict):
@@ -120,6 +124,8 @@ def rich_value(value: object, kind: ReplyKind | None = None) -> RenderableType:
         return json_value(value) or Text(f'"{show_bytes(value)}"')
     if isinstance(value, dict):
         return _table(value)
+    if isinstance(value, KvError):  # one of EXEC's results
+        return Text(f"(error) {value.code}: {value.message}", style="bold red")
     if isinstance(value, list):
         if value and all(isinstance(v, dict) for v in value):
             return _records(value)

@@ -85,7 +85,8 @@ class Shell:
     def _message(self):
         if self.link.up is False:
             return [("class:prompt.down", f"{self.link.address} (down)> ")]
-        return [("class:prompt", f"{self.link.address}> ")]
+        tx = "(TX)" if self.client.in_transaction else ""  # as redis-cli marks an open MULTI
+        return [("class:prompt", f"{self.link.address}{tx}> ")]
 
     # -- the loop ----------------------------------------------------------------------------
 

@@ -77,6 +77,9 @@ class Client:
         self.host, self.port, self.timeout = host, port, timeout
         self.server_key = checked_key(server_key) if server_key else None
         self.handshaken = False  # a handshake with the node has succeeded (with its key)
+        # A MULTI is open on this connection (kept by kvsh from the replies it sees; a new
+        # connection has none: the node keeps the queue by connection).
+        self.in_transaction = False
         # Logged in on every (re)connection, before anything else is sent: a session is the
         # connection's, so a new socket must log in again.
         self.user = user
@@ -198,6 +201,7 @@ class Client:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
+        self.in_transaction = False
         self._limit = None  # the next connection may reach a node configured otherwise
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from shared.errors import KvError, ProtocolError, VersionError
+from shared.errors import KvError, ProtocolError, ServerError, VersionError
 
 PROTOCOL_VERSION = 1
 MAX_BATCH = 10_000  # requests in one BATCH; more is a protocol error, not a memory bill
@@ -61,6 +61,12 @@ class ReplyKind(enum.IntEnum):
     LIST = 4
     MAP = 5
     ERROR = 6  # value is [code, message]
+    RESULTS = 7  # EXEC: [[kind, value], ...], one per queued command, errors among them
+
+
+class Results(list):
+    """A RESULTS reply's value: one per command of a transaction; an error among them is a
+    KvError (on the client side a ServerError) in its place, not raised."""
 
 
 _KIND_OF_TYPE: dict[type, ReplyKind] = {
@@ -72,6 +78,7 @@ _KIND_OF_TYPE: dict[type, ReplyKind] = {
     list: ReplyKind.LIST,
     tuple: ReplyKind.LIST,
     dict: ReplyKind.MAP,
+    Results: ReplyKind.RESULTS,
 }
 
 
@@ -131,6 +138,7 @@ Message = Peer | Request | Batch | Reply | list[Reply] | Event | Cancel
 
 
 _REQUEST, _REPLY = int(MsgType.REQUEST), int(MsgType.REPLY)  # plain ints: cheaper to compare
+_RESULTS = ReplyKind.RESULTS
 
 
 def kind_of(value: object) -> ReplyKind:
@@ -145,6 +153,8 @@ def kind_of(value: object) -> ReplyKind:
 def _wire_value(value: object) -> object:
     if isinstance(value, KvError):
         return [value.code, value.message]
+    if type(value) is Results:
+        return [[kind_of(v), _wire_value(v)] for v in value]
     return value
 
 
@@ -165,7 +175,7 @@ def encode_batch(requests: list[tuple[int, list[bytes]]]) -> bytes:
 
 def encode_reply(request_id: int, value: object) -> bytes:
     kind = _KIND_OF_TYPE.get(type(value))  # no KvError is among these types
-    if kind is not None:
+    if kind is not None and kind is not ReplyKind.RESULTS:
         return _packer.pack([PROTOCOL_VERSION, _REPLY, request_id, kind, value])
     return _packer.pack(
         [PROTOCOL_VERSION, _REPLY, request_id, kind_of(value), _wire_value(value)]
@@ -174,7 +184,7 @@ def encode_reply(request_id: int, value: object) -> bytes:
 
 def encode_batch_reply(replies: list[tuple[int, object]]) -> bytes:
     kinds = _KIND_OF_TYPE  # one type lookup per reply: the common kinds need no isinstance
-    body = [[rid, k, v] if (k := kinds.get(type(v))) is not None
+    body = [[rid, k, v] if (k := kinds.get(type(v))) is not None and k is not _RESULTS
             else [rid, kind_of(v), _wire_value(v)] for rid, v in replies]
     return _packer.pack([PROTOCOL_VERSION, MsgType.BATCH_REPLY, body])
 
@@ -285,7 +295,26 @@ def _reply(rid: object, kind: object, value: object) -> Reply:
         raise ProtocolError(f"unknown reply kind {kind!r}") from None
     if rkind is ReplyKind.ERROR and not (isinstance(value, list) and len(value) == 2):
         raise ProtocolError("an ERROR reply carries [code, message]")
+    if rkind is ReplyKind.RESULTS:
+        value = _results(value)
     return Reply(_request_id(rid), rkind, value)
+
+
+def _results(value: object) -> Results:
+    """A RESULTS reply's [[kind, value], ...] as values, each error a ServerError."""
+    if not isinstance(value, list):
+        raise ProtocolError("a RESULTS reply carries a list of [kind, value]")
+    out = Results()
+    for item in value:
+        if not isinstance(item, list) or len(item) != 2:
+            raise ProtocolError("a RESULTS reply carries a list of [kind, value]")
+        result = _reply(0, item[0], item[1])
+        if result.is_error:
+            code, message = result.value  # type: ignore[misc]
+            out.append(ServerError(str(code), str(message)))
+        else:
+            out.append(result.value)
+    return out
 
 
 def _decode_reply(msg: list) -> Reply:

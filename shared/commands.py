@@ -358,6 +358,14 @@ COMMANDS: dict[str, Command] = {
                 "good; answers once committed) | INIT (found a group on a cluster that "
                 "predates it)", (Arg("subcommand", Kind.STRING), Arg("name", Kind.NODE, True)),
                 access="admin", redis_arity=-2),
+        # A transaction (kvd.state.transaction): the commands between MULTI and EXEC are
+        # queued, then run back to back, nothing else between them on this node.
+        Command("MULTI", "Start a transaction: the commands after it are queued until EXEC",
+                redis_arity=1, access="connection"),
+        Command("EXEC", "Run the queued commands of a transaction; replies one result each",
+                redis_arity=1, access="connection"),
+        Command("DISCARD", "Drop a transaction's queued commands", redis_arity=1,
+                access="connection"),
         Command("HELP", "Show commands, or one command's syntax",
                 (Arg("command", Kind.COMMAND, True),), access="connection"),
     )

@@ -137,6 +137,18 @@ class Busy(KvError):
     code = "BUSY"
 
 
+class TransactionError(KvError):
+    """MULTI, EXEC or DISCARD out of place, or a command a transaction cannot hold."""
+
+    code = "TRANSACTION"
+
+
+class ExecAbort(KvError):
+    """EXEC of a transaction that had a command refused while queueing: nothing ran."""
+
+    code = "EXECABORT"
+
+
 class InternalError(KvError):
     code = "INTERNAL"
 
@@ -180,6 +192,8 @@ ERRORS_BY_CODE: dict[str, type[KvError]] = {
         TryAgain,
         Busy,
         MembershipRefused,
+        TransactionError,
+        ExecAbort,
         InternalError,
     )
 }

@@ -39,7 +39,7 @@ def texts(text: str, source=None) -> list[str]:
 def test_command_names_follow_the_typed_case():
     assert texts("se") == ["set", "setex", "setnx", "setrange"]
     assert texts("SE") == ["SET", "SETEX", "SETNX", "SETRANGE"]
-    assert texts("Ex") == ["EXISTS", "EXIT", "EXPIRE", "EXPIREAT"]
+    assert texts("Ex") == ["EXEC", "EXISTS", "EXIT", "EXPIRE", "EXPIREAT"]
     assert "CONNECT" in texts("")
 
 

@@ -213,7 +213,7 @@ class HttpDoor(TcpDoor):
                                               "limit (config key max_value_size)"))
             return
         headers = {k.lower(): v for k, v in request.headers}
-        ctx.source = conn.addr
+        ctx.source, ctx.client = conn.addr, b""  # a stateless door: no MULTI of its own
         before = len(self.node.changes)
         result = self.router.handle(request.method.decode("latin-1"), request.target,
                                     headers, bytes(conn.body), ctx)

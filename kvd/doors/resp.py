@@ -167,7 +167,8 @@ class RespDoor(TcpDoor):
             self._run_batch(conn, batch, ctx)
 
     def _run_batch(self, conn: Conn, batch: list[list], ctx: Context) -> None:
-        ctx.user, ctx.source = conn.session.user, conn.session.addr
+        # No client: the node's MULTI (the native door's) is not this door's.
+        ctx.user, ctx.source, ctx.client = conn.session.user, conn.session.addr, b""
         replies, wrote = self.node.execute_batch(batch, ctx)
         out, proto = conn.replies, conn.session.proto
         base = len(out)
@@ -242,7 +243,7 @@ class RespDoor(TcpDoor):
             return self._exec(s, ctx)
         if own:
             return own[1](s, argv, self.env)
-        ctx.user, ctx.source = s.user, s.addr
+        ctx.user, ctx.source, ctx.client = s.user, s.addr, b""
         ctx.deferrable = deferrable
         try:
             return self.node.execute(argv, ctx)

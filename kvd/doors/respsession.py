@@ -400,4 +400,6 @@ WHILE_SUBSCRIBED = {b"SUBSCRIBE", b"PSUBSCRIBE", b"UNSUBSCRIBE", b"PUNSUBSCRIBE"
 # Run at once even inside MULTI, as Redis does.
 NOT_QUEUED = {b"EXEC", b"DISCARD", b"MULTI", b"WATCH", b"QUIT", b"RESET"}
 # Of the command table, the ones this door answers itself or that Redis does not have.
-NOT_FOR_THE_NODE = {b"WATCH", b"HELP", b"INFO"}
+# MULTI, EXEC and DISCARD are the node's too (kvd.state.transaction), but here the session's:
+# this door's EXEC also answers Redis's WATCH.
+NOT_FOR_THE_NODE = {b"WATCH", b"HELP", b"INFO", b"MULTI", b"EXEC", b"DISCARD"}

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from kvd.state.access import Access
 from kvd.state.store import Entry, Store
+from kvd.state.transaction import Transactions
 from kvd.state.users import User, Users
 from kvd.state.watch import WatchHub
 
@@ -87,6 +88,8 @@ class Node(Protocol):
     coordinator: Callable[[tuple], Deferred] | None
     observer: Callable[[bytes, int | None, int], object] | None
     operator: Callable[[tuple], object] | None
+    transactions: Transactions
 
+    def execute(self, argv: list[bytes], ctx: Context) -> object: ...
     def write(self, key: bytes, value: bytes | None, expires_at: int = 0) -> Entry: ...
     def info(self, now: int) -> dict: ...

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from kvd.state import coordcmds, keyspace, strings, usercmds
 from kvd.state.context import Context, Node
 from kvd.state.store import NBUCKETS, SYSTEM
+from shared.codec import Results
 from shared.commands import COMMANDS, Call, lookup
 from shared.errors import SyntaxError_
 
@@ -107,6 +108,27 @@ def watch(node: Node, call: Call, ctx: Context) -> object:
                                   call.options.get("FROM"), current)
 
 
+def multi(node: Node, call: Call, ctx: Context) -> object:
+    """Queue the client's next commands until EXEC (kvd.state.transaction; Node.execute
+    does the queueing)."""
+    node.transactions.begin(ctx.client)
+    return OK
+
+
+def exec_(node: Node, call: Call, ctx: Context) -> object:
+    queued = node.transactions.take(ctx.client)
+    deferrable, ctx.deferrable = ctx.deferrable, False  # every result goes in this reply
+    try:
+        return Results([node.execute(argv, ctx) for argv in queued])
+    finally:
+        ctx.deferrable = deferrable
+
+
+def discard(node: Node, call: Call, ctx: Context) -> object:
+    node.transactions.discard(ctx.client)
+    return OK
+
+
 def help_(node: Node, call: Call, ctx: Context) -> object:
     if call.args:
         command = lookup(call.args[0])
@@ -160,6 +182,9 @@ HANDLERS: dict[str, Handler] = {
     "INFO": info,
     "MEMBERS": members,
     "WATCH": watch,
+    "MULTI": multi,
+    "EXEC": exec_,
+    "DISCARD": discard,
     "HELP": help_,
     "AUTH": usercmds.auth,
     **{name: coordcmds.coordinate for name in coordcmds.NAMES},

@@ -18,6 +18,7 @@ from kvd.state.context import Context, Deferred
 from kvd.state.handlers import HANDLERS, OK
 from kvd.state.hlc import LOGICAL_BITS, HybridClock
 from kvd.state.store import LOST, SYSTEM, Entry, Store
+from kvd.state.transaction import CONTROL, Transactions
 from kvd.state.users import Users
 from kvd.state.watch import WatchHub
 from shared.commands import Call, Command, Kind, arg_kinds, lookup, parse
@@ -76,6 +77,7 @@ class Node:
         self._routes: dict[bytes, tuple[Command, Callable, int]] = {}
         self.users = Users()
         self.access = Access(self.users, monotonic)
+        self.transactions = Transactions()  # MULTI ... EXEC, by client
         self.locked = False  # users exist: every request is checked (see _users_changed)
         self.hidden_changes = False  # this turn's changes include system records
         self.users.on_change.append(self._users_changed)
@@ -166,6 +168,10 @@ class Node:
 
     def execute(self, argv: list[bytes], ctx: Context) -> object:
         """Run one command; returns the reply value, or the KvError to send back."""
+        if self.transactions.open and ctx.client in self.transactions.open:
+            queued = self._queue(argv, ctx)
+            if queued is not None:
+                return queued
         # A plain SET or GET (the commonest commands) skips routing, parsing and the handler
         # call; it is exactly what they would do (tests/test_hotpath.py holds the two equal).
         n, floor = len(argv), self._size_floor
@@ -218,6 +224,8 @@ class Node:
         request, which were half the cost of a batched SET. Everything else goes through
         `execute`.
         """
+        if self.transactions.open:  # some client's commands are queued, not run: see execute
+            return self._execute_each(requests, ctx, clients, self.execute)
         replies: list[tuple[int, object]] = []
         wrote: list[int] = []
         store, changes, name, clock = self.store, self.changes, self.name, self.clock
@@ -280,12 +288,19 @@ class Node:
         except KvError as exc:
             self.counters["errors"] += 1
             self.counters[f"error_{exc.code}"] += 1
+            if self.transactions.open:  # refused inside MULTI: EXEC runs nothing
+                self.transactions.spoil(ctx.client, exc)
             return exc
         return Node.execute(self, argv, ctx)
 
     def _execute_batch_checked(self, requests: list[list], ctx: Context,
                                clients: list[bytes] | None = None) -> tuple[list, list[int]]:
         """`execute_batch` once users exist: each request checked, as the same `ctx.user`."""
+        return self._execute_each(requests, ctx, clients, self._execute_checked)
+
+    def _execute_each(self, requests: list[list], ctx: Context, clients: list[bytes] | None,
+                      run: Callable[[list[bytes], Context], object]) -> tuple[list, list[int]]:
+        """`execute_batch` one request at a time, each through `run`."""
         replies: list[tuple[int, object]] = []
         wrote: list[int] = []
         for rid, argv in requests:
@@ -293,10 +308,32 @@ class Node:
                 ctx.client = clients[len(replies)]
             ctx.request_id = rid
             before = len(self.changes)
-            replies.append((rid, self._execute_checked(argv, ctx)))
+            replies.append((rid, run(argv, ctx)))
             if len(self.changes) != before:
                 wrote.append(len(replies) - 1)
         return replies, wrote
+
+    def _queue(self, argv: list[bytes], ctx: Context) -> object:
+        """Inside MULTI: check the command as running it would, and queue it (kvd.state.
+        transaction); None for MULTI, EXEC and DISCARD, which run."""
+        try:
+            route = self._routes.get(argv[0])
+            if route is None:
+                route = self._route(argv[0])
+            command = route[0]
+            if command.name in CONTROL:
+                return None
+            if max(map(len, argv)) > self._size_floor:
+                self._check_sizes(command, argv)
+            if any(a[:4] == SYSTEM for a in argv):
+                _refuse_system(command, argv)
+            parse(command, argv[1:])
+            return self.transactions.queue(ctx.client, argv, command.name)
+        except KvError as exc:
+            self.transactions.spoil(ctx.client, exc)
+            self.counters["errors"] += 1
+            self.counters[f"error_{exc.code}"] += 1
+            return exc
 
     def _route(self, raw: bytes) -> tuple[Command, Callable, int]:
         """What a command name resolves to, cached per raw spelling (hot path: no lookups)."""
