@@ -228,6 +228,25 @@ def test_the_tls_bench_runs(tmp_path) -> None:
     assert "| a: -c 50 -P 16 | SET |" in out.stdout and "pipelined SET through TLS" in out.stdout
 
 
+def test_the_resp_bench_runs_and_saves_its_table(tmp_path) -> None:
+    """bench.resp on a tiny load: redis-benchmark against kvd's Redis door and redis-server."""
+    from bench.targets import Redis
+
+    if not Redis.available():
+        pytest.skip("bench.resp needs redis-server and redis-benchmark (.ci/run installs them)")
+    out = subprocess.run([sys.executable, "-m", "bench.resp", "--reps", "1", "--requests",
+                          "2000", "--out", str(tmp_path)], capture_output=True, text=True,
+                         env=env_for(tmp_path), timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = (tmp_path / "latest-resp.md").read_text()
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| a:")
+            or line.startswith("| b:")]
+    assert [(r[0].strip()[:1], r[1].strip()) for r in rows] == [
+        ("a", "SET"), ("a", "GET"), ("b", "SET"), ("b", "GET")], text
+    assert all(float(r[4].replace(",", "")) > 0 and float(r[5].replace(",", "")) > 0
+               for r in rows), text
+
+
 def test_the_coordination_bench_runs(tmp_path) -> None:
     """The kvd half always runs; pysyncobj (installed for the bench only, in no extra) is
     measured when present, its rows saying "not installed" otherwise."""

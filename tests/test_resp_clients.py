@@ -205,6 +205,47 @@ def test_a_client_that_never_reads_does_not_stall_the_others(kvd: Kvd) -> None:
     t.join(10)
 
 
+def test_a_subscriber_that_stops_reading_is_dropped_and_counted(kvd: Kvd) -> None:
+    """A PSUBSCRIBE client with a tiny receive window that never reads: once 64 MiB of
+    notifications wait for it (OUTPUT_LIMIT, as Redis's client-output-buffer-limit for
+    pub/sub) it is closed, logged and counted; a subscriber that reads goes on hearing."""
+    stuck = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+    stuck.settimeout(30)
+    stuck.connect(("127.0.0.1", kvd.resp_port))
+    stuck.sendall(b"PSUBSCRIBE *\r\n")
+    assert read_until(stuck, b":1\r\n").startswith(b"*3\r\n$10\r\npsubscribe")
+    live = client(kvd).pubsub()
+    live.psubscribe("__keyspace@0__:after*")
+    assert live.get_message(timeout=10)["type"] == "psubscribe"
+
+    def dropped() -> int:
+        with kvd.client() as c:
+            return c.info()["resp_dropped_slow_subscribers"]
+
+    r = client(kvd)
+    # A 60 KiB key makes two notifications of about that size for a `*` subscriber (its
+    # keyspace and keyevent channels): the limit is passed after about 550 writes.
+    for batch in range(20):
+        with r.pipeline(transaction=False) as p:
+            for i in range(100):
+                p.set(b"%d:" % (batch * 100 + i) + b"k" * 60_000, b"v")
+            p.execute()
+        if dropped():
+            break
+    assert dropped() == 1
+    r.set("after", "1")
+    heard = live.get_message(timeout=10)
+    assert heard["channel"] == b"__keyspace@0__:after" and heard["data"] == b"set"
+    assert r.get("after") == b"1"
+    got = 0
+    while data := stuck.recv(1 << 20):  # what was in flight, then the close
+        got += len(data)
+    assert got < 80 << 20
+    assert "dropped a subscriber that stopped reading" in kvd.stderr()
+    live.close()
+
+
 def test_maxclients_refuses_with_redis_words(kvd_factory: Callable[..., Kvd], tmp_path) -> None:
     config = tmp_path / "kvd.toml"
     config.write_text("maxclients = 2\n")
