@@ -166,6 +166,32 @@ def test_key_routes_put_get_delete_with_slashes_and_any_bytes(node: Kvd) -> None
         assert error_of(call(node, "GET", target)) == (404, "NOT_FOUND")
 
 
+def test_a_transaction_in_one_request(node: Kvd) -> None:
+    """POST /v1/txn: MULTI ... EXEC in one call, one result each, errors in place; a command
+    refused while queueing runs nothing and is named by its index."""
+    def txn(commands: object) -> tuple[int, dict[str, str], bytes]:
+        return call(node, "POST", "/v1/txn", json.dumps({"commands": commands}).encode())
+
+    status, _, body = txn([["SET", "tx/a", "1"], ["INCRBY", "tx/a", "41"],
+                           ["SET", "tx/w", "word"], ["INCR", "tx/w"],
+                           ["SET", "tx/bin", b64(b"\xff\x00")], ["GET", "tx/bin"]])
+    assert status == 200, body
+    results = json.loads(body)["results"]
+    assert results[:3] == [{"value": "OK"}, {"value": 42}, {"value": "OK"}]
+    assert results[3]["error"]["code"] == "NOT_INTEGER"
+    assert results[4:] == [{"value": "OK"}, {"value": b64(b"\xff\x00")}]
+    status, _, body = txn([["SET", "tx/b", "1"], ["SET", "tx/b"]])
+    assert status == 400 and json.loads(body)["error"]["command"] == 1, body
+    assert call(node, "GET", "/v1/kv/tx/b")[0] == 404  # nothing ran
+    status, _, body = txn([["WATCH", "tx/"]])
+    assert status == 400 and json.loads(body)["error"]["code"] == "TRANSACTION", body
+    for bad in (b"[", b"{}", b'{"commands": []}', b'{"commands": [[]]}',
+                b'{"commands": [["SET", 1, 2]]}', b'{"commands": [["GET", {"base64": "!"}]]}'):
+        assert error_of(call(node, "POST", "/v1/txn", bad)) == (400, "BAD_REQUEST"), bad
+    assert error_of(call(node, "GET", "/v1/txn"))[0] == 405
+    assert call(node, "GET", "/v1/kv/tx/a")[2] == b"42"
+
+
 def test_put_nx_xx_and_ttl(node: Kvd) -> None:
     assert error_of(call(node, "PUT", "/v1/kv/cond?xx", b"1")) == (412, "PRECONDITION_FAILED")
     assert call(node, "GET", "/v1/kv/cond")[0] == 404

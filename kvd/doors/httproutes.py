@@ -322,6 +322,38 @@ class Router:
     def prometheus(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
         return Response(200, self.metrics(), "text/plain; version=0.0.4; charset=utf-8")
 
+    # -- /v1/txn: MULTI ... EXEC in one request --------------------------------------------
+
+    def txn(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
+        """POST {"commands": [["SET", "a", "1"], ["INCR", "n"]]}: the commands run as one
+        MULTI ... EXEC on this node, nothing else between them (kvd.state.transaction); one
+        result each, `{"value": ...}` or `{"error": {...}}`. A command refused while queueing
+        runs nothing: 400 with its error and its index. Arguments are strings, or
+        {"base64": ...} for bytes that are not UTF-8."""
+        commands = _txn_commands(body)
+        node, client = self.node, b"\x00http-txn"  # the transaction lives inside this call
+        ctx.client = client
+        try:
+            refused = node.execute([b"MULTI"], ctx)
+            if isinstance(refused, KvError):
+                raise refused
+            for i, argv in enumerate(commands):
+                queued = node.execute(argv, ctx)
+                if isinstance(queued, KvError):
+                    node.transactions.discard(client)
+                    return error_response(_STATUS_OF_CODE.get(queued.code, 400), queued.code,
+                                          f"command {i}: {queued.message}",
+                                          details={"command": i})
+            results = node.execute([b"EXEC"], ctx)
+        finally:
+            node.transactions.open.pop(client, None)
+            ctx.client = b""
+        if isinstance(results, KvError):
+            raise results
+        return json_response({"results": [
+            {"error": {"code": r.code, "message": r.message}} if isinstance(r, KvError)
+            else {"value": jsonable(r)} for r in results]})  # type: ignore[union-attr]
+
     # -- the simple routes older key-value services offered -------------------------------
 
     def simple_set(self, query: dict, body: bytes, headers: dict, ctx: Context) -> Response:
@@ -366,6 +398,7 @@ class Router:
 
 _ROUTES: dict[bytes, tuple[tuple[str, ...], str]] = {
     b"/v1/kv": (("GET",), "list_keys"),
+    b"/v1/txn": (("POST",), "txn"),
     b"/v1/login": (("POST",), "login"),
     b"/v1/logout": (("POST",), "logout"),
     b"/v1/whoami": (("GET",), "whoami"),
@@ -379,6 +412,37 @@ _ROUTES: dict[bytes, tuple[tuple[str, ...], str]] = {
     b"/put": (("POST",), "simple_put"),
     b"/delete": (("DELETE",), "simple_delete"),
 }
+
+
+def _txn_commands(body: bytes) -> list[list[bytes]]:
+    """/v1/txn's body: {"commands": [[name, arg, ...], ...]}, each argument a string or
+    {"base64": ...}."""
+    bad = HttpError(400, "BAD_REQUEST", 'send JSON {"commands": [["SET", "key", "value"], '
+                    '...]}: each command a list of strings (or {"base64": ...})')
+    try:
+        commands = json.loads(body)["commands"]
+    # RecursionError: nesting deeper than the interpreter's limit ("[" * 1000)
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise bad from None
+    if not isinstance(commands, list) or not commands:
+        raise bad
+    out: list[list[bytes]] = []
+    for command in commands:
+        if not isinstance(command, list) or not command:
+            raise bad
+        argv = []
+        for arg in command:
+            if isinstance(arg, str):
+                argv.append(arg.encode("utf-8", "surrogateescape"))
+            elif isinstance(arg, dict) and isinstance(arg.get("base64"), str):
+                try:
+                    argv.append(base64.b64decode(arg["base64"], validate=True))
+                except ValueError:
+                    raise bad from None
+            else:
+                raise bad
+        out.append(argv)
+    return out
 
 
 def _console(method: str, path: bytes) -> Response:

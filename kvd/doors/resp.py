@@ -150,11 +150,14 @@ class RespDoor(TcpDoor):
     def _run_all(self, conn: Conn, requests: list[list[bytes]], ctx: Context) -> None:
         s, plain = conn.session, self._plain
         batch: list[list] = []
+        # Only a command run one at a time (MULTI, SUBSCRIBE, QUIT, ...) changes whether the
+        # next can join a batch: asked again after each of those, not for every request.
+        if s.closing:
+            return
+        batching = s.multi is None and not s.subscribed
         for argv in requests:
-            if s.closing:
-                break
             arity = plain.get(argv[0])
-            if arity is not None and s.multi is None and not s.subscribed:
+            if arity is not None and batching:
                 n = len(argv)
                 if n == arity or (arity < 0 and n >= -arity):
                     batch.append([0, argv])
@@ -163,6 +166,9 @@ class RespDoor(TcpDoor):
                 self._run_batch(conn, batch, ctx)
                 batch = []
             self._run_one(conn, argv, ctx)
+            if s.closing:
+                return
+            batching = s.multi is None and not s.subscribed
         if batch:
             self._run_batch(conn, batch, ctx)
 
