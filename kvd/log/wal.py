@@ -34,7 +34,7 @@ from pathlib import Path
 
 from kvd.log.compaction import Rewrite, should_compact
 from kvd.log.logfile import LogFile, Syncer, sync_dir
-from kvd.log.record import MAGIC, encode_entries
+from kvd.log.record import MAGIC, encode_batch
 from kvd.state.hlc import wall_ms
 from kvd.state.node import Change
 from kvd.state.store import Store
@@ -61,7 +61,7 @@ class WriteAheadLog:
         self.file = file
         self.store = store
         self.policy = policy
-        self.records = records  # records in the file, for the live-size estimate
+        self.records = records  # entries in the file, for the live-size estimate
         self.seqs = seqs or {}  # highest seq committed per origin
         self.compaction_ratio = compaction_ratio
         self.compaction_min_size = compaction_min_size
@@ -94,7 +94,7 @@ class WriteAheadLog:
         changes, self._turn = self._turn, []
         if not changes:
             return
-        data = encode_entries(changes)
+        data = encode_batch(changes)  # one record for the turn
         self._check_syncer()
         self._write(data)
         self.refusing = ""  # the disk took this write: whatever failed before has passed
