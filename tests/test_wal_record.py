@@ -13,7 +13,6 @@ from kvd.log.record import (
     Reader,
     encode_batch,
     encode_checkpoint,
-    encode_entries,
     encode_entry,
     entry_of,
     frame,
@@ -40,16 +39,21 @@ def test_golden_records(key: bytes, entry: Entry, seq: int, hexed: str) -> None:
     assert [entry_of(r) for r in Reader(MAGIC + raw)] == [(key, entry, seq)]
 
 
-def test_a_turns_records_are_the_single_records_joined() -> None:
-    """The log's batch encoder (its hot path) writes exactly what encode_entry does."""
-    golden = [Change(key, entry, None, seq) for key, entry, seq, _ in GOLDEN]
-    assert encode_entries(golden) == bytes.fromhex("".join(h for *_, h in GOLDEN))
+def singles(changes: list[Change]) -> bytes:
+    """The changes as single-entry records: what logs held before batches."""
+    return b"".join(encode_entry(c.key, c.entry, c.seq) for c in changes)
+
+
+def test_a_batch_too_big_for_one_record_is_written_as_single_entries(monkeypatch) -> None:
     varied = [Change(b"k" * (i * 37 % 300), Entry(b"v" * (i * 101 % 70_000) if i % 5 else None,
                      i << 20 | i, f"node-{i}", i * 1_000_003 % 7 and 1_700_000_000_000 + i), None,
                      i * 65_537)
               for i in range(60)]
-    assert encode_entries(varied) == b"".join(encode_entry(c.key, c.entry, c.seq) for c in varied)
-    assert encode_entries([]) == b""
+    assert encode_batch(varied)[8:13] == b"\x92\x01\xdc\x00\x3c"  # one record: [1, [60 rows]]
+    monkeypatch.setattr(record, "BATCH_BYTES", 40)
+    assert encode_batch(varied) == singles(varied)
+    assert [entry_of(r) for r in Reader(MAGIC + encode_batch(varied))] == [
+        (c.key, c.entry, c.seq) for c in varied]
 
 
 def test_golden_batch_record() -> None:
@@ -176,7 +180,7 @@ def test_a_batch_reads_as_its_entries_and_counts_them() -> None:
 def test_old_and_new_records_mixed() -> None:
     """A log written before batches, appended to by this version (and a compacted one, whose
     checkpoint and snapshot are single records), reads in file order."""
-    old = encode_entries(changes(3))
+    old = singles(changes(3))
     data = MAGIC + encode_checkpoint({"n1": 2}) + old + encode_batch(changes(4, 3)) \
         + encode_entry(b"k7", Entry(b"v", 8, "n1"), 8) + encode_batch(changes(2, 8))
     r = read(data)
@@ -212,9 +216,9 @@ def test_a_corrupt_batch_before_single_records_is_corruption() -> None:
     """Resync finds the old form after a damaged batch, and a batch after old records."""
     bad = bytearray(encode_batch(changes(3)))
     bad[-2] ^= 0x10
-    r = read(MAGIC + bytes(bad) + encode_entries(changes(2, 3)))
+    r = read(MAGIC + bytes(bad) + singles(changes(2, 3)))
     assert r.count == 0 and r.damage is not None and not r.damage.torn
-    bad = bytearray(encode_entries(changes(2)))
+    bad = bytearray(singles(changes(2)))
     bad[-1] ^= 0x10
     r = read(MAGIC + bytes(bad) + encode_batch(changes(2, 2)))
     assert r.count == 1 and r.damage is not None and not r.damage.torn
@@ -235,8 +239,3 @@ def test_a_checksummed_batch_that_is_not_well_formed_is_refused(payload: list) -
     assert r.damage.reason == "a checksummed payload is not a record"
 
 
-def test_a_batch_too_big_for_one_record_is_written_as_single_entries(monkeypatch) -> None:
-    batch = changes(6)
-    monkeypatch.setattr(record, "BATCH_BYTES", 40)
-    assert encode_batch(batch) == encode_entries(batch)
-    assert [x[0] for x in Reader(MAGIC + encode_batch(batch))] == [c.key for c in batch]
