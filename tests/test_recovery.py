@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kvd.log.record import MAGIC, encode_entry
+from kvd.log.record import MAGIC, MAGIC_V1, Reader, encode_entry
 from kvd.log.recovery import LogCorrupt, check, open_log, recover
 from kvd.log.wal import LOG_NAME, REWRITE_NAME
 from kvd.state.hlc import HybridClock
@@ -66,6 +66,18 @@ def test_a_turn_is_one_record_replayed_whole(tmp_path: Path) -> None:
     result = recover(tmp_path, torn)
     assert result.records == 0 and result.damage is not None and result.damage.torn
     assert snapshot(torn) == {}  # all of the turn or none of it
+
+
+def test_a_log_from_before_batches_takes_single_entries_only(tmp_path: Path) -> None:
+    """A kvd from before batches must still read it (kvd.log.record, "Why a new magic")."""
+    path = tmp_path / LOG_NAME
+    path.write_bytes(MAGIC_V1 + encode_entry(b"old", Entry(b"v", 1 << 16, "n1"), 1))
+    write_some(tmp_path, fresh(), turns=1)
+    data = path.read_bytes()
+    reader = Reader(data)
+    assert [r[0] for r in reader] == [b"old", b"a", b"b", b"peer", b"a", b"b"]
+    assert reader.magic == MAGIC_V1 and b"\x92\x01" not in data  # no batch record
+    assert recover(tmp_path, fresh()).records == 6
 
 
 def test_empty_and_missing_logs(tmp_path: Path) -> None:

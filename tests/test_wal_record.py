@@ -10,6 +10,7 @@ import pytest
 from kvd.log import record
 from kvd.log.record import (
     MAGIC,
+    MAGIC_V1,
     Reader,
     encode_batch,
     encode_checkpoint,
@@ -69,7 +70,7 @@ def test_golden_batch_record() -> None:
 
 
 def test_golden_checkpoint_and_magic() -> None:
-    assert MAGIC == b"KVWAL001"
+    assert (MAGIC, MAGIC_V1) == (b"KVWAL002", b"KVWAL001")
     assert encode_checkpoint({"n1": 9}) == bytes.fromhex("20e8948d" "00000005" "81a26e3109")
     assert list(Reader(MAGIC + encode_checkpoint({"n1": 9}))) == [{"n1": 9}]
 
@@ -239,3 +240,18 @@ def test_a_checksummed_batch_that_is_not_well_formed_is_refused(payload: list) -
     assert r.damage.reason == "a checksummed payload is not a record"
 
 
+
+
+def test_a_log_from_before_batches_reads_as_ever_and_says_so() -> None:
+    old = MAGIC_V1 + encode_checkpoint({"n1": 2}) + singles(changes(3))
+    r = read(old)
+    assert (r.count, r.damage, r.magic) == (4, None, MAGIC_V1)
+    assert read(MAGIC + encode_batch(changes(2))).magic == MAGIC
+    assert read(MAGIC_V1[:5]).magic is None and read(MAGIC_V1[:5]).damage.torn
+
+
+def test_a_reader_from_before_batches_refuses_a_new_file_instead_of_cutting_it() -> None:
+    """What a KVWAL001-only reader did with a header: cut a torn one, refuse a foreign one.
+    A new file is foreign to it, never torn, so going back a version cannot truncate it."""
+    head = (MAGIC + encode_batch(changes(2)))[:len(MAGIC_V1)]
+    assert head != MAGIC_V1 and not MAGIC_V1.startswith(head)

@@ -2,7 +2,10 @@
 
 A log file is a magic string followed by self-delimiting, checksummed records:
 
-    file:    | magic "KVWAL001" (8 bytes) | record | record | ... |
+    file:    | magic "KVWAL002" (8 bytes) | record | record | ... |
+
+             "KVWAL001": a file from before batch records; read as ever, and appended to in
+             single entries only until compaction rewrites it as a "KVWAL002" file
 
     record:  0          4          8
              +----------+----------+--------------------------------+
@@ -34,6 +37,11 @@ Why rows and not columns (the origin once, keys together, ...): a turn can mix o
 writes with local ones), and rows unpack straight into the tuples replay wants; columns saved
 a few bytes per write and cost a regrouping on both sides.
 
+Why a new magic: a kvd from before batches takes a batch record for damage, and when no
+record of its kind follows (a log of batches), for a torn tail that it cuts off with only a
+warning. "KVWAL002" makes it refuse the whole file instead (bad magic, not torn), and a
+KVWAL001 file gets no batch, so going back a version loses nothing silently.
+
 The reader yields entries one by one whatever record held them, and counts entries, not
 records: `count` is what the log holds, which the live-size estimate divides by.
 
@@ -57,7 +65,8 @@ import msgpack
 
 from kvd.state.store import Entry
 
-MAGIC = b"KVWAL001"
+MAGIC = b"KVWAL002"  # what this version starts a file with: it may hold batches
+MAGIC_V1 = b"KVWAL001"  # a file from before batches: single entries only (see above)
 HEADER = struct.Struct(">II")  # crc32, length
 HEADER_SIZE = HEADER.size
 _LENGTH = struct.Struct(">I")  # the length field alone: what the CRC starts with
@@ -84,6 +93,12 @@ def frame(payload: bytes) -> bytes:
 
 def encode_entry(key: bytes, entry: Entry, seq: int) -> bytes:
     return frame(_pack([key, entry.value, entry.stamp, entry.origin, entry.expires_at, seq]))
+
+
+def encode_entries(changes: list) -> bytes:
+    """Changes (objects with .key, .entry and .seq) as one single-entry record each: all a
+    KVWAL001 file may hold."""
+    return b"".join([encode_entry(c.key, c.entry, c.seq) for c in changes])
 
 
 def encode_batch(changes: list) -> bytes:
@@ -124,7 +139,8 @@ class Damage:
 class Reader:
     """Iterate the decoded payloads of a log held in memory (entries as 6-tuples, a batch's
     one by one, checkpoints as dicts); `end` and `damage` say how far it got, `count` how
-    many payloads it yielded (entries and checkpoints)."""
+    many payloads it yielded (entries and checkpoints), `magic` the file's (None if it has
+    none)."""
 
     def __init__(self, data: bytes | memoryview, start: int = 0) -> None:
         self.data = memoryview(data)
@@ -133,6 +149,7 @@ class Reader:
         self.count = 0
         self.batch_start = start
         self.damage: Damage | None = None
+        self.magic: bytes | None = None
 
     def __iter__(self) -> Iterator[tuple | dict]:
         for batch in self.batches():
@@ -199,7 +216,8 @@ class Reader:
 
     def _check_magic(self) -> int:
         head = bytes(self.data[:len(MAGIC)])
-        if head == MAGIC:
+        if head in (MAGIC, MAGIC_V1):
+            self.magic = head
             self.end = len(MAGIC)
             return len(MAGIC)
         if MAGIC.startswith(head):  # empty, or the header itself was torn
