@@ -18,7 +18,7 @@ import time
 
 from kvd.cluster.cluster import Cluster, Settings
 from kvd.cluster.peerwire import Dest
-from kvd.log.record import encode_entries
+from kvd.log.record import encode_batch
 from kvd.state.node import Context, Node
 from shared import codec
 
@@ -38,7 +38,7 @@ def origin_path(c: Cluster, requests: list) -> list[bytes]:
     replies, _ = node.execute_batch(requests, Context(now=NOW))
     codec.encode_batch_reply(replies)
     changes = node.take_changes()
-    encode_entries(changes)
+    encode_batch(changes)
     node.watches.record_all(changes)
     return [codec.encode_peer(o.msg) for o in c.committed(changes, NOW)
             if o.dest is Dest.PUBLISH]
@@ -48,7 +48,7 @@ def replica_path(c: Cluster, frame: bytes) -> None:
     """What a peer does with one GOSSIP frame, up to its log record."""
     c.receive(codec.decode(frame), NOW)  # type: ignore[arg-type]
     changes = c.node.take_changes()
-    encode_entries(changes)
+    encode_batch(changes)
     c.node.watches.record_all(changes)
 
 

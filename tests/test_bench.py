@@ -179,6 +179,15 @@ def test_replica_cost_runs_and_the_replica_takes_every_write(tmp_path) -> None:
     assert "3-node cluster in all" in out.stdout
 
 
+def test_log_codec_bench_runs(tmp_path) -> None:
+    out = subprocess.run([sys.executable, "-m", "bench.logcodec", "--rounds", "1", "--keys",
+                          "3000"], capture_output=True, env=env_for(tmp_path), timeout=120,
+                         cwd=ROOT, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    heads = [line.split(",")[0].split(":")[0] for line in out.stdout.splitlines()]
+    assert heads == ["encode"] * 3 + ["replay", "compaction of 3000 keys"]
+
+
 def test_paired_run_times_each_server(kvd, kvd_factory) -> None:
     from kvd.bench.runner import run_paired
 

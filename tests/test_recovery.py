@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kvd.log.record import MAGIC, encode_entry
+from kvd.log.record import MAGIC, MAGIC_V1, Reader, encode_entry
 from kvd.log.recovery import LogCorrupt, check, open_log, recover
 from kvd.log.wal import LOG_NAME, REWRITE_NAME
 from kvd.state.hlc import HybridClock
@@ -19,15 +19,17 @@ def fresh(name: str = "n1", wall: int = 1_000_000) -> Node:
     return Node(name, "127.0.0.1:1", clock=HybridClock(lambda: wall))
 
 
-def write_some(data_dir: Path, node: Node, policy: str = "no") -> None:
+def write_some(data_dir: Path, node: Node, policy: str = "no", turns: int = 5) -> None:
+    """Five writes in `turns` turns: a turn is one record, so 5 turns make 5 records."""
     wal = open_log(data_dir, node, policy)
-    node.write(b"a", b"1")
-    node.write(b"b", b"2")
-    node.apply(b"peer", Entry(b"x", 5 << 16, "n2"), seq=41)  # a replicated write
-    node.write(b"a", b"3")
-    node.write(b"b", None)  # a deletion
-    wal.append(node.take_changes())
-    wal.commit()
+    writes = [lambda: node.write(b"a", b"1"), lambda: node.write(b"b", b"2"),
+              lambda: node.apply(b"peer", Entry(b"x", 5 << 16, "n2"), seq=41),  # replicated
+              lambda: node.write(b"a", b"3"), lambda: node.write(b"b", None)]  # a deletion
+    for i, write in enumerate(writes, 1):
+        write()
+        if i * turns % len(writes) == 0 or i == len(writes):
+            wal.append(node.take_changes())
+            wal.commit()
     wal.close()
 
 
@@ -47,6 +49,35 @@ def test_replay_rebuilds_the_same_store(tmp_path: Path) -> None:
     assert after.seq == before.seq == 4
     assert result.seqs == {"n1": 4, "n2": 41}
     assert after.write(b"c", b"new").stamp > before.clock.last  # the clock moved past the log
+
+
+def test_a_turn_is_one_record_replayed_whole(tmp_path: Path) -> None:
+    before = fresh()
+    write_some(tmp_path, before, turns=1)
+    data = (tmp_path / LOG_NAME).read_bytes()
+    assert len(data) == len(MAGIC) + 8 + int.from_bytes(data[len(MAGIC) + 4:len(MAGIC) + 8],
+                                                        "big")
+    after = fresh(wall=0)
+    result = recover(tmp_path, after)
+    assert result.records == 5 and result.damage is None  # records count entries
+    assert snapshot(after) == snapshot(before) and result.seqs == {"n1": 4, "n2": 41}
+    (tmp_path / LOG_NAME).write_bytes(data[:-1])  # a crash in the middle of the turn's write
+    torn = fresh()
+    result = recover(tmp_path, torn)
+    assert result.records == 0 and result.damage is not None and result.damage.torn
+    assert snapshot(torn) == {}  # all of the turn or none of it
+
+
+def test_a_log_from_before_batches_takes_single_entries_only(tmp_path: Path) -> None:
+    """A kvd from before batches must still read it (kvd.log.record, "Why a new magic")."""
+    path = tmp_path / LOG_NAME
+    path.write_bytes(MAGIC_V1 + encode_entry(b"old", Entry(b"v", 1 << 16, "n1"), 1))
+    write_some(tmp_path, fresh(), turns=1)
+    data = path.read_bytes()
+    reader = Reader(data)
+    assert [r[0] for r in reader] == [b"old", b"a", b"b", b"peer", b"a", b"b"]
+    assert reader.magic == MAGIC_V1 and b"\x92\x01" not in data  # no batch record
+    assert recover(tmp_path, fresh()).records == 6
 
 
 def test_empty_and_missing_logs(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Log compaction: rewrite the log as one record per stored entry, without stopping the loop.
+"""Log compaction: rewrite the log as one record per store bucket, without stopping the loop.
 
 Why not fork() like Redis's BGREWRITEAOF: a forked CPython child writes to every object's
 reference count as it walks the store, so copy-on-write ends up copying most of the heap, and
@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from kvd.log.record import MAGIC, encode_checkpoint, encode_entry
+from kvd.log.record import MAGIC, encode_checkpoint, encode_rows
 from kvd.state.hlc import stamp_ms
 from kvd.state.store import NBUCKETS, Entry, Store
 
@@ -92,15 +92,17 @@ class Rewrite:
         return self.bucket >= NBUCKETS
 
     def _snapshot(self, b: int) -> None:
-        buf, now, cutoff = self.buf, self.now_ms, self.cutoff_ms
+        """One bucket's entries as one batch record (replay reads batches faster)."""
+        now, cutoff, rows = self.now_ms, self.cutoff_ms, []
         for key, entry in self.store.bucket_items(b):
             if entry.value is not None and entry.expires_at and entry.expires_at <= now:
                 entry = Entry(None, entry.stamp, entry.origin, 0)
             if entry.value is None and stamp_ms(entry.stamp) < cutoff:
                 self.dropped_tombstones += 1
                 continue
-            buf += encode_entry(key, entry, 0)
-            self.records += 1
+            rows.append((key, entry.value, entry.stamp, entry.origin, entry.expires_at, 0))
+        self.buf += encode_rows(rows)
+        self.records += len(rows)
 
     def start_bulk_sync(self) -> None:
         """Write what is buffered and fsync it in a helper thread: the bulk of a big rewrite

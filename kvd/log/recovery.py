@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvd.log.logfile import LogFile, sync_dir
-from kvd.log.record import MAGIC, Damage, Reader
+from kvd.log.record import MAGIC, MAGIC_V1, Damage, Reader
 from kvd.log.wal import LOG_NAME, REWRITE_NAME, WriteAheadLog
 from kvd.state.node import Node
 from kvd.state.store import Entry, Store
@@ -55,6 +55,7 @@ class Replayed:
     max_stamp: int = 0
     seqs: dict[str, int] = field(default_factory=dict)
     damage: Damage | None = None
+    batches: bool = True  # the file may take batch records (not a KVWAL001 file)
 
 
 @contextlib.contextmanager
@@ -114,7 +115,7 @@ def replay(data: bytes | memoryview, store: Store, where: str = "the log") -> Re
         if was_enabled:
             gc.enable()
     return Replayed(reader.count, reader.end, len(data), time.perf_counter() - started,
-                    max_stamp, seqs, reader.damage)
+                    max_stamp, seqs, reader.damage, reader.magic != MAGIC_V1)
 
 
 def records_after(data: bytes | memoryview, damage: Damage) -> int:
@@ -183,6 +184,7 @@ def open_log(data_dir: Path, node: Node, policy: str, repair: bool = False,
         result = recover(data_dir, node, repair)
         file = LogFile(data_dir / LOG_NAME)
         if file.size == 0:
+            result.batches = True
             file.write(MAGIC)
             file.sync()
             sync_dir(data_dir)
@@ -190,7 +192,8 @@ def open_log(data_dir: Path, node: Node, policy: str, repair: bool = False,
         raise LogUnavailable(f"cannot use the log in {data_dir}: {exc.strerror or exc} — "
                              "check the data dir's permissions and free space") from None
     wal = WriteAheadLog(data_dir, file, node.store, policy, records=result.records,
-                        seqs=result.seqs, **settings)  # type: ignore[arg-type]
+                        seqs=result.seqs, batches=result.batches,
+                        **settings)  # type: ignore[arg-type]
     wal.stats.update(replayed_records=result.records, replay_s=round(result.seconds, 3))
     return wal
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from kvd.log.compaction import Rewrite, should_compact
 from kvd.log.logfile import LogFile, Syncer, sync_dir
-from kvd.log.record import MAGIC, encode_entries
+from kvd.log.record import MAGIC, encode_batch, encode_entries
 from kvd.state.hlc import wall_ms
 from kvd.state.node import Change
 from kvd.state.store import Store
@@ -52,7 +52,7 @@ class WriteAheadLog:
     """The real `Log` of kvd.loop.Log, over one file in the data dir."""
 
     def __init__(self, data_dir: Path, file: LogFile, store: Store, policy: str, *,
-                 records: int = 0, seqs: dict[str, int] | None = None,
+                 records: int = 0, seqs: dict[str, int] | None = None, batches: bool = True,
                  compaction_ratio: float = 2.0, compaction_min_size: int = 64 << 20,
                  tombstone_max_age_s: float = 7 * 86400, syncer: Syncer | None = None,
                  clock: Callable[[], float] = time.monotonic,
@@ -61,8 +61,11 @@ class WriteAheadLog:
         self.file = file
         self.store = store
         self.policy = policy
-        self.records = records  # records in the file, for the live-size estimate
+        self.records = records  # entries in the file, for the live-size estimate
         self.seqs = seqs or {}  # highest seq committed per origin
+        # A turn as one batch record; False while the file is a KVWAL001 one (kvd.log.record),
+        # which takes single entries until a rewrite replaces it.
+        self.batches = batches
         self.compaction_ratio = compaction_ratio
         self.compaction_min_size = compaction_min_size
         self.tombstone_max_age_ms = int(tombstone_max_age_s * 1000)
@@ -94,7 +97,7 @@ class WriteAheadLog:
         changes, self._turn = self._turn, []
         if not changes:
             return
-        data = encode_entries(changes)
+        data = encode_batch(changes) if self.batches else encode_entries(changes)
         self._check_syncer()
         self._write(data)
         self.refusing = ""  # the disk took this write: whatever failed before has passed
@@ -229,6 +232,7 @@ class WriteAheadLog:
             self.syncer.retarget(self.file)
         old.close()
         self.records = rewrite.records
+        self.batches = True  # the rewrite is a file of this version's
         try:
             sync_dir(self.data_dir)
         except OSError as exc:
