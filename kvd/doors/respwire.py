@@ -113,7 +113,7 @@ class RequestParser:
         buf = self.buf
         if self._argc == 0 and self.pos < len(buf) and buf[self.pos] == 0x2A \
                 and len(buf) - self.pos <= self.max_bulk \
-                and _HUGE_COUNT.search(buf, self.pos) is None:
+                and not _huge_count(buf, self.pos):
             self.pos = _fast(buf, self.pos, out)
         try:
             while self.pos < len(buf):
@@ -200,6 +200,19 @@ class RequestParser:
 # and freeing a list of 3 billion empty slots takes minutes. Such a buffer (or a value that
 # merely looks like one) is read by the Python reader, which refuses the count at once.
 _HUGE_COUNT = re.compile(rb"[*%~>|][+-]?[0-9]{7}")
+_HUGE_ARRAY = re.compile(rb"\*[+-]?[0-9]{7}")  # the same for arrays alone: a literal lead
+# is found with memchr, nine times faster than a class of five
+
+
+def _huge_count(buf: bytes, pos: int) -> bool:
+    """Whether `buf` from `pos` may hold an aggregate header of a million items or more.
+    Requests hold arrays only; the other aggregate types are looked for when their lead byte
+    is there at all (values may hold them; a request never does)."""
+    find = buf.find
+    if find(b"%", pos) >= 0 or find(b"~", pos) >= 0 or find(b">", pos) >= 0 \
+            or find(b"|", pos) >= 0:
+        return _HUGE_COUNT.search(buf, pos) is not None
+    return _HUGE_ARRAY.search(buf, pos) is not None
 
 
 def _fast(buf: bytes, pos: int, out: list[list[bytes]]) -> int:
