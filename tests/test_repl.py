@@ -146,3 +146,21 @@ def test_a_long_paste_runs_under_a_progress_bar_with_rich_output(node):
     assert out.getvalue().count("OK") == 250
     with node.client() as c:
         assert c.get("bulk:249") == b"249"
+
+
+def test_the_prompt_shows_an_open_transaction(node):
+    """As redis-cli's `(TX)`: from MULTI's OK until EXEC or DISCARD answers."""
+    out = io.StringIO()
+    with create_pipe_input() as inp:
+        shell = Shell(Client("127.0.0.1", node.port, timeout=2), Printer("plain", out),
+                      history=InMemoryHistory(), input=inp, output=DummyOutput(),
+                      monitor=False)
+        assert not shell._message()[0][1].endswith("(TX)> ")
+        shell.run_line("MULTI")
+        shell.run_line("SET tx 1")
+        assert shell._message()[0][1].endswith("(TX)> ")
+        shell.run_line("EXEC")
+        assert not shell._message()[0][1].endswith("(TX)> ")
+        shell.run_line("GET tx")
+        shell.client.close()
+    assert out.getvalue().splitlines() == ["OK", "QUEUED", "OK", "1"]
