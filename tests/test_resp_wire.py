@@ -156,6 +156,27 @@ def test_a_huge_aggregate_count_never_reaches_hiredis(wire: bytes) -> None:
     assert error is not None and got in ([], [[b"GET"]])
 
 
+def test_after_a_request_cut_by_a_read_the_rest_goes_back_to_hiredis() -> None:
+    """A read that ends inside a request: the Python reader finishes it, then the fast path
+    takes the rest of the buffer again (a pipeline split by reads stays on the fast path)."""
+    real, taken = respwire._fast, []
+
+    def counting(buf: bytes, pos: int, out: list) -> int:
+        before = len(out)
+        end = real(buf, pos, out)
+        taken.append(len(out) - before)
+        return end
+
+    wire = multibulk([b"SET", b"k", b"v"]) * 10
+    p = RequestParser(MAX_BULK)
+    with mock.patch.object(respwire, "_fast", counting):
+        p.feed(wire[:-5])
+        assert p.requests() == [[b"SET", b"k", b"v"]] * 9
+        p.feed(wire[-5:] + multibulk([b"GET", b"k"]) * 8)
+        assert p.requests() == [[b"SET", b"k", b"v"]] + [[b"GET", b"k"]] * 8
+    assert taken == [9, 8]  # the cut request by the Python reader, the rest by hiredis
+
+
 def test_a_huge_declared_bulk_is_refused_before_it_is_buffered() -> None:
     p = RequestParser(MAX_BULK)
     p.feed(b"*1\r\n$1000000000\r\n" + b"x" * 1000)

@@ -111,10 +111,11 @@ class RequestParser:
         self._short = 0
         out: list[list[bytes]] = []
         buf = self.buf
-        if self._argc == 0 and self.pos < len(buf) and buf[self.pos] == 0x2A \
-                and len(buf) - self.pos <= self.max_bulk \
-                and not _huge_count(buf, self.pos):
-            self.pos = _fast(buf, self.pos, out)
+        # A read that ended inside a request leaves it to this reader, which holds its place:
+        # once it is whole, the rest of the buffer gets another go at the fast path. No more
+        # than that: a failed go copies the rest of the buffer into hiredis for nothing.
+        resuming = self._argc != 0
+        self._try_fast(buf, out)
         try:
             while self.pos < len(buf):
                 inline = self._argc == 0 and buf[self.pos] != 0x2A  # not '*': a telnet line
@@ -123,10 +124,20 @@ class RequestParser:
                     break
                 if argv:
                     out.append(argv)
+                if resuming:
+                    resuming = False
+                    self._try_fast(buf, out)
         except ProtocolViolation as exc:
             exc.requests = out
             raise
         return out
+
+    def _try_fast(self, buf: bytes, out: list[list[bytes]]) -> None:
+        """Read what hiredis can from `pos` (see `_fast`), when a request starts there."""
+        pos = self.pos
+        if self._argc == 0 and pos < len(buf) and buf[pos] == 0x2A \
+                and len(buf) - pos <= self.max_bulk and not _huge_count(buf, pos):
+            self.pos = _fast(buf, pos, out)
 
     def _inline(self) -> list[bytes] | None:
         buf, pos = self.buf, self.pos
