@@ -58,6 +58,19 @@ def wire(value: bytes | None) -> object:
         return {"base64": base64.b64encode(value).decode()}
 
 
+def unwire(value: object) -> bytes | None:
+    """`wire`'s inverse for what a client sends: a string (as UTF-8) or {"base64": ...};
+    None for anything else."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if isinstance(value, dict) and isinstance(value.get("base64"), str):
+        try:
+            return base64.b64decode(value["base64"], validate=True)
+        except ValueError:
+            return None
+    return None
+
+
 def jsonable(value: object) -> object:
     if isinstance(value, bytes):
         return wire(value)

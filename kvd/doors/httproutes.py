@@ -26,6 +26,7 @@ from kvd.doors.httpreply import (
     json_response,
     jsonable,
     text_response,
+    unwire,
     wire,
 )
 from kvd.state.context import Context, Deferred
@@ -430,18 +431,10 @@ def _txn_commands(body: bytes) -> list[list[bytes]]:
     for command in commands:
         if not isinstance(command, list) or not command:
             raise bad
-        argv = []
-        for arg in command:
-            if isinstance(arg, str):
-                argv.append(arg.encode("utf-8", "surrogateescape"))
-            elif isinstance(arg, dict) and isinstance(arg.get("base64"), str):
-                try:
-                    argv.append(base64.b64decode(arg["base64"], validate=True))
-                except ValueError:
-                    raise bad from None
-            else:
-                raise bad
-        out.append(argv)
+        argv = [unwire(arg) for arg in command]
+        if None in argv:
+            raise bad
+        out.append(argv)  # type: ignore[arg-type]
     return out
 
 

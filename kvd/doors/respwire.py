@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import hiredis
 
-from shared.codec import Results
 from shared.commands import strict_int
 from shared.errors import ArityError, KvError, UnknownCommand
 
@@ -364,7 +363,7 @@ def _encode(value: object, proto: int, out: list[bytes]) -> None:
         out.append(b":%d\r\n" % value)
     elif value is None:
         out.append(b"_\r\n" if proto == 3 else b"$-1\r\n")
-    elif t is list or t is tuple or t is Results:
+    elif t is list or t is tuple:
         out.append(b"*%d\r\n" % len(value))  # type: ignore[arg-type]
         for item in value:  # type: ignore[union-attr]
             _encode(item, proto, out)
