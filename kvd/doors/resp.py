@@ -117,8 +117,11 @@ class RespDoor(TcpDoor):
                 break
             conn.parser.feed(data)
             got += len(data)
-            if len(data) < READ_CHUNK:
-                break  # drained, most likely: spare the recv that would only raise (poll tells)
+            if len(data) < READ_CHUNK and conn.tls is None:
+                # Drained, most likely: spare the recv that would only raise (poll tells when
+                # more comes). Not over TLS: there the next recv costs no syscall, and it is
+                # what says the client sent close_notify, which no poll would tell.
+                break
         try:
             requests = conn.parser.requests()
         except ProtocolViolation as exc:
