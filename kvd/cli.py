@@ -88,17 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("name")
     token.add_argument("--revoke", action="store_true", help="revoke all of its tokens instead")
     for action in actions.choices.values():
-        action.add_argument("--host", default="127.0.0.1")
-        action.add_argument("--port", type=int, default=7700)
-        action.add_argument("--user", dest="login", metavar="USER",
-                            help="log in as this user (password: KV_PASSWORD or a prompt)")
-        _key_flags(action)
+        _operator_flags(action)
     _key_flags(status)
 
     from kvd.raftcli import add_arguments as raft_arguments  # its flags live with it
 
     raft_arguments(sub.add_parser("raft", help="the consensus group: status, remove a member "
-                                  "gone for good, init on an upgraded cluster"), _key_flags)
+                                  "gone for good, init on an upgraded cluster"), _operator_flags)
 
     check = sub.add_parser("check-log", help="verify a node's log; exit 1 if it is corrupt")
     check.add_argument("--data-dir", type=Path, help="the node's data folder (default: the "
@@ -122,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "(what clients pass as --server-key)")
     key.add_argument("file", type=Path, metavar="FILE")
     return parser
+
+
+def _operator_flags(p: argparse.ArgumentParser) -> None:
+    """Where `kvd user` and `kvd raft` send their request, and as whom."""
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7700)
+    p.add_argument("--user", dest="login", metavar="USER",
+                   help="log in as this user (password: KV_PASSWORD or a prompt)")
+    _key_flags(p)
 
 
 def _key_flags(p: argparse.ArgumentParser) -> None:

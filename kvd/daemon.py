@@ -371,6 +371,16 @@ def _last_error(path: Path, offset: int) -> str | None:
     return errors[-1] if errors else (lines[-1] if lines else None)
 
 
+def client_failure(exc: ServerError | Unreachable) -> int:
+    """What an operator command (kvd user, kvd raft) prints and exits with when its request
+    fails: the node's refusal (2) or no node (3), in one line."""
+    if isinstance(exc, ServerError):
+        print(f"kvd: {exc.code}: {exc}", file=sys.stderr)
+        return 2
+    print(f"kvd: {exc}", file=sys.stderr)
+    return 3
+
+
 def password_for(user: str | None) -> str | None:
     """A user's password: KV_PASSWORD, else asked on the terminal (never a flag: argv is
     visible to every process on the host)."""

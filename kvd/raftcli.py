@@ -17,7 +17,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from kvd.daemon import password_for
+from kvd.daemon import client_failure, password_for
 from shared.client import Client
 from shared.errors import KvError, ServerError, Unreachable
 
@@ -28,7 +28,7 @@ ASK_TIMEOUT_S = 3.0
 
 
 def add_arguments(raft: argparse.ArgumentParser,
-                  key_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+                  operator_flags: Callable[[argparse.ArgumentParser], None]) -> None:
     actions = raft.add_subparsers(dest="raft_action", required=True,
                                   metavar="{status,remove,init}")
     status = actions.add_parser("status", help="role, term, leader, voters and learners")
@@ -41,11 +41,7 @@ def add_arguments(raft: argparse.ArgumentParser,
     init.add_argument("--force", action="store_true", help="found it even if some member "
                       "cannot be asked whether it has a group")
     for action in actions.choices.values():
-        action.add_argument("--host", default="127.0.0.1")
-        action.add_argument("--port", type=int, default=7700)
-        action.add_argument("--user", dest="login", metavar="USER",
-                            help="log in as this user (password: KV_PASSWORD or a prompt)")
-        key_flags(action)
+        operator_flags(action)
 
 
 def run(args: argparse.Namespace, server_key: str | None = None) -> int:
@@ -68,12 +64,8 @@ def run(args: argparse.Namespace, server_key: str | None = None) -> int:
             print(f"founded the consensus group on {_text(founded)}; its leader adds the "
                   "other members one at a time (kvd raft status)")
             return 0
-    except ServerError as exc:
-        print(f"kvd: {exc.code}: {exc}", file=sys.stderr)
-        return 2
-    except Unreachable as exc:
-        print(f"kvd: {exc}", file=sys.stderr)
-        return 3
+    except (ServerError, Unreachable) as exc:
+        return client_failure(exc)
 
 
 def _status(info: dict, as_json: bool) -> int:

@@ -13,7 +13,7 @@ import getpass
 import json
 import sys
 
-from kvd.daemon import password_for
+from kvd.daemon import client_failure, password_for
 from shared.client import Client
 from shared.errors import ServerError, Unreachable
 
@@ -28,12 +28,8 @@ def run(args: argparse.Namespace, server_key: str | None = None) -> int:
         with Client(args.host, args.port, server_key=server_key, user=args.login,
                     password=password_for(args.login)) as client:
             reply = client.call(*argv)
-    except ServerError as exc:
-        print(f"kvd: {exc.code}: {exc}", file=sys.stderr)
-        return 2
-    except Unreachable as exc:
-        print(f"kvd: {exc}", file=sys.stderr)
-        return 3
+    except (ServerError, Unreachable) as exc:
+        return client_failure(exc)
     return _show(args, reply)
 
 
